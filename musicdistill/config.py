@@ -1,0 +1,387 @@
+"""Typed configuration: YAML files mapped onto dataclasses, dotted overrides, validation.
+
+Every field carries one line of documentation and, where it has one, its valid range, in the
+field's metadata (see :func:`opt`). :func:`load_config` reads a YAML file, applies overrides such as
+``pretrain.steps=200``, rejects unknown keys with the closest valid one, checks types and ranges,
+and returns a frozen-in-shape :class:`Config`. Nothing runs before the whole config is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from musicdistill.atomic import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and the fix."""
+
+
+def opt(
+    default: Any,
+    doc: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A dataclass field with a one-line doc and an optional range or set of choices."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str) -> Any:
+    """A nested config section field."""
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Training audio: the built-in synthesised set, or the user's own manifest."""
+
+    manifest: str = opt("", "user manifest (JSONL/CSV) or folder of audio + .txt captions; empty = built-in data")
+    num_clips: int = opt(8000, "number of clips the built-in synthesiser writes", ge=10, le=1_000_000)
+    sample_rate: int = opt(16000, "sample rate every clip is resampled to (Hz)", ge=8000, le=96000)
+    duration: float = opt(4.0, "clip length in seconds; longer clips are cropped, shorter padded", gt=0.25, le=60.0)
+    seed: int = opt(0, "seed of the built-in synthesiser and of the split", ge=0)
+    workers: int = opt(2, "processes used by the synthesiser", ge=1, le=64)
+    strict: bool = opt(False, "fail on the first bad clip instead of skipping it")
+
+
+@dataclass
+class CodecConfig:
+    """The audio tokenizer: the offline default codec, or EnCodec."""
+
+    kind: str = opt("melrvq", "codec family", choices=("melrvq", "encodec_hf", "encodec"))
+    pretrained: str = opt("", "local directory (or hub id when online) of an EnCodec model; only for encodec kinds")
+    n_mels: int = opt(128, "mel bands of the default codec", ge=16, le=512)
+    n_fft: int = opt(1024, "FFT size of the default codec", ge=64, le=8192)
+    hop_length: int = opt(640, "hop in samples; frame rate = sample_rate / hop_length", ge=32, le=8192)
+    fmin: float = opt(30.0, "lowest mel frequency (Hz)", ge=0.0)
+    fmax: float = opt(8000.0, "highest mel frequency (Hz), at most sample_rate / 2", gt=0.0)
+    num_codebooks: int = opt(4, "residual codebooks K", ge=1, le=4)
+    cardinality: int = opt(256, "entries per codebook V", ge=2, le=1024)
+    kmeans_iters: int = opt(20, "Lloyd iterations per codebook", ge=1, le=500)
+    max_fit_frames: int = opt(150_000, "frames sampled from the training audio to fit the codebooks", ge=1000)
+    griffin_lim_iters: int = opt(32, "Griffin-Lim iterations when decoding to audio", ge=1, le=1000)
+    seed: int = opt(0, "seed of the k-means initialisation", ge=0)
+
+
+@dataclass
+class TextConfig:
+    """The frozen text encoder that conditions the generator."""
+
+    encoder: str = opt("minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face encoder directory")
+    max_tokens: int = opt(64, "text tokens kept per prompt", ge=1, le=512)
+    max_prompt_chars: int = opt(512, "longest prompt accepted, in characters", ge=1, le=100_000)
+
+
+@dataclass
+class ModelConfig:
+    """The token decoder (our native generator)."""
+
+    dim: int = opt(256, "model width D", ge=8, le=8192)
+    layers: int = opt(4, "decoder layers", ge=1, le=96)
+    heads: int = opt(4, "attention heads; must divide dim", ge=1, le=128)
+    ff_mult: int = opt(4, "feed-forward width as a multiple of dim", ge=1, le=16)
+    dropout: float = opt(0.0, "dropout in attention and feed-forward", ge=0.0, lt=1.0)
+    positions: str = opt("rope", "position encoding", choices=("rope", "learned"))
+    delays: list = opt([0, 1, 2, 3], "per-codebook delay (MusicGen's delay pattern); all zero = parallel")
+    max_frames: int = opt(256, "longest sequence in frames (context length, delay steps included)", ge=8, le=100_000)
+
+
+@dataclass
+class PretrainConfig:
+    """Base-model pretraining (teacher-forced cross-entropy with condition dropout)."""
+
+    steps: int = opt(1500, "optimizer steps", ge=1)
+    batch_size: int = opt(32, "clips per step", ge=1, le=65536)
+    lr: float = opt(1e-3, "peak AdamW learning rate", gt=0.0, le=1.0)
+    warmup_steps: int = opt(50, "linear warm-up steps before cosine decay", ge=0)
+    min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of the peak", ge=0.0, le=1.0)
+    weight_decay: float = opt(0.01, "AdamW weight decay", ge=0.0, le=1.0)
+    grad_clip: float = opt(1.0, "gradient-norm clip; 0 disables", ge=0.0)
+    cond_dropout: float = opt(0.2, "probability of replacing a caption by the null condition", ge=0.0, le=1.0)
+    bf16: bool = opt(True, "bf16 autocast for forward and backward")
+    val_every: int = opt(250, "steps between validation-loss evaluations", ge=1)
+    ckpt_every: int = opt(500, "steps between checkpoints", ge=1)
+    val_batches: int = opt(4, "validation batches per evaluation", ge=1)
+    max_minutes: float = opt(0.0, "stop after this many minutes of training; 0 = no limit", ge=0.0)
+    seed: int = opt(0, "seed of initialisation, batching and dropout", ge=0)
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling settings."""
+
+    num_samples: int = opt(4, "samples per prompt", ge=1, le=1024)
+    duration: float = opt(4.0, "seconds of audio per sample", gt=0.0)
+    temperature: float = opt(1.0, "softmax temperature; 0 = greedy", ge=0.0, le=10.0)
+    top_k: int = opt(0, "keep the k most likely tokens; 0 = all", ge=0)
+    top_p: float = opt(0.0, "nucleus sampling mass; 0 = off (takes precedence over top_k when > 0)", ge=0.0, le=1.0)
+    cfg_scale: float = opt(3.0, "classifier-free guidance scale; 1 = off (one model row per sample)", ge=0.0, le=50.0)
+    batch_size: int = opt(32, "sequences decoded together", ge=1, le=65536)
+    seed: int = opt(0, "sampling seed", ge=0)
+
+
+@dataclass
+class Config:
+    """The whole configuration; each command reads the sections it needs."""
+
+    name: str = opt("default", "run name; outputs go to <runs_dir>/<name>")
+    runs_dir: str = opt("runs", "folder that holds every run")
+    device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:N")
+    data: DataConfig = section(DataConfig, "training audio")
+    codec: CodecConfig = section(CodecConfig, "audio tokenizer")
+    text: TextConfig = section(TextConfig, "text encoder")
+    model: ModelConfig = section(ModelConfig, "token decoder")
+    pretrain: PretrainConfig = section(PretrainConfig, "base-model pretraining")
+    generate: GenerateConfig = section(GenerateConfig, "sampling")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides, validation
+# --------------------------------------------------------------------------------------------
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _all_dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        sub = _resolve_type(cls, f)
+        if dataclasses.is_dataclass(sub):
+            keys.extend(_all_dotted_keys(sub, prefix + f.name + "."))
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _resolve_type(cls: type, f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[f.name]
+
+
+def _suggest(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.4)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(candidates))}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    names = _field_names(cls)
+    for key, value in raw.items():
+        if key not in names:
+            full = prefix + str(key)
+            while isinstance(value, dict) and len(value) == 1:  # name the leaf: 'train.steps', not 'train'
+                (sub, value), = value.items()
+                full += f".{sub}"
+            raise ConfigError(f"unknown config key '{full}'{_suggest(full, _all_dotted_keys(Config))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        tp = _resolve_type(cls, f)
+        where = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, raw[f.name] or {}, where + ".")
+        else:
+            kwargs[f.name] = _coerce(raw[f.name], tp, where)
+    return cls(**kwargs)
+
+
+def _check_ranges(obj: Any, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, where + ".")
+            continue
+        m = f.metadata
+        if m.get("choices") is not None and value not in m["choices"]:
+            raise ConfigError(f"{where}={value!r} is not allowed; choose one of {list(m['choices'])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if m.get("ge") is not None and value < m["ge"]:
+                raise ConfigError(f"{where}={value} is out of range; it must be >= {m['ge']}")
+            if m.get("gt") is not None and value <= m["gt"]:
+                raise ConfigError(f"{where}={value} is out of range; it must be > {m['gt']}")
+            if m.get("le") is not None and value > m["le"]:
+                raise ConfigError(f"{where}={value} is out of range; it must be <= {m['le']}")
+            if m.get("lt") is not None and value >= m["lt"]:
+                raise ConfigError(f"{where}={value} is out of range; it must be < {m['lt']}")
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Cross-field rules that a single range cannot express."""
+    if cfg.model.dim % cfg.model.heads:
+        raise ConfigError(f"model.heads={cfg.model.heads} must divide model.dim={cfg.model.dim}")
+    if (cfg.model.dim // cfg.model.heads) % 2 and cfg.model.positions == "rope":
+        raise ConfigError("model.dim / model.heads must be even with model.positions=rope")
+    if len(cfg.model.delays) != cfg.codec.num_codebooks and cfg.codec.kind == "melrvq":
+        raise ConfigError(
+            f"model.delays has {len(cfg.model.delays)} entries but codec.num_codebooks={cfg.codec.num_codebooks}; "
+            "give one delay per codebook"
+        )
+    if any((not isinstance(d, int)) or d < 0 for d in cfg.model.delays):
+        raise ConfigError(f"model.delays={cfg.model.delays} must be non-negative integers")
+    if cfg.codec.fmax > cfg.data.sample_rate / 2:
+        raise ConfigError(
+            f"codec.fmax={cfg.codec.fmax} is above the Nyquist frequency of data.sample_rate={cfg.data.sample_rate}; "
+            f"set codec.fmax <= {cfg.data.sample_rate / 2}"
+        )
+    if cfg.codec.fmin >= cfg.codec.fmax:
+        raise ConfigError(f"codec.fmin={cfg.codec.fmin} must be below codec.fmax={cfg.codec.fmax}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'pretrain.steps=200'`` -> (['pretrain', 'steps'], 200). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value (e.g. pretrain.steps=200)")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': cannot parse value {value!r}: {exc}") from exc
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted override in a nested dict (creating sections as needed)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults), apply dotted overrides, validate everything.
+
+    Raises ConfigError naming the file, key and fix on any problem.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; pass an existing YAML file (see configs/)")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+    raw = apply_overrides(raw, list(overrides or []))
+    try:
+        cfg = _build(Config, raw, "")
+        _check_ranges(cfg)
+        _check_consistency(cfg)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+    return cfg
+
+
+def config_to_dict(obj: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable dict of a config (or section)."""
+    return dataclasses.asdict(obj)
+
+
+def section_from_dict(cls: type, raw: dict[str, Any]) -> Any:
+    """Rebuild a section (e.g. ModelConfig) from a dict saved next to a checkpoint."""
+    obj = _build(cls, raw, "")
+    _check_ranges(obj)
+    return obj
+
+
+def save_config(obj: Any, path: str | Path) -> Path:
+    """Write the resolved config (or a section) as YAML, atomically."""
+    text = yaml.safe_dump(config_to_dict(obj), sort_keys=False)
+    return atomic_write_text(Path(path), text)
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a config or section, used to decide whether a stage must rerun."""
+    blob = json.dumps(config_to_dict(obj) if dataclasses.is_dataclass(obj) else obj, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every field: used by ``musicdistill config show``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        tp = _resolve_type(cls, f)
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_fields(tp, prefix + f.name + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((prefix + f.name, default, f.metadata.get("doc", "")))
+    return rows
