@@ -1,5 +1,8 @@
 """The main job: every stage in order, skipping stages whose outputs match their config.
 
+A stage reruns when its marker is missing, its hash differs, it is forced, or a stage it depends
+on ran in this invocation.
+
 Each stage writes into ``<run_dir>/<stage>/`` and, when it finishes, a ``stage.json`` marker holding
 the hash of the config sections it reads plus the hashes of the stages it depends on. A stage is
 skipped when its marker matches; ``force`` reruns named stages (and so everything downstream,
@@ -8,6 +11,7 @@ whose upstream hash changes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,18 +26,20 @@ from musicdistill.config import Config, config_hash, config_to_dict, save_config
 log = logging.getLogger(__name__)
 
 MARKER = "stage.json"
+STARTED = "stage.started.json"
 
 
 @dataclass(frozen=True)
 class Stage:
     """One step of the main job.
 
-    ``run(cfg, run_dir, out_dir)`` does the work and returns a JSON-serialisable summary;
+    ``run(cfg, run_dir, out_dir, resume)`` does the work and returns a JSON-serialisable summary;
+    ``resume`` is True when an earlier attempt with the same hash started and did not finish.
     ``reads`` names the config sections whose values decide whether it must rerun.
     """
 
     name: str
-    run: Callable[[Config, Path, Path], dict[str, Any]]
+    run: Callable[[Config, Path, Path, bool], dict[str, Any]]
     reads: tuple[str, ...]
     after: tuple[str, ...] = ()
     estimate_s: float = 30.0
@@ -49,13 +55,16 @@ class StageResult:
 
 
 def stage_hash(stage: Stage, cfg: Config, upstream: dict[str, str]) -> str:
-    parts = {name: config_to_dict(getattr(cfg, name)) for name in stage.reads}
+    parts: dict[str, Any] = {}
+    for name in stage.reads:
+        value = getattr(cfg, name)
+        parts[name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
     parts["__upstream__"] = {name: upstream[name] for name in stage.after}
     return config_hash(parts)
 
 
-def _read_marker(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / MARKER
+def _read_marker(out_dir: Path, name: str = MARKER) -> dict[str, Any] | None:
+    path = out_dir / name
     if not path.is_file():
         return None
     try:
@@ -98,6 +107,7 @@ def run_stages(
     ordered = _order(stages)
     hashes: dict[str, str] = {}
     results: list[StageResult] = []
+    ran: set[str] = set()
     remaining = sum(s.estimate_s for s in ordered)
     t_start = time.perf_counter()
     for i, stage in enumerate(ordered, 1):
@@ -106,7 +116,8 @@ def run_stages(
         hashes[stage.name] = h
         marker = _read_marker(out_dir)
         selected = not only or stage.name in only
-        if not selected or (marker and marker.get("hash") == h and stage.name not in force):
+        upstream_ran = any(a in ran for a in stage.after)
+        if not selected or (marker and marker.get("hash") == h and stage.name not in force and not upstream_ran):
             why = "not selected" if not selected else "up to date"
             log.info("[%d/%d] %s: skipped (%s)", i, len(ordered), stage.name, why)
             remaining -= stage.estimate_s
@@ -117,8 +128,12 @@ def run_stages(
             i, len(ordered), stage.name, stage.estimate_s, remaining, stage.doc,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
+        started = _read_marker(out_dir, STARTED)
+        resume = bool(started and started.get("hash") == h and stage.name not in force)
+        (out_dir / MARKER).unlink(missing_ok=True)
+        atomic_write_text(out_dir / STARTED, json.dumps({"stage": stage.name, "hash": h}))
         t0 = time.perf_counter()
-        summary = stage.run(cfg, run_dir, out_dir) or {}
+        summary = stage.run(cfg, run_dir, out_dir, resume) or {}
         seconds = time.perf_counter() - t0
         remaining -= stage.estimate_s
         marker = {"stage": stage.name, "hash": h, "seconds": round(seconds, 2), "summary": summary,
@@ -127,6 +142,7 @@ def run_stages(
         log.info("[%d/%d] %s: done in %.1fs (%.0fs elapsed)", i, len(ordered), stage.name, seconds,
                  time.perf_counter() - t_start)
         results.append(StageResult(stage.name, False, seconds, summary))
+        ran.add(stage.name)
     timing = {r.name: {"skipped": r.skipped, "seconds": round(r.seconds, 2)} for r in results}
     atomic_write_text(run_dir / "timings.json", json.dumps(timing, indent=2))
     return results

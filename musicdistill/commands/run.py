@@ -1,0 +1,48 @@
+"""``musicdistill run``: the main job, every stage in order, skipping what is up to date."""
+
+from __future__ import annotations
+
+import argparse
+
+from musicdistill.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the main job (every stage in order; up-to-date stages are skipped)",
+        description=(
+            "Run every stage of the main job into <runs_dir>/<name>/. A stage whose outputs exist and "
+            "whose config (and upstream stages) are unchanged is skipped; an interrupted stage resumes."
+        ),
+    )
+    p.add_argument("config", nargs="?", default=None, metavar="CONFIG",
+                   help="YAML config (e.g. configs/default.yaml; default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. pretrain.steps=200")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun this stage (repeatable)")
+    p.add_argument("--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the stages and exit")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from musicdistill.pipeline import run_stages
+    from musicdistill.stages import main_job_stages
+
+    stages = main_job_stages()
+    if args.list:
+        for s in stages:
+            print(f"{s.name:12s} {s.doc}")
+        return 0
+    config = args.config
+    overrides = list(args.overrides)
+    if config is not None and "=" in config:  # only overrides were given
+        overrides.insert(0, config)
+        config = None
+    cfg = load_config(config, overrides)
+    results = run_stages(cfg, stages, force=tuple(args.force), only=tuple(args.only))
+    print(f"\nrun folder: {cfg.run_dir}")
+    for r in results:
+        state = "skipped (up to date)" if r.skipped else f"{r.seconds:7.1f} s"
+        print(f"  {r.name:12s} {state}")
+    return 0
