@@ -249,3 +249,13 @@ def latest_snapshot(out: str | Path) -> Path | None:
     if not (snap / PROVENANCE_FILE).is_file():
         raise CheckpointError(f"{pointer} points at {snap}, which is not a complete checkpoint")
     return snap
+
+
+def save_snapshot(out: str | Path, step: int, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
+                  provenance: dict[str, Any], training_state: dict[str, Any], keep_last: int = 2) -> Path:
+    """Write a resumable snapshot ``<out>/checkpoints/step_XXXXXXX`` and publish it as the latest."""
+    snap = snapshot_dir(out, step)
+    save_checkpoint(snap, state_dict, config, {**provenance, "step": step})
+    save_training_state(snap, {**training_state, "step": step})
+    publish_latest(out, snap, keep_last=keep_last)
+    return snap

@@ -62,9 +62,10 @@ class DataConfig:
     num_clips: int = opt(8000, "number of clips the built-in synthesiser writes", ge=10, le=1_000_000)
     sample_rate: int = opt(16000, "sample rate every clip is resampled to (Hz)", ge=8000, le=96000)
     duration: float = opt(4.0, "clip length in seconds; longer clips are cropped, shorter padded", gt=0.25, le=60.0)
-    seed: int = opt(0, "seed of the built-in synthesiser and of the split", ge=0)
-    workers: int = opt(2, "processes used by the synthesiser", ge=1, le=64)
+    seed: int = opt(0, "seed of the built-in synthesiser (splits come from a hash of each caption)", ge=0)
+    workers: int = opt(2, "processes used by the synthesiser; reader threads for user audio", ge=1, le=64)
     strict: bool = opt(False, "fail on the first bad clip instead of skipping it")
+    min_duration: float = opt(0.5, "user clips with less audio than this (s) are skipped as too short", ge=0.0, le=60.0)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TextConfig:
     encoder: str = opt("minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face encoder directory")
     max_tokens: int = opt(64, "text tokens kept per prompt", ge=1, le=512)
     max_prompt_chars: int = opt(512, "longest prompt accepted, in characters", ge=1, le=100_000)
+    cache_size: int = opt(4096, "prompt encodings kept in memory (LRU); 0 = no cache", ge=0, le=10_000_000)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class ModelConfig:
     ff_mult: int = opt(4, "feed-forward width as a multiple of dim", ge=1, le=16)
     dropout: float = opt(0.0, "dropout in attention and feed-forward", ge=0.0, lt=1.0)
     positions: str = opt("rope", "position encoding", choices=("rope", "learned"))
+    activation: str = opt("gelu", "feed-forward activation", choices=("gelu", "swiglu"))
     delays: list = opt([0, 1, 2, 3], "per-codebook delay (MusicGen's delay pattern); all zero = parallel")
     max_frames: int = opt(256, "longest sequence in frames (context length, delay steps included)", ge=8, le=100_000)
 
@@ -144,6 +147,39 @@ class GenerateConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Diversity-rewarded CFG distillation (method.md sections 2-3)."""
+
+    steps: int = opt(150, "optimizer steps", ge=1)
+    prompts_per_step: int = opt(16, "prompts B per step (split across ranks when distributed)", ge=1, le=65536)
+    group_size: int = opt(2, "rollouts G per prompt; the diversity reward compares them", ge=2, le=64)
+    beta: float = opt(0.0, "weight of the diversity reward; 0 = the quality model", ge=0.0, le=1000.0)
+    diversity_beta: float = opt(15.0, "beta of the diversity model in the main job (musicdistill run)", ge=0.0,
+                                le=1000.0)
+    gamma: float = opt(3.0, "CFG scale of the frozen teacher", ge=0.0, le=50.0)
+    divergence: str = opt("reverse_kl", "distillation divergence", choices=("reverse_kl", "forward_kl", "jeffreys",
+                                                                             "gjsd"))
+    divergence_beta: float = opt(0.5, "mixing weight of jeffreys / gjsd (TRL GKD semantics for gjsd)", ge=0.0,
+                                 le=1.0)
+    temperature: float = opt(1.0, "student sampling temperature during rollouts", gt=0.0, le=10.0)
+    mode: str = opt("on_policy", "where sequences come from: the student (on_policy), the CFG teacher sampled once "
+                    "(teacher), or the dataset (dataset)", choices=("on_policy", "teacher", "dataset"))
+    offline_pool: int = opt(512, "sequences sampled once from the teacher in mode=teacher", ge=1)
+    reinforce_normalize: str = opt("tokens", "REINFORCE term per valid token (comparable with the KL) or per "
+                                   "sequence", choices=("tokens", "sequence"))
+    lr: float = opt(2e-4, "peak AdamW learning rate", gt=0.0, le=1.0)
+    warmup_steps: int = opt(10, "linear warm-up steps, then constant", ge=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0.0, le=1.0)
+    grad_clip: float = opt(1.0, "gradient-norm clip; 0 disables", ge=0.0)
+    bf16: bool = opt(True, "bf16 autocast for the teacher and student forwards")
+    eval_every: int = opt(50, "steps between held-out evaluations (teacher KL, golden metric)", ge=1)
+    eval_prompts: int = opt(16, "held-out prompts per evaluation", ge=1)
+    ckpt_every: int = opt(50, "steps between resumable snapshots", ge=1)
+    max_nonfinite: int = opt(5, "consecutive non-finite steps before the run stops", ge=1)
+    seed: int = opt(0, "seed of prompt sampling and rollouts", ge=0)
+
+
+@dataclass
 class Config:
     """The whole configuration; each command reads the sections it needs."""
 
@@ -156,6 +192,7 @@ class Config:
     model: ModelConfig = section(ModelConfig, "token decoder")
     pretrain: PretrainConfig = section(PretrainConfig, "base-model pretraining")
     generate: GenerateConfig = section(GenerateConfig, "sampling")
+    distill: DistillConfig = section(DistillConfig, "CFG distillation with the diversity reward")
 
     @property
     def run_dir(self) -> Path:

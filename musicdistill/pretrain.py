@@ -10,7 +10,6 @@ of (seed, step), so a resumed run continues exactly where the interrupted one st
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -26,20 +25,17 @@ from musicdistill.checkpoint import (
     latest_snapshot,
     load_checkpoint,
     load_training_state,
-    publish_latest,
     save_checkpoint,
-    save_training_state,
-    snapshot_dir,
+    save_snapshot,
 )
 from musicdistill.config import Config, ConfigError, PretrainConfig, config_to_dict
 from musicdistill.generator import build_generator, teacher_forced
+from musicdistill.history import append_row, trim_rows
 from musicdistill.runtime import autocast, resolve_device, seed_everything
 from musicdistill.text import TextCondition, build_text_encoder, drop_condition, null_condition
 from musicdistill.tokens import TokenSet
 
 log = logging.getLogger(__name__)
-
-HISTORY_FILE = "history.jsonl"
 
 
 @dataclass
@@ -137,18 +133,6 @@ def validation_loss(model, tokens: TokenSet, bank: CaptionBank, cfg: PretrainCon
     return {k: v / max(1, batches) for k, v in sums.items()}
 
 
-def _append_history(out: Path, row: dict[str, Any]) -> None:
-    with open(out / HISTORY_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
-def _trim_history(out: Path, last_step: int) -> None:
-    """Drop history rows written after the snapshot we resume from."""
-    path = out / HISTORY_FILE
-    if path.is_file():
-        rows = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= last_step]
-        path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 def pretrain(
@@ -191,12 +175,10 @@ def pretrain(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["step"])
-        _trim_history(out, start)
         log.info("resumed from %s at step %d", snap, start)
     elif resume:
         log.info("no snapshot in %s; starting from scratch", out)
-    if start == 0:
-        (out / HISTORY_FILE).unlink(missing_ok=True)
+    trim_rows(out, start)
     log.info("generator: %.2fM parameters, %d train / %d valid clips, %d frames, device %s",
              model.num_parameters() / 1e6, len(train), len(valid), train.num_frames, device)
 
@@ -230,10 +212,10 @@ def pretrain(
             row.update({k: round(v, 5) for k, v in validation_loss(model, valid, valid_bank, pc, device).items()})
             log.info("step %d: loss %.4f, val %.4f (null %.4f)", done, row["loss"], row["val_loss"],
                      row["val_loss_null"])
-        _append_history(out, row)
+        append_row(out, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=row["tokens_per_s"])
         if done % pc.ckpt_every == 0 and not last:
-            _snapshot(out, model, optimizer, scheduler, done, config_dict, base_prov)
+            save_snapshot(out, done, model.state_dict(), config_dict, base_prov, _training_state(optimizer, scheduler))
         if last:
             if done < pc.steps:
                 log.warning("stopping at step %d of %d: pretrain.max_minutes=%.1f reached", done, pc.steps,
@@ -241,16 +223,12 @@ def pretrain(
             break
     bar.close()
     final_step = step + 1 if pc.steps > start else start
-    _snapshot(out, model, optimizer, scheduler, final_step, config_dict, base_prov)
+    save_snapshot(out, final_step, model.state_dict(), config_dict, base_prov, _training_state(optimizer, scheduler))
     save_checkpoint(out, model.state_dict(), config_dict, {**base_prov, "step": final_step})
     log.info("base model saved to %s", out)
     return out
 
 
-def _snapshot(out: Path, model, optimizer, scheduler, step: int, config: dict[str, Any],
-              provenance: dict[str, Any]) -> None:
-    snap = snapshot_dir(out, step)
-    save_checkpoint(snap, model.state_dict(), config, {**provenance, "step": step})
-    save_training_state(snap, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "step": step})
-    publish_latest(out, snap)
+
+def _training_state(optimizer, scheduler) -> dict[str, Any]:
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
