@@ -284,7 +284,7 @@ def distill(
             "divergence": dc.divergence, **provenance}
 
     if info.is_main and start == 0:
-        append_row(out, {"step": 0, **{k: round(v, 6) for k, v in evaluate_student(parts, dc, device).items()}})
+        append_row(out, {"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
     student.train()
     bar = tqdm(range(start, dc.steps), initial=start, total=dc.steps, desc=f"distill β={dc.beta:g}", unit="step",
                disable=not info.is_main)
@@ -349,19 +349,19 @@ def distill(
         with torch.no_grad():
             entropy = policy_entropy(student_logits.detach(), mask, temperature=dc.temperature)
         row.update({
-            "kl": round(all_reduce_mean(kl.detach(), info).item(), 6),
-            "beta_term": round(dc.beta * pg.item(), 6),
-            "entropy": round(all_reduce_mean(entropy, info).item(), 5),
+            "kl": _sig(all_reduce_mean(kl.detach(), info).item()),
+            "beta_term": _sig(dc.beta * pg.item()),
+            "entropy": _sig(all_reduce_mean(entropy, info).item()),
             "lr": scheduler.get_last_lr()[0],
             "frames_per_s": round(codes.shape[0] * codes.shape[2] / max(times["rollout"], 1e-9), 1),
             **{f"time_{k}": round(v, 4) for k, v in times.items()},
         })
         if rewards is not None:
-            row["reward_mean"] = round(all_reduce_mean(rewards.mean(), info).item(), 6)
-            row["reward_std"] = round(all_reduce_mean(rewards.std(), info).item(), 6)
+            row["reward_mean"] = _sig(all_reduce_mean(rewards.mean(), info).item())
+            row["reward_std"] = _sig(all_reduce_mean(rewards.std(), info).item())
         done = step + 1
         if info.is_main and (done % dc.eval_every == 0 or done == dc.steps):
-            row.update({k: round(v, 6) for k, v in evaluate_student(parts, dc, device).items()})
+            row.update({k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()})
         if info.is_main:
             append_row(out, row)
             bar.set_postfix(kl=f"{row['kl']:.4f}", reward=f"{row.get('reward_mean', float('nan')):.3f}")
@@ -378,6 +378,11 @@ def distill(
     barrier(info)
     return out
 
+
+
+def _sig(x: float) -> float:
+    """A float rounded to 6 significant digits for the log."""
+    return float(f"{x:.6g}")
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,0 +1,63 @@
+"""``musicdistill distill``: diversity-rewarded CFG distillation of a base checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from musicdistill.commands.common import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill the CFG teacher into a student that samples without CFG (+ beta * diversity reward)",
+        description=(
+            "Finetune a base checkpoint so that it samples without CFG: each step the student draws G "
+            "rollouts per prompt, the frozen base with CFG (distill.gamma) scores them teacher-forced, and the "
+            "student minimises the per-token divergence to it; with distill.beta > 0 a REINFORCE term rewards "
+            "rollouts that differ from their siblings under the reward embedder. distill.beta=0 gives the "
+            "quality model. Several processes: torchrun --nproc_per_node N -m musicdistill distill ..."
+        ),
+    )
+    add_config_args(p)
+    p.add_argument("--base", metavar="DIR", help="base checkpoint (default: <run_dir>/base)")
+    p.add_argument("--tokens", metavar="DIR",
+                   help="encoded dataset for prompts (default: <run_dir>/tokens, else BASE/tokens)")
+    p.add_argument("--embedder", metavar="DIR", help="reward embedder (default: <run_dir>/embedder when present; "
+                   "required when distill.beta > 0)")
+    p.add_argument("--oracle", metavar="DIR", help="attribute oracle for the golden metric (default: "
+                   "<run_dir>/oracle when present)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/distill_beta<beta>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT/checkpoints")
+    p.set_defaults(func=_run)
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_dir() else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from musicdistill.distill import distill
+    from musicdistill.distill_setup import assemble
+    from musicdistill.distributed import init_distributed, shutdown_distributed
+    from musicdistill.runtime import resolve_device, seed_everything
+    from musicdistill.tokens import load_token_set
+
+    cfg = config_from_args(args)
+    run_dir = cfg.run_dir
+    base = Path(args.base or run_dir / "base")
+    tokens_dir = Path(args.tokens) if args.tokens else (_existing(run_dir / "tokens") or base / "tokens")
+    embedder = Path(args.embedder) if args.embedder else _existing(run_dir / "embedder")
+    oracle = Path(args.oracle) if args.oracle else _existing(run_dir / "oracle")
+    out = Path(args.out or run_dir / f"distill_beta{cfg.distill.beta:g}")
+    info, device = init_distributed(resolve_device(cfg.device))
+    try:
+        seed_everything(cfg.distill.seed)
+        parts = assemble(cfg, base, load_token_set(tokens_dir), out, device, embedder, oracle)
+        distill(cfg, parts.parts, out, parts.provenance, device, info, resume=args.resume)
+    finally:
+        shutdown_distributed()
+    if info.is_main:
+        print(f"distilled model: {out}")
+    return 0
