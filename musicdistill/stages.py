@@ -6,6 +6,9 @@ Layout of a run folder ``<runs_dir>/<name>/``::
     codec/      the fitted codec
     tokens/     every usable clip encoded by the codec
     base/       the pretrained base generator (the CFG teacher)
+    quality/    the distilled quality model (β = 0)
+    diversity/  the distilled diversity model (β = distill.diversity_beta)
+    merges/     LERP merges of quality and diversity at each λ
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 
 from musicdistill.config import Config
+from musicdistill.history import read_rows
 from musicdistill.pipeline import Stage
 
 log = logging.getLogger(__name__)
@@ -83,14 +87,63 @@ def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
     tokens = load_token_set(run_dir / "tokens")
     pretrain(cfg, tokens.select("train"), tokens.select("valid"), out, resume=resume,
              provenance={"codec_dir": os.path.relpath(run_dir / "codec", out.parent)})
-    last = _last_history_row(out / "history.jsonl")
+    last = _last_history_row(out)
     return {k: last[k] for k in ("step", "loss", "val_loss", "val_loss_null") if k in last}
 
 
-def _last_history_row(path: Path) -> dict[str, Any]:
-    import json
+def _distill_stage(cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float) -> dict[str, Any]:
+    import dataclasses
 
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from musicdistill.distill import distill
+    from musicdistill.distill_setup import assemble
+    from musicdistill.runtime import resolve_device, seed_everything
+    from musicdistill.tokens import load_token_set
+
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta))
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.distill.seed)
+    embedder = run_dir / "embedder"
+    oracle = run_dir / "oracle"
+    parts = assemble(cfg, run_dir / "base", load_token_set(run_dir / "tokens"), out, device,
+                     embedder if embedder.is_dir() else None, oracle if oracle.is_dir() else None)
+    distill(cfg, parts.parts, out, parts.provenance, device, resume=resume)
+    rows = read_rows(out)
+    evals = [r for r in rows if "eval_teacher_kl" in r]
+    summary = {"beta": beta, "steps": cfg.distill.steps}
+    if evals:
+        summary.update({"eval_teacher_kl_start": evals[0]["eval_teacher_kl"],
+                        "eval_teacher_kl_end": evals[-1]["eval_teacher_kl"]})
+    return summary
+
+
+def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Distil the CFG teacher with β = 0: the quality model."""
+    return _distill_stage(cfg, run_dir, out, resume, beta=0.0)
+
+
+def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Distil with the diversity reward, β = distill.diversity_beta: the diversity model."""
+    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.distill.diversity_beta)
+
+
+MERGE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def merge_dir(run_dir: Path, lam: float) -> Path:
+    return run_dir / "merges" / f"lam_{lam:.2f}"
+
+
+def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """LERP the quality and diversity models at each λ."""
+    from musicdistill.merge import merge_checkpoints
+
+    for lam in MERGE_LAMBDAS:
+        merge_checkpoints(run_dir / "quality", run_dir / "diversity", lam, method="lerp", out=merge_dir(run_dir, lam))
+    return {"lambdas": list(MERGE_LAMBDAS)}
+
+
+def _last_history_row(out: Path) -> dict[str, Any]:
+    rows = read_rows(out)
     evaluated = [r for r in rows if "val_loss" in r]
     return evaluated[-1] if evaluated else (rows[-1] if rows else {})
 
@@ -106,4 +159,10 @@ def main_job_stages() -> list[Stage]:
               doc="encode every clip to codec tokens"),
         Stage("base", stage_pretrain, reads=("text", "model", "pretrain", "device"), after=("tokens",),
               estimate_s=300, doc="pretrain the base generator with condition dropout"),
+        Stage("quality", stage_quality, reads=("distill", "device"), after=("base",), estimate_s=90,
+              doc="distil the CFG teacher into a CFG-free student (beta = 0)"),
+        Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base",), estimate_s=100,
+              doc="distil with the diversity reward (beta = distill.diversity_beta)"),
+        Stage("merges", stage_merges, reads=(), after=("quality", "diversity"), estimate_s=5,
+              doc="LERP the quality and diversity models at each lambda"),
     ]
