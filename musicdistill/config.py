@@ -65,7 +65,7 @@ class DataConfig:
     seed: int = opt(0, "seed of the built-in synthesiser (splits come from a hash of each caption)", ge=0)
     workers: int = opt(2, "processes used by the synthesiser; reader threads for user audio", ge=1, le=64)
     strict: bool = opt(False, "fail on the first bad clip instead of skipping it")
-    min_duration: float = opt(0.5, "user clips with less audio than this (s) are skipped as too short", ge=0.0, le=60.0)
+    min_duration: float = opt(0.5, "user clips with less audio (s) are skipped as too short", ge=0.0, le=60.0)
 
 
 @dataclass
@@ -99,8 +99,12 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    """The token decoder (our native generator)."""
+    """The token decoder: our native generator, or a pretrained MusicGen."""
 
+    backbone: str = opt("native", "'native' (built from the fields below) or 'musicgen' (a transformers MusicGen "
+                        "from model.pretrained, with its own T5 and EnCodec)", choices=("native", "musicgen"))
+    pretrained: str = opt("", "with backbone=musicgen: local MusicGen directory (hub id only when online); "
+                          "the shape fields below are then ignored")
     dim: int = opt(256, "model width D", ge=8, le=8192)
     layers: int = opt(4, "decoder layers", ge=1, le=96)
     heads: int = opt(4, "attention heads; must divide dim", ge=1, le=128)
@@ -180,6 +184,27 @@ class DistillConfig:
 
 
 @dataclass
+class ListeningConfig:
+    """Listening-test export: systems x prompts -> anonymised, loudness-matched stimuli and a rating page."""
+
+    systems: list = opt([], "systems to compare: mappings with name and checkpoint, optional cfg_scale, temperature, "
+                        "top_k, top_p (default: the generate section) and codec (default: the checkpoint's)")
+    prompts: list = opt([], "text prompts every system generates clips for")
+    prompts_file: str = opt("", "text file with one prompt per line, added after listening.prompts")
+    samples_per_prompt: int = opt(2, "generations per system and prompt; >= 2 for diversity trials", ge=1, le=64)
+    duration: float = opt(4.0, "seconds per stimulus", gt=0.0, le=60.0)
+    seed: int = opt(0, "export seed: sampling, stimulus ids, attention checks and every rater's trial order", ge=0)
+    out: str = opt("", "export folder; empty = <runs_dir>/<name>/listening")
+    sample_rate: int = opt(0, "sample rate of the stimuli (Hz); 0 = the highest of the systems' codecs", ge=0, le=192000)
+    loudness_lufs: float = opt(-23.0, "integrated loudness of every stimulus (LUFS, ITU-R BS.1770)", ge=-60.0, le=-5.0)
+    peak_dbfs: float = opt(-1.0, "sample-peak ceiling the limiter enforces after normalisation (dBFS)", ge=-20.0, le=0.0)
+    diversity_pairs: int = opt(1, "pairs per system and prompt rated for how different they are; 0 = none", ge=0, le=100)
+    attention_checks: int = opt(1, "stimuli shown twice to check that a rater answers consistently", ge=0, le=20)
+    require_playback: bool = opt(True, "raters must play every clip of a trial before they can answer")
+    title: str = opt("Music listening test", "title shown on the rating page")
+
+
+@dataclass
 class Config:
     """The whole configuration; each command reads the sections it needs."""
 
@@ -193,6 +218,7 @@ class Config:
     pretrain: PretrainConfig = section(PretrainConfig, "base-model pretraining")
     generate: GenerateConfig = section(GenerateConfig, "sampling")
     distill: DistillConfig = section(DistillConfig, "CFG distillation with the diversity reward")
+    listening: ListeningConfig = section(ListeningConfig, "listening-test export")
 
     @property
     def run_dir(self) -> Path:
