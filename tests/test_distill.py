@@ -137,3 +137,33 @@ def test_two_process_ddp_keeps_ranks_equal(tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
     initial = tiny_parts(tiny_config(tmp_path, 3)).student.state_dict()
     assert any(not torch.equal(initial[k], a[k]) for k in a)
+
+
+def test_loop_runs_on_the_musicgen_backbone(tmp_path: Path) -> None:
+    import torch.nn.functional as F
+    from test_backbones import build_tiny_musicgen
+
+    from musicdistill.backbones import load_backbone
+    from musicdistill.distill import DistillParts, PromptSet, frozen_copy
+    from musicdistill.distill_setup import cached_encoder
+
+    model, tokenizer = build_tiny_musicgen()
+    model.save_pretrained(tmp_path / "mg")
+    tokenizer.save_pretrained(tmp_path / "mg")
+    backbone, text_encoder, _ = load_backbone(tmp_path / "mg")
+    prompts = PromptSet(["a calm piano melody", "fast drums", "a slow organ", "bright bells"], [None] * 4)
+
+    def reward(codes: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.one_hot(codes[:, 0], backbone.cardinality).float().sum(1), dim=-1)
+
+    parts = DistillParts(student=backbone.train(), teacher=frozen_copy(backbone),
+                         encode=cached_encoder(text_encoder, torch.device("cpu")), train=prompts, held_out=prompts,
+                         num_frames=6, reward_embed=reward)
+    cfg = tiny_config(tmp_path, steps=2, beta=0.5)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    distill(cfg, parts, tmp_path / "d", {"base_hash": "mg"}, torch.device("cpu"))
+    after = backbone.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = _rows(tmp_path / "d")
+    assert rows[-1]["step"] == 2 and rows[-1]["reward_mean"] >= 0
+    assert load_checkpoint(tmp_path / "d").provenance["kind"] == "distilled"
