@@ -35,13 +35,13 @@ def manifest_path(cfg: Config, run_dir: Path) -> Path:
 def stage_data(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
     """Synthesise the built-in data, or check the user's manifest; report what is usable."""
     from musicdistill.data import check_entries, read_manifest
-    from musicdistill.synth import synthesize_dataset
+    from musicdistill.synth import dataset_is_current, synthesize_dataset
 
     d = cfg.data
-    if not d.manifest:
+    if not d.manifest and not (resume and dataset_is_current(out, d.num_clips, d.seed, d.sample_rate, d.duration)):
         synthesize_dataset(out, d.num_clips, d.seed, d.sample_rate, d.duration, d.workers)
     manifest = manifest_path(cfg, run_dir)
-    report = check_entries(read_manifest(manifest), d.sample_rate, d.duration, workers=d.workers)
+    report = check_entries(read_manifest(manifest), d.sample_rate, d.duration, d.min_duration, workers=d.workers)
     log.info("data: %s", report.summary())
     if report.usable == 0:
         raise ValueError(f"{manifest}: no usable clip; run 'musicdistill data check {manifest}' for the reasons")
@@ -59,7 +59,7 @@ def stage_codec(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str
     audio = None
     if cfg.codec.kind == "melrvq":
         _, clips = load_dataset(manifest_path(cfg, run_dir), cfg.data.sample_rate, cfg.data.duration,
-                                split="train", workers=cfg.data.workers)
+                                split="train", workers=cfg.data.workers, min_duration=cfg.data.min_duration)
         audio = torch.from_numpy(clips)
     codec = fit_codec(cfg.codec, audio, cfg.data.sample_rate)
     codec.save(out)
@@ -73,7 +73,7 @@ def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
 
     codec = load_codec(run_dir / "codec")
     tokens = encode_manifest(manifest_path(cfg, run_dir), codec, cfg.data.sample_rate, cfg.data.duration,
-                             cfg.data.workers, cfg.data.strict)
+                             cfg.data.workers, cfg.data.strict, cfg.data.min_duration)
     save_token_set(tokens, out)
     return {"clips": len(tokens), "frames": tokens.num_frames,
             "splits": {s: tokens.splits.count(s) for s in sorted(set(tokens.splits))}}

@@ -121,9 +121,10 @@ def load_token_set(directory: str | Path) -> TokenSet:
 
 
 def encode_manifest(manifest: str | Path, codec: Codec, sample_rate: int, duration: float, workers: int = 2,
-                    strict: bool = False) -> TokenSet:
+                    strict: bool = False, min_duration: float = 0.5) -> TokenSet:
     """Load every usable clip of a manifest (all splits) and encode it."""
     from musicdistill.data import load_dataset
 
-    entries, audio = load_dataset(manifest, sample_rate, duration, strict=strict, workers=workers)
+    entries, audio = load_dataset(manifest, sample_rate, duration, strict=strict, workers=workers,
+                                  min_duration=min_duration)
     return build_token_set(entries, torch.from_numpy(audio), codec, sample_rate)

@@ -308,3 +308,10 @@ def test_cli_merge_help(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for flag in ("--a", "--b", "--lam", "--method", "--base", "--out", "--force", "--extrapolate", "slerp"):
         assert flag in text
+
+
+def test_cli_choices_match_the_library() -> None:
+    from musicdistill.commands.merge import METHODS
+    from musicdistill.merge import MERGE_METHODS
+
+    assert tuple(METHODS) == tuple(MERGE_METHODS)

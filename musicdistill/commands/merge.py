@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from musicdistill.merge import MERGE_METHODS, merge_checkpoints
+#: kept in sync with musicdistill.merge.MERGE_METHODS (imported lazily: torch is slow to import)
+METHODS = ("lerp", "slerp")
 
 DESCRIPTION = """\
 Interpolate two checkpoints finetuned from the same base model, tensor by tensor:
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--a", required=True, metavar="DIR", help="checkpoint folder at λ = 0 (e.g. the quality model)")
     p.add_argument("--b", required=True, metavar="DIR", help="checkpoint folder at λ = 1 (e.g. the diversity model)")
     p.add_argument("--lam", type=float, default=0.5, metavar="λ", help="merge coefficient in [0, 1] (default: 0.5)")
-    p.add_argument("--method", choices=MERGE_METHODS, default="lerp", help="interpolation (default: lerp)")
+    p.add_argument("--method", choices=METHODS, default="lerp", help="interpolation (default: lerp)")
     p.add_argument(
         "--base",
         metavar="DIR",
@@ -54,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from musicdistill.merge import merge_checkpoints
+
     out = merge_checkpoints(
         args.a,
         args.b,

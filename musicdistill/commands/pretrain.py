@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         tokens = load_token_set(token_dir)
     except FileNotFoundError:
         tokens = encode_manifest(manifest, codec, cfg.data.sample_rate, cfg.data.duration, cfg.data.workers,
-                                 cfg.data.strict)
+                                 cfg.data.strict, cfg.data.min_duration)
         save_token_set(tokens, token_dir)
     pretrain(cfg, tokens.select("train"), tokens.select("valid"), out, resume=args.resume,
              provenance={"codec_dir": relative_to(codec_dir, out.parent), "manifest": str(manifest.resolve())})
