@@ -52,6 +52,7 @@ class StageResult:
     skipped: bool
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
 
 
 def stage_hash(stage: Stage, cfg: Config, upstream: dict[str, str]) -> str:
@@ -121,7 +122,7 @@ def run_stages(
             why = "not selected" if not selected else "up to date"
             log.info("[%d/%d] %s: skipped (%s)", i, len(ordered), stage.name, why)
             remaining -= stage.estimate_s
-            results.append(StageResult(stage.name, True, 0.0, (marker or {}).get("summary", {})))
+            results.append(StageResult(stage.name, True, 0.0, (marker or {}).get("summary", {}), why))
             continue
         log.info(
             "[%d/%d] %s: running (estimated %.0fs for this stage, about %.0fs left in all) - %s",

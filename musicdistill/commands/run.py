@@ -43,6 +43,6 @@ def _run(args: argparse.Namespace) -> int:
     results = run_stages(cfg, stages, force=tuple(args.force), only=tuple(args.only))
     print(f"\nrun folder: {cfg.run_dir}")
     for r in results:
-        state = "skipped (up to date)" if r.skipped else f"{r.seconds:7.1f} s"
+        state = f"skipped ({r.reason})" if r.skipped else f"{r.seconds:7.1f} s"
         print(f"  {r.name:12s} {state}")
     return 0
