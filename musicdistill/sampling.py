@@ -1,0 +1,284 @@
+"""Sampling: next-token selection, the KV-cached decode loop with CFG, and ``generate``.
+
+Everything random goes through an explicit ``torch.Generator``: the same seed and settings give the
+same tokens. Shapes: B prompts, G samples per prompt, N = B·G rows (prompt-major: the G samples of a
+prompt are consecutive), K codebooks, T frames, S = T + max(delays) decoding steps, V entries.
+
+The decode loop feeds step s the tokens of step s - 1 (the special token at s = 0) for all K
+codebooks at once; at steps outside a codebook's span of the delay pattern its token is forced to
+the special token and its log-probability is dropped (see :mod:`musicdistill.delay`). With CFG
+(scale ≠ 1) each step is one forward of 2N rows (conditional rows, then null rows), combined by
+:func:`musicdistill.guidance.apply_cfg` before temperature and truncation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from musicdistill.delay import undo_delay, valid_mask
+from musicdistill.generator import TokenGenerator
+from musicdistill.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
+from musicdistill.text import TextCondition, TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """Output of :func:`generate` for B prompts × G samples (prompt-major rows).
+
+    ``codes [B·G, K, T]`` undelayed token ids; ``logprobs [B·G, K, T]`` float32 log-probabilities of
+    the sampled tokens under the distribution they were drawn from (after CFG, temperature and
+    top-k/top-p truncation; 0 under greedy decoding); ``audio [B·G, 1, samples]`` when a codec was
+    given; ``prompts`` the B prompts; ``settings`` everything needed to reproduce the call.
+    """
+
+    codes: torch.Tensor
+    logprobs: torch.Tensor
+    audio: torch.Tensor | None
+    prompts: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def prompt_of(self, row: int) -> str:
+        """The prompt that row ``row`` of ``codes`` was generated from."""
+        return self.prompts[row // self.settings["num_samples"]]
+
+
+# --------------------------------------------------------------------------------------------
+# One step
+# --------------------------------------------------------------------------------------------
+
+
+def check_sampling_args(temperature: float, top_k: int, top_p: float, cardinality: int) -> None:
+    """Raise ValueError naming the argument and its allowed range for any bad sampling setting."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 10.0:
+        raise ValueError(f"temperature={temperature!r} is out of range; it must lie in [0, 10] (0 = greedy)")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= cardinality:
+        raise ValueError(f"top_k={top_k!r} is out of range; it must be an integer in [0, {cardinality}] (0 = all)")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r} is out of range; it must lie in [0, 1] (0 = off)")
+
+
+def _mask_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def _mask_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely entries whose mass reaches p (audiocraft ``sample_top_p``)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    drop_sorted = probs.cumsum(dim=-1) - probs > p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, -math.inf)
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row and codebook: ``logits [N, K, V]`` -> (tokens ``[N, K]``, logprobs ``[N, K]``).
+
+    temperature 0 is greedy (argmax; log-probability 0, the sampler being deterministic). Otherwise
+    the logits are divided by the temperature, truncated to the top-p nucleus when ``top_p > 0``
+    (which takes precedence, as in audiocraft) or else to the ``top_k`` largest when ``top_k > 0``,
+    and sampled; the log-probability is that of the renormalised truncated distribution.
+    """
+    n, k, v = logits.shape
+    check_sampling_args(temperature, top_k, top_p, v)
+    if temperature == 0.0:
+        return logits.argmax(dim=-1), logits.new_zeros(n, k, dtype=torch.float32)
+    scaled = logits.float() / temperature
+    if 0.0 < top_p < 1.0:
+        scaled = _mask_top_p(scaled, top_p)
+    elif 0 < top_k < v:
+        scaled = _mask_top_k(scaled, top_k)
+    logp = scaled.log_softmax(dim=-1)
+    # exponential race: argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (cheaper than multinomial)
+    race = torch.empty_like(logp).exponential_(1.0, generator=generator)
+    tokens = (logp.exp() / race).argmax(dim=-1)
+    return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# The decode loop
+# --------------------------------------------------------------------------------------------
+
+
+def _model_device(model: TokenGenerator) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_num_frames(model: TokenGenerator, num_frames: int) -> None:
+    """A sequence of ``num_frames`` plus the largest delay must fit the model's context."""
+    steps = num_frames + max(model.delays)
+    if num_frames < 1 or steps > model.max_steps:
+        raise ValueError(
+            f"num_frames={num_frames} needs {steps} steps with delays {list(model.delays)}; it must lie in "
+            f"[1, {model.max_steps - max(model.delays)}] (model.max_frames={model.max_steps} minus the largest delay)"
+        )
+
+
+def sample_tokens(
+    model: TokenGenerator,
+    cond: TextCondition,
+    num_frames: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    cfg_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample N sequences, one per condition row: -> (codes ``[N, K, T]``, logprobs ``[N, K, T]``).
+
+    ``model`` is any generator with the interface of :mod:`musicdistill.generator`; it runs in eval
+    mode for the call and gets its previous mode back. ``use_cache=False`` recomputes the whole prefix at every step (the slow
+    reference path that tests compare against). Returned tensors are ordinary (not inference-mode)
+    tensors, so they can feed a training forward (distillation).
+    """
+    check_sampling_args(temperature, top_k, top_p, model.cardinality)
+    cfg_scale = check_cfg_scale(cfg_scale)
+    check_num_frames(model, num_frames)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            seq, logps = _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator,
+                                 use_cache, progress)
+    finally:
+        model.train(was_training)
+    return undo_delay(seq, model.delays).clone(), undo_delay(logps, model.delays).clone()
+
+
+def _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator, use_cache, progress):
+    """The loop itself; returns the delayed sequence ``[N, K, S]`` and its per-token log-probs."""
+    device = _model_device(model)
+    cond = cond.to(device)
+    n, k, special = len(cond), model.num_codebooks, model.special_token
+    steps = num_frames + max(model.delays)
+    guided = is_guided(cfg_scale)
+    rows_cond = cfg_batch(cond) if guided else cond
+    rows = len(rows_cond)
+    forced = ~valid_mask(k, num_frames, model.delays, device=device)  # [K, S]
+    inputs = torch.full((rows, k, steps), special, dtype=torch.long, device=device)
+    seq = torch.full((n, k, steps), special, dtype=torch.long, device=device)
+    logps = torch.zeros(n, k, steps, dtype=torch.float32, device=device)
+    cache = model.init_cache(rows_cond, steps) if use_cache else None
+    for s in tqdm(range(steps), desc="sampling", unit="step", disable=not progress, leave=False):
+        if cache is not None:
+            logits = model.forward_step(inputs[:, :, s], cache, s)
+        else:
+            logits = model(inputs[:, :, : s + 1], rows_cond)[:, :, s]
+        if guided:
+            logits = apply_cfg(logits[:n], logits[n:], cfg_scale)
+        tokens, logp = sample_next_token(logits, temperature, top_k, top_p, generator)
+        tokens = tokens.masked_fill(forced[:, s], special)
+        seq[:, :, s] = tokens
+        logps[:, :, s] = logp
+        if s + 1 < steps:
+            inputs[:, :, s + 1] = tokens.repeat(rows // n, 1) if guided else tokens
+    return seq, logps
+
+
+# --------------------------------------------------------------------------------------------
+# generate: prompts in, tokens (and audio) out
+# --------------------------------------------------------------------------------------------
+
+
+def frames_for_duration(duration: float, frame_rate: float) -> int:
+    """Frames covering ``duration`` seconds at ``frame_rate`` Hz (rounded to the nearest frame)."""
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+        raise ValueError(f"duration={duration!r} must be a positive number of seconds")
+    return max(1, round(duration * frame_rate))
+
+
+def generate(
+    model: TokenGenerator,
+    prompts: Sequence[str] | str,
+    num_samples: int = 1,
+    duration: float = 4.0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    cfg_scale: float = 3.0,
+    seed: int = 0,
+    codec=None,
+    *,
+    text_encoder: TextEncoder,
+    frame_rate: float | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> GenerationResult:
+    """Generate ``num_samples`` sequences for each prompt (prompt-major) and decode them if a codec is given.
+
+    ``frame_rate`` (frames per second) defaults to ``codec.frame_rate``. Rows are decoded in chunks
+    of ``batch_size`` (default: all at once) with one generator seeded by ``seed``; the output
+    depends on (seed, settings, batch_size) only. Raises ValueError naming any bad argument.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 (or None for all rows at once)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    check_sampling_args(temperature, top_k, top_p, model.cardinality)
+    cfg_scale = check_cfg_scale(cfg_scale)
+    if frame_rate is None:
+        if codec is None:
+            raise ValueError("frame_rate is needed when no codec is given (frames per second of the tokens)")
+        frame_rate = float(codec.frame_rate)
+    num_frames = frames_for_duration(duration, frame_rate)
+    steps = num_frames + max(model.delays)
+    if steps > model.max_steps:
+        longest = (model.max_steps - max(model.delays)) / frame_rate
+        raise ValueError(
+            f"duration={duration} s is {num_frames} frames + {max(model.delays)} delay steps, beyond the model's "
+            f"context of {model.max_steps} steps (model.max_frames); it must lie in (0, {longest:g}] s"
+        )
+    cond = text_encoder.encode(prompts).repeat_interleave(num_samples)
+    device = _model_device(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    rows = len(cond)
+    chunk = batch_size or rows
+    codes, logprobs = [], []
+    for start in range(0, rows, chunk):
+        c, lp = sample_tokens(model, cond.select(slice(start, start + chunk)), num_frames,
+                              temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
+                              generator=generator, progress=progress)
+        codes.append(c)
+        logprobs.append(lp)
+    codes_t = torch.cat(codes)
+    log.debug("generated %d x %d frames (cfg %.3g, temperature %.3g, seed %d)", rows, num_frames, cfg_scale,
+              temperature, seed)
+    audio = _decode_audio(codec, codes_t) if codec is not None else None
+    settings = {
+        "num_samples": num_samples, "duration": float(duration), "frame_rate": frame_rate,
+        "num_frames": num_frames, "temperature": float(temperature), "top_k": top_k, "top_p": float(top_p),
+        "cfg_scale": cfg_scale, "seed": seed, "batch_size": chunk,
+    }
+    return GenerationResult(codes=codes_t, logprobs=torch.cat(logprobs), audio=audio, prompts=prompts,
+                            settings=settings)
+
+
+def _decode_audio(codec, codes: torch.Tensor) -> torch.Tensor:
+    """``codec.decode(codes [N, K, T])`` as ``[N, 1, samples]`` float32 on the CPU."""
+    with torch.inference_mode():
+        audio = codec.decode(codes)
+    audio = torch.as_tensor(audio).float().cpu()
+    if audio.dim() == 2:
+        audio = audio.unsqueeze(1)
+    return audio.clone()
