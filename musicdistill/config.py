@@ -260,6 +260,23 @@ class OracleConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Evaluation of systems on held-out prompts (musicdistill evaluate; the main job's evaluate stage)."""
+
+    systems: list = opt([], "systems: mappings with name, checkpoint, optional family, cfg_scale, temperature, "
+                        "top_k, top_p; empty in the main job = base, CFG and temperature sweeps, distilled, merges")
+    split: str = opt("test", "held-out split the prompts come from", choices=("valid", "test"))
+    num_prompts: int = opt(32, "held-out prompts (distinct captions)", ge=1, le=100_000)
+    samples_per_prompt: int = opt(4, "samples per prompt and system; >= 2 for diversity", ge=2, le=256)
+    seed: int = opt(0, "sampling seed, the same for every system", ge=0)
+    batch_size: int = opt(64, "sequences decoded together", ge=1, le=65536)
+    bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals", ge=100, le=1_000_000)
+    save_prompts: int = opt(4, "prompts whose samples are written as wav files", ge=0)
+    cfg_scales: list = opt([1.5, 3.0, 5.0], "CFG scales of the base-model sweep in the main job")
+    temperatures: list = opt([0.7, 0.85], "temperatures of the base-model sweep (no CFG) in the main job")
+
+
+@dataclass
 class Config:
     """The whole configuration; each command reads the sections it needs."""
 
@@ -273,6 +290,7 @@ class Config:
     pretrain: PretrainConfig = section(PretrainConfig, "base-model pretraining")
     generate: GenerateConfig = section(GenerateConfig, "sampling")
     distill: DistillConfig = section(DistillConfig, "CFG distillation with the diversity reward")
+    evaluate: EvaluateConfig = section(EvaluateConfig, "evaluation on held-out prompts")
     listening: ListeningConfig = section(ListeningConfig, "listening-test export")
     embed: EmbedConfig = section(EmbedConfig, "contrastive audio embedder (diversity reward)")
     scorer: ScorerConfig = section(ScorerConfig, "joint text-audio scorer (text adherence)")
