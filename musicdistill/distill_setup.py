@@ -18,6 +18,7 @@ import torch
 from musicdistill.checkpoint import PROVENANCE_FILE, file_sha256
 from musicdistill.config import Config
 from musicdistill.distill import DistillParts, PromptSet, frozen_copy
+from musicdistill.judges import golden_metric_fn, reward_embed_fn
 from musicdistill.model_io import load_generator, resolve_codec_dir
 from musicdistill.text import TextCondition
 from musicdistill.tokens import TokenSet
@@ -51,20 +52,6 @@ class Assembled:
     codec: Any
 
 
-def reward_from_dir(embedder_dir: Path, codec, device: torch.device):
-    """The reward model as a function of codes: decode with the codec, embed with the frozen embedder."""
-    from musicdistill.embedding import load_embedder, reward_embed_fn
-
-    return reward_embed_fn(load_embedder(embedder_dir).to(device), codec)
-
-
-def golden_from_dir(oracle_dir: Path, codec):
-    """Attribute adherence of decoded codes under the oracle (the golden metric), as a function."""
-    from musicdistill.oracle import golden_metric_fn, load_oracle
-
-    return golden_metric_fn(load_oracle(oracle_dir), codec)
-
-
 def assemble(cfg: Config, base_dir: Path, tokens: TokenSet, out: Path, device: torch.device,
              embedder_dir: Path | None = None, oracle_dir: Path | None = None) -> Assembled:
     """Student and frozen teacher from the base checkpoint, prompts from the token set, reward and golden."""
@@ -74,8 +61,8 @@ def assemble(cfg: Config, base_dir: Path, tokens: TokenSet, out: Path, device: t
     codec = loaded.codec
     if codec is None:
         raise FileNotFoundError(f"the base checkpoint {base_dir} records no codec; distillation decodes rollouts")
-    reward = reward_from_dir(embedder_dir, codec, device) if embedder_dir else None
-    golden = golden_from_dir(oracle_dir, codec) if oracle_dir else None
+    reward = reward_embed_fn(embedder_dir, codec, device) if embedder_dir else None
+    golden = golden_metric_fn(oracle_dir, codec) if oracle_dir else None
     train = tokens.select("train")
     parts = DistillParts(
         student=student, teacher=teacher, encode=cached_encoder(loaded.text_encoder, device),

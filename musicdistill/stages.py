@@ -142,6 +142,39 @@ def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
     return {"lambdas": list(MERGE_LAMBDAS)}
 
 
+def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
+    """The systems the main job compares: base (temperature and CFG sweeps), distilled, merges."""
+    base = str(run_dir / "base")
+    systems: list[dict[str, Any]] = [{"name": "base", "checkpoint": base, "family": "base, temperature",
+                                      "cfg_scale": 1.0, "temperature": 1.0}]
+    systems += [{"name": f"base T={t:g}", "checkpoint": base, "family": "base, temperature", "cfg_scale": 1.0,
+                 "temperature": float(t)} for t in cfg.evaluate.temperatures]
+    systems += [{"name": f"base CFG {g:g}", "checkpoint": base, "family": "base + CFG", "cfg_scale": float(g),
+                 "temperature": 1.0} for g in cfg.evaluate.cfg_scales]
+    systems += [
+        {"name": "quality (beta=0)", "checkpoint": str(run_dir / "quality"), "family": "distilled",
+         "cfg_scale": 1.0, "temperature": 1.0},
+        {"name": f"diversity (beta={cfg.distill.diversity_beta:g})", "checkpoint": str(run_dir / "diversity"),
+         "family": "distilled", "cfg_scale": 1.0, "temperature": 1.0},
+    ]
+    systems += [{"name": f"merge lambda={lam:g}", "checkpoint": str(merge_dir(run_dir, lam)), "family": "merged",
+                 "cfg_scale": 1.0, "temperature": 1.0} for lam in MERGE_LAMBDAS if 0.0 < lam < 1.0]
+    return systems
+
+
+def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Every system on the same held-out prompts and seeds."""
+    from musicdistill.evaluation_run import run_evaluation
+    from musicdistill.systems import parse_systems
+
+    raw = cfg.evaluate.systems or main_job_systems(cfg, run_dir)
+    systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
+    optional = {name: (run_dir / name if (run_dir / name).is_dir() else None)
+                for name in ("embedder", "oracle", "scorer")}
+    report = run_evaluation(cfg, systems, run_dir / "tokens", out, **optional)
+    return {"systems": len(report["systems"]), "prompts": report["num_prompts"]}
+
+
 def _last_history_row(out: Path) -> dict[str, Any]:
     rows = read_rows(out)
     evaluated = [r for r in rows if "val_loss" in r]
@@ -165,4 +198,6 @@ def main_job_stages() -> list[Stage]:
               doc="distil with the diversity reward (beta = distill.diversity_beta)"),
         Stage("merges", stage_merges, reads=(), after=("quality", "diversity"), estimate_s=5,
               doc="LERP the quality and diversity models at each lambda"),
+        Stage("evaluate", stage_evaluate, reads=("evaluate", "generate", "device"), after=("merges",),
+              estimate_s=150, doc="evaluate every system on held-out prompts; Pareto plot"),
     ]

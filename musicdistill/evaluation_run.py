@@ -1,0 +1,71 @@
+"""Set up an evaluation from folders: held-out prompts from a token set, judges, a model pool."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from musicdistill.config import Config
+from musicdistill.evaluate import EvalPrompts, evaluate_systems
+from musicdistill.judges import audio_judges
+from musicdistill.model_io import LoadedGenerator, load_generator
+from musicdistill.runtime import resolve_device
+from musicdistill.systems import SystemSpec
+from musicdistill.tokens import TokenSet, load_token_set
+
+log = logging.getLogger(__name__)
+
+
+def held_out_prompts(tokens: TokenSet, split: str, count: int, seed: int) -> EvalPrompts:
+    """``count`` distinct captions of ``split`` (a seeded choice) with their clips' attributes."""
+    first: dict[str, dict[str, Any] | None] = {}
+    for caption, attrs in zip(tokens.captions, tokens.attributes):
+        first.setdefault(caption, attrs)
+    captions = list(first)
+    order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen = [captions[i] for i in order[: min(count, len(captions))]]
+    if len(chosen) < count:
+        log.warning("split %s has only %d distinct captions; evaluating on all of them", split, len(chosen))
+    return EvalPrompts(prompts=chosen, attributes=[first[c] for c in chosen])
+
+
+class ModelPool:
+    """Loads checkpoints on demand and keeps the most recent few (systems of one checkpoint share it)."""
+
+    def __init__(self, device: torch.device, capacity: int = 2) -> None:
+        self.device, self.capacity = device, capacity
+        self._models: OrderedDict[str, LoadedGenerator] = OrderedDict()
+
+    def __call__(self, checkpoint: str) -> LoadedGenerator:
+        if checkpoint not in self._models:
+            while len(self._models) >= self.capacity:
+                self._models.popitem(last=False)
+            self._models[checkpoint] = load_generator(checkpoint, device=self.device)
+        self._models.move_to_end(checkpoint)
+        return self._models[checkpoint]
+
+
+def run_evaluation(cfg: Config, systems: list[SystemSpec], tokens_dir: Path, out: Path, *,
+                   embedder: Path | None, oracle: Path | None, scorer: Path | None) -> dict[str, Any]:
+    """Evaluate ``systems`` on held-out prompts of ``tokens_dir``; see :func:`evaluate_systems`."""
+    ec = cfg.evaluate
+    device = resolve_device(cfg.device)
+    tokens = load_token_set(tokens_dir).select(ec.split)
+    prompts = held_out_prompts(tokens, ec.split, ec.num_prompts, ec.seed)
+    pool = ModelPool(device)
+    codec = pool(systems[0].checkpoint).codec
+    if codec is None:
+        raise FileNotFoundError(f"{systems[0].checkpoint} records no codec; evaluation decodes generations")
+    sample_rate = int(codec.sample_rate)
+    judges = audio_judges(sample_rate, device, embedder, oracle, scorer)
+    real = tokens.codes[: ec.num_prompts * ec.samples_per_prompt]  # real held-out clips, as the codec renders them
+    with torch.inference_mode():
+        reference = codec.decode(real).float().reshape(real.shape[0], -1).clone()
+    duration = tokens.num_frames / tokens.frame_rate
+    return evaluate_systems(systems, prompts, judges, out, group=ec.samples_per_prompt, duration=duration,
+                            seed=ec.seed, batch_size=ec.batch_size, device=device, loader=pool,
+                            reference_audio=reference, save_prompts=ec.save_prompts, num_resamples=ec.bootstrap)
