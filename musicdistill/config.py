@@ -84,7 +84,7 @@ class CodecConfig:
     cardinality: int = opt(256, "entries per codebook V", ge=2, le=1024)
     kmeans_iters: int = opt(20, "Lloyd iterations per codebook", ge=1, le=500)
     max_fit_frames: int = opt(150_000, "frames sampled from the training audio to fit the codebooks", ge=1000)
-    griffin_lim_iters: int = opt(32, "Griffin-Lim iterations when decoding to audio", ge=1, le=1000)
+    griffin_lim_iters: int = opt(16, "Griffin-Lim iterations when decoding to audio", ge=1, le=1000)
     seed: int = opt(0, "seed of the k-means initialisation", ge=0)
 
 

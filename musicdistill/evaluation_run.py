@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from musicdistill.checkpoint import CONFIG_FILE
 from musicdistill.config import Config
 from musicdistill.evaluate import EvalPrompts, evaluate_systems
 from musicdistill.judges import audio_judges
@@ -34,19 +36,35 @@ def held_out_prompts(tokens: TokenSet, split: str, count: int, seed: int) -> Eva
 
 
 class ModelPool:
-    """Loads checkpoints on demand and keeps the most recent few (systems of one checkpoint share it)."""
+    """Loads checkpoints on demand and keeps the most recent few (systems of one checkpoint share it).
+
+    Checkpoints that name the same text encoder share one loaded copy of it.
+    """
 
     def __init__(self, device: torch.device, capacity: int = 2) -> None:
         self.device, self.capacity = device, capacity
         self._models: OrderedDict[str, LoadedGenerator] = OrderedDict()
+        self._encoders: dict[str, Any] = {}
 
     def __call__(self, checkpoint: str) -> LoadedGenerator:
         if checkpoint not in self._models:
             while len(self._models) >= self.capacity:
                 self._models.popitem(last=False)
-            self._models[checkpoint] = load_generator(checkpoint, device=self.device)
+            encoder_name = read_text_encoder_name(Path(checkpoint))
+            loaded = load_generator(checkpoint, device=self.device, text_encoder=self._encoders.get(encoder_name))
+            self._encoders.setdefault(loaded.text_encoder.name, loaded.text_encoder)
+            self._models[checkpoint] = loaded
         self._models.move_to_end(checkpoint)
         return self._models[checkpoint]
+
+
+def read_text_encoder_name(checkpoint: Path) -> str | None:
+    """The ``text.encoder`` a checkpoint's config names (None when unreadable)."""
+    try:
+        config = yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return (config.get("text") or {}).get("encoder")
 
 
 def run_evaluation(cfg: Config, systems: list[SystemSpec], tokens_dir: Path, out: Path, *,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,21 @@ def _resolve_base_dir(base: str | Path | None, ca: Checkpoint) -> Path:
     return path
 
 
+def rebase_recorded_path(recorded: str, source_ckpt: Path, out: Path) -> str:
+    """A folder path recorded in ``source_ckpt``'s provenance, re-expressed for a checkpoint written to ``out``.
+
+    Relative paths in provenance resolve against the checkpoint's parent or, failing that, the
+    nearest ancestor where they exist (as :func:`musicdistill.model_io.resolve_codec_dir` reads them).
+    """
+    path = Path(recorded)
+    if path.is_absolute():
+        return recorded
+    for ancestor in Path(source_ckpt).resolve().parents:
+        if (ancestor / path).exists():
+            return os.path.relpath(ancestor / path, Path(out).resolve().parent)
+    return recorded
+
+
 def _check_out_is_new(out: Path, inputs: list[Path]) -> None:
     for path in inputs:
         if out.resolve() == path.resolve():
@@ -412,8 +428,9 @@ def merge_checkpoints(
         "method": method,
         "base_hash": base_hash,
     }
-    if ca.provenance.get("base_dir"):  # lets a later SLERP of this merge find the base
-        provenance["base_dir"] = ca.provenance["base_dir"]
+    for key in ("base_dir", "codec_dir"):  # the base (for a later SLERP) and the codec (to decode samples)
+        if ca.provenance.get(key):
+            provenance[key] = rebase_recorded_path(ca.provenance[key], a_dir, out)
     base_state = None
     if method == "lerp" and base is not None:
         log.info("lerp does not depend on the base model; ignoring base=%s", base)

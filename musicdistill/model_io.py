@@ -66,9 +66,13 @@ def resolve_codec_dir(ckpt_dir: Path, provenance: dict[str, Any]) -> Path | None
 
 
 def load_generator(
-    ckpt_dir: str | Path, device: torch.device | str = "cpu", with_codec: bool = True
+    ckpt_dir: str | Path, device: torch.device | str = "cpu", with_codec: bool = True,
+    text_encoder: TextEncoder | None = None,
 ) -> LoadedGenerator:
     """Model (eval mode, on ``device``), frozen text encoder, codec (or None) and config of a checkpoint.
+
+    Pass ``text_encoder`` to reuse one already loaded (e.g. when several checkpoints of one run are
+    compared); it must be the encoder the checkpoint's config names.
 
     Raises CheckpointError (a ValueError) or FileNotFoundError naming the missing piece.
     """
@@ -76,7 +80,9 @@ def load_generator(
     ckpt = load_checkpoint(ckpt_dir)
     cfg = section_from_dict(Config, ckpt.config)
     model = generator_from_state_dict(cfg.model, ckpt.state_dict).to(device).eval()
-    encoder = build_text_encoder(cfg.text, device)
+    if text_encoder is not None and text_encoder.name != cfg.text.encoder:
+        raise CheckpointError(f"{ckpt_dir} was trained with text.encoder={cfg.text.encoder!r}, not {text_encoder.name!r}")
+    encoder = text_encoder or build_text_encoder(cfg.text, device)
     if encoder.dim != model.text_dim:
         raise CheckpointError(
             f"text encoder {cfg.text.encoder!r} has width {encoder.dim} but the generator in {ckpt_dir} was trained "

@@ -9,6 +9,8 @@ Layout of a run folder ``<runs_dir>/<name>/``::
     quality/    the distilled quality model (β = 0)
     diversity/  the distilled diversity model (β = distill.diversity_beta)
     merges/     LERP merges of quality and diversity at each λ
+    embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
+    evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
 """
 
 from __future__ import annotations
@@ -89,6 +91,30 @@ def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
              provenance={"codec_dir": os.path.relpath(run_dir / "codec", out.parent)})
     last = _last_history_row(out)
     return {k: last[k] for k in ("step", "loss", "val_loss", "val_loss_null") if k in last}
+
+
+JUDGE_DIRS = ("embedder", "oracle", "scorer")
+
+
+def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Train the reward embedder, the attribute oracle and the text-audio scorer on the same log-mels.
+
+    They are written to ``<run>/embedder``, ``<run>/oracle`` and ``<run>/scorer``; the oracle needs
+    attribute labels, so it is skipped for user data without them.
+    """
+    from musicdistill.codec import load_codec
+    from musicdistill.embedding import fit_and_save_embedder, load_labelled_mels
+    from musicdistill.oracle import fit_and_save_oracle
+    from musicdistill.scorer import fit_and_save_scorer
+
+    train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
+    summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
+    if any(e.attributes for e in train.entries):
+        summary["oracle"] = fit_and_save_oracle(cfg, train, held_out, run_dir / "oracle")
+    else:
+        log.info("the training data has no attribute labels: no oracle (attribute adherence is not measured)")
+    summary["scorer"] = fit_and_save_scorer(cfg, train, held_out, run_dir / "scorer")
+    return summary
 
 
 def _distill_stage(cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float) -> dict[str, Any]:
@@ -190,14 +216,16 @@ def main_job_stages() -> list[Stage]:
               doc="fit the offline codec on the training audio"),
         Stage("tokens", stage_tokens, reads=("data", "codec"), after=("codec",), estimate_s=40,
               doc="encode every clip to codec tokens"),
+        Stage("judges", stage_judges, reads=("data", "embed", "oracle", "scorer"), after=("codec",),
+              estimate_s=150, doc="train the reward embedder, attribute oracle and text-audio scorer"),
         Stage("base", stage_pretrain, reads=("text", "model", "pretrain", "device"), after=("tokens",),
               estimate_s=300, doc="pretrain the base generator with condition dropout"),
-        Stage("quality", stage_quality, reads=("distill", "device"), after=("base",), estimate_s=90,
+        Stage("quality", stage_quality, reads=("distill", "device"), after=("base", "judges"), estimate_s=90,
               doc="distil the CFG teacher into a CFG-free student (beta = 0)"),
-        Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base",), estimate_s=100,
+        Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base", "judges"), estimate_s=100,
               doc="distil with the diversity reward (beta = distill.diversity_beta)"),
         Stage("merges", stage_merges, reads=(), after=("quality", "diversity"), estimate_s=5,
               doc="LERP the quality and diversity models at each lambda"),
-        Stage("evaluate", stage_evaluate, reads=("evaluate", "generate", "device"), after=("merges",),
+        Stage("evaluate", stage_evaluate, reads=("evaluate", "generate", "device"), after=("merges", "judges"),
               estimate_s=150, doc="evaluate every system on held-out prompts; Pareto plot"),
     ]

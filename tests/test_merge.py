@@ -315,3 +315,26 @@ def test_cli_choices_match_the_library() -> None:
     from musicdistill.merge import MERGE_METHODS
 
     assert tuple(METHODS) == tuple(MERGE_METHODS)
+
+
+def test_merged_checkpoint_keeps_the_codec_and_base_reachable(tmp_path) -> None:
+    import torch
+
+    from musicdistill.checkpoint import file_sha256, save_checkpoint
+    from musicdistill.merge import merge_checkpoints
+    from musicdistill.model_io import resolve_codec_dir
+
+    (tmp_path / "codec").mkdir()
+    weights = {"w": torch.zeros(2)}
+    save_checkpoint(tmp_path / "base", weights, {}, {"kind": "base", "codec_dir": "codec"})
+    h = file_sha256(tmp_path / "base" / "model.safetensors")
+    for name, value in (("q", 1.0), ("d", 3.0)):
+        save_checkpoint(tmp_path / name, {"w": torch.full((2,), value)}, {},
+                        {"kind": "distilled", "base_hash": h, "base_dir": "base", "codec_dir": "codec"})
+    out = merge_checkpoints(tmp_path / "q", tmp_path / "d", 0.5, out=tmp_path / "merges" / "lam_0.50")
+    from musicdistill.checkpoint import load_checkpoint
+
+    prov = load_checkpoint(out).provenance
+    assert (out.parent / prov["codec_dir"]).resolve() == (tmp_path / "codec").resolve()
+    assert (out.parent / prov["base_dir"]).resolve() == (tmp_path / "base").resolve()
+    assert resolve_codec_dir(out, prov).resolve() == (tmp_path / "codec").resolve()

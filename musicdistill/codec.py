@@ -1,0 +1,175 @@
+"""Audio tokenizers behind one interface: the :class:`Codec` protocol and its factories.
+
+Implementations: :class:`musicdistill.melcodec.MelRVQCodec` (the offline default, fitted on the
+training audio), and the EnCodec adapters in :mod:`musicdistill.encodec_adapters` (transformers'
+``EncodecModel``, and the ``encodec`` package of the optional ``audio`` extra).
+
+Every codec directory holds ``codec.json``, whose ``kind`` picks the class that reads the rest;
+:func:`load_codec` dispatches on it. Codes are int64 [B, K, T] with values in [0, V).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from musicdistill.atomic import atomic_write_text
+from musicdistill.config import CodecConfig
+from musicdistill.features import resample
+
+CODEC_JSON = "codec.json"
+FORMAT = "musicdistill-codec"
+FORMAT_VERSION = 1
+KINDS = ("melrvq", "encodec_hf", "encodec")
+
+@runtime_checkable
+class Codec(Protocol):
+    """A tokenizer between mono waveforms and K parallel streams of discrete codes.
+
+    ``encode(wav [B, 1, N], sample_rate) -> codes [B, K, T]`` (int64, values in [0, V)); input at
+    another sample rate is resampled to :attr:`sample_rate`. ``decode(codes [B, K, T]) -> wav [B, 1, N']``
+    at :attr:`sample_rate`, with ``N'`` about ``T / frame_rate`` seconds.
+    """
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def frame_rate(self) -> float: ...
+
+    @property
+    def num_codebooks(self) -> int: ...
+
+    @property
+    def cardinality(self) -> int: ...
+
+    def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor: ...
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Codec: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Factories
+# --------------------------------------------------------------------------------------------
+
+
+def load_codec(directory: str | Path) -> Codec:
+    """Open a codec directory written by any codec's ``save`` (``musicdistill codec fit``)."""
+    meta = read_codec_json(directory)
+    kind = meta["kind"]
+    if kind == "melrvq":
+        from musicdistill.melcodec import MelRVQCodec
+
+        return MelRVQCodec.load(directory)
+    from musicdistill.encodec_adapters import EncodecPackageCodec, HFEncodecCodec
+
+    return HFEncodecCodec.load(directory) if kind == "encodec_hf" else EncodecPackageCodec.load(directory)
+
+
+def fit_codec(cfg: CodecConfig, audio: torch.Tensor | None, sample_rate: int) -> Codec:
+    """Build the codec that ``cfg`` describes.
+
+    ``melrvq`` is fitted on ``audio`` (mono clips [N, S] at ``sample_rate``, the training split);
+    the EnCodec kinds have nothing to fit and load ``cfg.pretrained`` (``audio`` is ignored).
+    """
+    if cfg.kind == "melrvq":
+        from musicdistill.melcodec import MelCodecSettings, MelRVQCodec
+
+        if audio is None:
+            raise ValueError("codec.kind=melrvq is fitted on training audio; pass the train split's clips")
+        audio = torch.as_tensor(audio)
+        settings = MelCodecSettings(sample_rate=sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                    n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=min(cfg.fmax, sample_rate / 2),
+                                    power=cfg.power, griffin_lim_iters=cfg.griffin_lim_iters)
+        return MelRVQCodec.fit(audio, settings, cfg.num_codebooks, cfg.cardinality, cfg.kmeans_iters,
+                               cfg.max_fit_frames, cfg.seed)
+    if cfg.kind not in KINDS:
+        raise ValueError(f"codec.kind={cfg.kind!r} is unknown; choose one of {list(KINDS)}")
+    if not cfg.pretrained:
+        raise ValueError(f"codec.kind={cfg.kind} needs codec.pretrained: a local model directory "
+                         "(or a hub id / package model name when online)")
+    from musicdistill.encodec_adapters import EncodecPackageCodec, HFEncodecCodec
+
+    adapter = HFEncodecCodec if cfg.kind == "encodec_hf" else EncodecPackageCodec
+    return adapter.from_pretrained(cfg.pretrained, num_codebooks=cfg.num_codebooks)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared checks and codec.json
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_wav(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tensor:
+    """Check a mono batch [B, 1, N] and resample it to ``target_rate`` -> float32 [B, 1, N']."""
+    if not isinstance(wav, torch.Tensor):
+        raise ValueError(f"wav must be a torch.Tensor [B, 1, N], got {type(wav).__name__}")
+    if wav.dim() != 3 or wav.shape[1] != 1 or wav.shape[0] < 1 or wav.shape[2] < 1:
+        raise ValueError(
+            f"wav must have shape [B, 1, N] (mono, B >= 1, N >= 1), got {tuple(wav.shape)}; "
+            "mix stereo down first with wav.mean(dim=1, keepdim=True)"
+        )
+    if not wav.is_floating_point():
+        raise ValueError(f"wav must be floating point audio in [-1, 1], got dtype {wav.dtype}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+    return resample(wav.float(), sample_rate, target_rate)
+
+
+def validate_codes(codes: torch.Tensor, num_codebooks: int, cardinality: int) -> torch.Tensor:
+    """Check codes [B, K, T] (integer dtype, K = ``num_codebooks``, values in [0, V)) -> int64 codes."""
+    if not isinstance(codes, torch.Tensor):
+        raise ValueError(f"codes must be a torch.Tensor [B, K, T], got {type(codes).__name__}")
+    if codes.dtype in (torch.bool,) or codes.is_floating_point() or codes.is_complex():
+        raise ValueError(f"codes must have an integer dtype (int64), got {codes.dtype}")
+    if codes.dim() != 3 or codes.shape[1] != num_codebooks or codes.shape[0] < 1 or codes.shape[2] < 1:
+        raise ValueError(f"codes must have shape [B, K={num_codebooks}, T] with B, T >= 1, "
+                         f"got {tuple(codes.shape)}")
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= cardinality:
+        bad = codes.lt(0) | codes.ge(cardinality)
+        b, k, t = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"codes must lie in [0, {cardinality - 1}] (cardinality {cardinality}), got "
+                         f"{int(codes[b, k, t])} at [batch {b}, codebook {k}, frame {t}] (range {low}..{high})")
+    return codes.long()
+
+
+def write_codec_json(directory: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``codec.json`` (adding the format tag and version) atomically."""
+    record = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
+    return atomic_write_text(Path(directory) / CODEC_JSON, json.dumps(record, indent=2) + "\n")
+
+
+def read_codec_json(directory: str | Path, expected_kind: str | None = None) -> dict[str, Any]:
+    """Read and check ``codec.json``; raises FileNotFoundError / ValueError naming the file and the fix."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"codec directory {directory} does not exist; create one with "
+                                "'musicdistill codec fit --data MANIFEST --out DIR'")
+    path = directory / CODEC_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {directory} is not a codec directory "
+                                "(create one with 'musicdistill codec fit')")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); re-create the codec with 'musicdistill codec fit'") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a musicdistill codec file (expected \"format\": \"{FORMAT}\")")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {meta.get('version')!r}; this musicdistill reads "
+                         f"version {FORMAT_VERSION}")
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{path}: unknown codec kind {kind!r}; expected one of {list(KINDS)}")
+    if expected_kind is not None and kind != expected_kind:
+        raise ValueError(f"{path} describes a '{kind}' codec, not '{expected_kind}'; open it with "
+                         "musicdistill.codec.load_codec")
+    return meta
