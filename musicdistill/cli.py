@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, UserError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, UserError, FileNotFoundError, ImportError, ValueError) as exc:
         if args.verbose:
             log.exception("failed")
         print(f"error: {exc}", file=sys.stderr)

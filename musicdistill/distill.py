@@ -342,8 +342,8 @@ def distill(
             grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(),
                                                        dc.grad_clip if dc.grad_clip > 0 else math.inf)
             optimizer.step()
+            scheduler.step()
             row["grad_norm"] = round(float(grad_norm), 5)
-        scheduler.step()
         times["student"] = time.perf_counter() - t0
 
         with torch.no_grad():

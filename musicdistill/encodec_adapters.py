@@ -108,7 +108,8 @@ class HFEncodecCodec(nn.Module):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """wav [B, 1, N] -> codes [B, K, T] int64."""
-        wav = prepare_wav(wav, sample_rate, self.sample_rate).to(self._device)
+        weight = next(self.model.parameters())
+        wav = prepare_wav(wav, sample_rate, self.sample_rate).to(weight.device, weight.dtype)
         wav = wav.expand(-1, self.model.config.audio_channels, -1)
         out = self.model.encode(wav, bandwidth=self.bandwidth, return_dict=True)
         return out.audio_codes[0].long()  # [1 chunk, B, K, T] -> [B, K, T]
@@ -229,7 +230,8 @@ class EncodecPackageCodec(nn.Module):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """wav [B, 1, N] -> codes [B, K, T] int64."""
-        wav = prepare_wav(wav, sample_rate, self.sample_rate).to(self._device)
+        weight = next(self.model.parameters())
+        wav = prepare_wav(wav, sample_rate, self.sample_rate).to(weight.device, weight.dtype)
         frames = self.model.encode(wav.expand(-1, self.model.channels, -1))
         return frames[0][0].long()
 

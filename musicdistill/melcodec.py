@@ -206,7 +206,7 @@ class MelRVQCodec(nn.Module):
         seed: int = 0,
         batch_size: int = 64,
     ) -> MelRVQCodec:
-        """Fit on mono clips ``audio`` [N, S] at ``settings.sample_rate``.
+        """Fit on mono clips ``audio`` [N, S] at ``settings.sample_rate`` (on the CPU; move the codec after).
 
         Frames from a seeded random subset of clips (at most ``max_frames`` frames) are compressed and
         standardised (per-band mean; one global scale times :func:`band_weights`), then each residual
@@ -221,7 +221,7 @@ class MelRVQCodec(nn.Module):
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(seed)
         mel = mel_front_end(settings)
-        frames = _sample_frames(audio, mel, max_frames, gen, batch_size)  # [M, D]
+        frames = _sample_frames(audio.cpu(), mel, max_frames, gen, batch_size)  # [M, D]
         if frames.shape[0] < cardinality:
             raise ValueError(f"only {frames.shape[0]} frames to fit cardinality={cardinality} centroids; "
                              "give more audio or lower codec.cardinality")

@@ -291,6 +291,42 @@ def _matches_stated(
     return all(str(clip_attributes.get(a)) == str(caption_attributes.get(a)) for a in stated)
 
 
+def retrieval_at_1(
+    text: torch.Tensor,
+    audio: torch.Tensor,
+    num_candidates: int = 100,
+    rounds: int = 10,
+    seed: int = 0,
+    attributes: Sequence[dict[str, Any] | None] | None = None,
+) -> dict[str, float]:
+    """Text-to-audio retrieval among ``num_candidates`` pairs of ``text``, ``audio`` ``[N, E]`` (row i of each
+    belongs to clip i), averaged over ``rounds`` random candidate sets.
+
+    ``recall_at_1``: a caption's own clip ranks first (chance ``1 / num_candidates``). With
+    ``attributes`` (one dict per clip, with ``stated``), ``stated_match_at_1``: the top clip has every
+    attribute the caption states (its own clip always does; others may when the caption leaves
+    attributes unstated).
+    """
+    if text.shape[0] != audio.shape[0] or text.shape[0] < 2:
+        raise ValueError(
+            f"need at least 2 captions and one clip per caption, got {text.shape[0]} and {audio.shape[0]}"
+        )
+    count = min(num_candidates, text.shape[0])
+    gen = torch.Generator().manual_seed(seed)
+    recall, matched = [], []
+    for _ in range(rounds):
+        rows = torch.randperm(text.shape[0], generator=gen)[:count]
+        best = (text[rows] @ audio[rows].T).argmax(1)
+        recall.append(float((best == torch.arange(count)).float().mean()))
+        if attributes is not None:
+            pairs = zip(rows.tolist(), rows[best].tolist())
+            matched.append(np.mean([_matches_stated(attributes[i], attributes[j]) for i, j in pairs]))
+    out = {"recall_at_1": float(np.mean(recall)), "chance": 1.0 / count, "candidates": count}
+    if matched:
+        out["stated_match_at_1"] = float(np.mean(matched))
+    return out
+
+
 @torch.no_grad()
 def text_to_audio_recall(
     scorer: JointScorer,
@@ -301,36 +337,11 @@ def text_to_audio_recall(
     seed: int = 0,
     attributes: Sequence[dict[str, Any] | None] | None = None,
 ) -> dict[str, float]:
-    """Held-out text-to-audio retrieval among ``num_candidates`` clips, averaged over ``rounds`` random sets.
-
-    ``recall_at_1``: the caption's own clip ranks first (chance ``1 / num_candidates``). With
-    ``attributes`` (one dict per clip, with ``stated``), ``stated_match_at_1``: the top clip has every
-    attribute the caption states (its own clip always does; other clips may too when the caption
-    leaves attributes unstated).
-    """
-    if len(captions) != log_mel.shape[0] or len(captions) < 2:
-        raise ValueError(
-            f"need at least 2 captions and one log-mel per caption, got {len(captions)} and "
-            f"{log_mel.shape[0]}"
-        )
-    count = min(num_candidates, len(captions))
-    text = scorer.embed_text(list(captions))
-    audio = scorer.embed_mel(log_mel)
-    gen = torch.Generator().manual_seed(seed)
-    recall, matched = [], []
-    for _ in range(rounds):
-        rows = torch.randperm(len(captions), generator=gen)[:count]
-        best = (text[rows] @ audio[rows].T).argmax(1)
-        recall.append(float((best == torch.arange(count)).float().mean()))
-        if attributes is not None:
-            top = rows[best]
-            matched.append(
-                np.mean([_matches_stated(attributes[int(i)], attributes[int(j)]) for i, j in zip(rows, top)])
-            )
-    out = {"recall_at_1": float(np.mean(recall)), "chance": 1.0 / count, "candidates": count}
-    if matched:
-        out["stated_match_at_1"] = float(np.mean(matched))
-    return out
+    """:func:`retrieval_at_1` of held-out captions against their clips' log-mels ``[N, D, T]``."""
+    if len(captions) != log_mel.shape[0]:
+        raise ValueError(f"got {len(captions)} captions but {log_mel.shape[0]} log-mels")
+    text, audio = scorer.embed_text(list(captions)), scorer.embed_mel(log_mel)
+    return retrieval_at_1(text, audio, num_candidates, rounds, seed, attributes)
 
 
 def evaluate_scorer(
@@ -340,11 +351,13 @@ def evaluate_scorer(
     attributes: Sequence[dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Held-out retrieval at 100 candidates and at all held-out clips, on real clips and reconstructions."""
-    out: dict[str, Any] = {}
+    text = scorer.embed_text(list(captions))
     sources = {"real": held_out.real} | ({"recon": held_out.recon} if held_out.recon is not None else {})
-    for count in sorted({min(100, len(held_out)), len(held_out)}):
-        for name, mels in sources.items():
-            found = text_to_audio_recall(scorer, captions, mels.float(), count, attributes=attributes)
+    out: dict[str, Any] = {}
+    for name, mels in sources.items():
+        audio = scorer.embed_mel(mels.float())
+        for count in sorted({min(100, len(held_out)), len(held_out)}):
+            found = retrieval_at_1(text, audio, count, attributes=attributes)
             out[f"n{count}_{name}"] = {
                 k: round(v, 4) if isinstance(v, float) else v for k, v in found.items()
             }

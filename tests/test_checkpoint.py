@@ -93,3 +93,13 @@ def test_latest_pointer_and_pruning(tmp_path: Path) -> None:
         publish_latest(tmp_path, snap, keep_last=2)
     assert latest_snapshot(tmp_path) == snapshot_dir(tmp_path, 3)
     assert not snapshot_dir(tmp_path, 1).exists() and snapshot_dir(tmp_path, 2).exists()
+
+
+def test_atomic_writes_publish_readable_files(tmp_path: Path) -> None:
+    import stat
+
+    from musicdistill.atomic import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "a.txt", "x")
+    assert path.read_text() == "x" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
