@@ -91,7 +91,7 @@ def codec_shares_front_end(codec: Any, settings: dict[str, Any]) -> bool:
 def as_waveforms(wav: torch.Tensor | np.ndarray, name: str = "wav") -> torch.Tensor:
     """Mono clips as float32 ``[N, S]`` from a tensor/array ``[N, S]`` or ``[N, 1, S]``."""
     if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(np.ascontiguousarray(wav))
+        wav = torch.from_numpy(np.array(wav, copy=not wav.flags.writeable or not wav.flags.c_contiguous))
     if not isinstance(wav, torch.Tensor):
         raise ValueError(
             f"{name} must be a torch.Tensor or numpy array [N, samples], got {type(wav).__name__}"

@@ -9,6 +9,8 @@ from the same front end as the default codec so that decoded log-mels need no Gr
   hats, all) at lags up to 2.4 s;
 - a pseudo-chroma folded from the mel bands between 250 Hz and 5 kHz.
 
+Bins more than :data:`DYNAMIC_RANGE` below the clip's peak are raised to that level first.
+
 Features are standardised with the training statistics and each *head* is a multinomial logistic
 regression (L-BFGS, L2 penalty) trained on real clips plus their codec reconstructions. A head may
 classify several attributes jointly: ``"key+mode"`` learns one class per (key, mode) pair, which
@@ -58,6 +60,10 @@ MAX_LAG_SECONDS = 2.4
 CHROMA_RANGE = (250.0, 5000.0)
 #: separator of joint class labels, e.g. "C|major"
 JOINT = "|"
+#: log-mel values more than this many nats (11 nats = 48 dB) below the clip's loudest bin are raised to
+#: that level: codec reconstructions decode near-silent bands to the log floor while real audio and
+#: Griffin-Lim resyntheses fill them with low-level noise, and features should not depend on which
+DYNAMIC_RANGE = 11.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +129,7 @@ def clip_features(log_mel: torch.Tensor, settings: dict[str, Any], batch_size: i
     out = []
     for first in range(0, log_mel.shape[0], batch_size):
         m = log_mel[first : first + batch_size].float().cpu()
+        m = torch.maximum(m, m.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE)
         frames = m.shape[-1]
         ordered = m.sort(dim=-1).values
         quantiles = [ordered[..., round(q * (frames - 1))] for q in QUANTILES]
