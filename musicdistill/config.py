@@ -210,7 +210,7 @@ class EmbedConfig:
     """The contrastive audio embedder: the diversity reward model (method.md section 3)."""
 
     dim: int = opt(128, "embedding width E (outputs are L2-normalised)", ge=8, le=4096)
-    channels: int = opt(128, "channels of the 1-D conv encoder over log-mel frames", ge=8, le=4096)
+    channels: int = opt(96, "channels of the 1-D conv encoder over log-mel frames", ge=8, le=4096)
     chunk_seconds: float = opt(1.5, "length of each chunk of a positive pair; two must fit in one clip", gt=0.1,
                                le=60.0)
     temperature: float = opt(0.1, "InfoNCE temperature", gt=0.0, le=10.0)
@@ -232,12 +232,14 @@ class ScorerConfig:
 
     text_encoder: str = opt("minilm", "frozen sentence encoder: 'minilm' or a local Hugging Face encoder directory")
     dim: int = opt(128, "joint embedding width", ge=8, le=4096)
-    channels: int = opt(128, "channels of the audio tower's conv encoder", ge=8, le=4096)
+    channels: int = opt(96, "channels of the audio tower's conv encoder", ge=8, le=4096)
     text_hidden: int = opt(256, "hidden width of the text projection MLP", ge=8, le=8192)
-    crop_seconds: float = opt(3.2, "random crop of each training clip (seconds); whole clips at inference",
+    crop_seconds: float = opt(2.4, "random crop of each training clip (seconds); whole clips at inference",
                               gt=0.1, le=600.0)
     init_temperature: float = opt(0.07, "initial temperature of the (learned) contrastive logit scale", gt=0.0,
                                   le=10.0)
+    max_clips: int = opt(4000, "training clips used at most (a seeded random subset): the frozen text encoder "
+                         "encoding every caption once is the main cost", ge=2)
     steps: int = opt(300, "optimizer steps", ge=1)
     batch_size: int = opt(128, "caption-clip pairs per step", ge=2, le=65536)
     lr: float = opt(2e-3, "peak AdamW learning rate (linear warm-up, cosine decay)", gt=0.0, le=1.0)
@@ -255,7 +257,7 @@ class OracleConfig:
     heads: list = opt(["instrument", "tempo", "key+mode", "register", "drums"],
                       "one classifier per entry; 'a+b' classifies the pair jointly and predicts both")
     l2: float = opt(1e-3, "L2 penalty on the weights (per feature, features are standardised)", ge=0.0, le=100.0)
-    iters: int = opt(150, "L-BFGS iterations per classifier", ge=1, le=10000)
+    iters: int = opt(100, "L-BFGS iterations per classifier", ge=1, le=10000)
     reconstructions: bool = opt(True, "also train on codec reconstructions of the clips")
 
 

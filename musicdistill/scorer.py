@@ -238,10 +238,16 @@ def train_scorer(
 ) -> tuple[JointScorer, list[dict[str, float]]]:
     """Train the joint scorer on caption-clip pairs; returns it (frozen, eval mode) and the loss history.
 
-    ``text_encoder`` defaults to ``cfg.text_encoder`` loaded here; every caption is encoded once.
+    At most ``cfg.max_clips`` pairs are used (a seeded random subset). ``text_encoder`` defaults to
+    ``cfg.text_encoder`` loaded here; every caption is encoded once.
     """
     if len(captions) != len(mels):
         raise ValueError(f"captions has {len(captions)} entries but mels has {len(mels)} clips")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if len(mels) > cfg.max_clips:
+        keep = torch.randperm(len(mels), generator=gen)[: cfg.max_clips].sort().values
+        captions, mels = [captions[i] for i in keep.tolist()], mels.select(keep)
+        log.info("scorer: training on %d of the clips (scorer.max_clips)", cfg.max_clips)
     batch = check_training_mels(mels, cfg.batch_size, "scorer")
     encoder = text_encoder or load_text_encoder(cfg.text_encoder)
     sentences = sentence_embeddings(encoder, list(captions))  # [N, D_text]
@@ -250,7 +256,6 @@ def train_scorer(
     scorer.audio.set_statistics(mels.real[: min(len(mels), 2048)])
     scorer.to(device).train()
     optimizer = torch.optim.AdamW(scorer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
     frame_rate = mels.settings["sample_rate"] / mels.settings["hop_length"]
     crop = min(mels.num_frames, max(4, round(cfg.crop_seconds * frame_rate)))
     use_recon = cfg.reconstructions and mels.recon is not None
@@ -378,7 +383,7 @@ def fit_and_save_scorer(
         "train_seconds": round(time.monotonic() - start, 1),
         "steps": len(history),
         "final_loss": round(history[-1]["loss"], 4),
-        "train_clips": len(train),
+        "train_clips": min(len(train), cfg.scorer.max_clips),
     }
     if held_out is not None and len(held_out) >= 2:
         metrics["retrieval"] = evaluate_scorer(
