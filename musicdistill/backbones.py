@@ -6,6 +6,9 @@ one), so sampling, pretraining and distillation run on MusicGen unchanged. The t
 outside, as a :class:`musicdistill.text.TextEncoder` holding the model's own T5 and tokenizer
 (:func:`musicgen_text_encoder`), and the model's EnCodec becomes a codec through
 :class:`musicdistill.encodec_adapters.HFEncodecCodec`. :func:`load_backbone` returns all three.
+In the main job, :func:`musicgen_codec` picks the run's EnCodec and checks it against the decoder,
+and :mod:`musicdistill.model_io` keeps the backbone's state dict as a checkpoint
+(``model.backbone: musicgen``).
 
 Conventions, checked against transformers' ``modeling_musicgen.py`` (and by tests/test_backbones.py):
 
@@ -49,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from musicdistill.config import CodecConfig
 from musicdistill.text import TextCondition, TextEncoder
 
 log = logging.getLogger(__name__)
@@ -385,6 +389,45 @@ def load_backbone(
              backbone.num_codebooks, backbone.cardinality, backbone.max_steps,
              backbone.num_parameters() / 1e6)
     return backbone, text_encoder, codec
+
+
+def musicgen_layout(path_or_id: str | Path) -> tuple[int, int]:
+    """(K codebooks, V codes per codebook) the decoder of a MusicGen reads, from its config alone."""
+    from transformers import MusicgenConfig
+
+    decoder = MusicgenConfig.from_pretrained(resolve_pretrained(path_or_id)).decoder
+    return int(decoder.num_codebooks), int(decoder.vocab_size)
+
+
+def musicgen_codec(codec_cfg: CodecConfig, pretrained: str | Path, sample_rate: int) -> Any:
+    """The tokenizer of a run on a pretrained MusicGen, checked against the codes its decoder reads.
+
+    With an EnCodec kind and ``codec.pretrained`` set, that model (``configs/musicgen-small.yaml``
+    points it at ``facebook/encodec_32khz``, which musicgen-small was trained on); otherwise the
+    EnCodec stored inside the MusicGen directory (``codec.kind: melrvq`` cannot feed a MusicGen).
+    Raises ValueError when the codec's codebooks differ from the decoder's.
+    """
+    from musicdistill.codec import fit_codec
+    from musicdistill.encodec_adapters import HFEncodecCodec
+
+    k, v = musicgen_layout(pretrained)
+    if codec_cfg.num_codebooks != k:
+        raise ValueError(f"codec.num_codebooks={codec_cfg.num_codebooks}, but the MusicGen in {pretrained} reads "
+                         f"{k} codebooks; set codec.num_codebooks={k}")
+    if codec_cfg.kind != "melrvq" and codec_cfg.pretrained:
+        codec = fit_codec(codec_cfg, None, sample_rate)
+        where = f"codec.pretrained={codec_cfg.pretrained}"
+    else:
+        log.info("codec: the EnCodec inside the MusicGen %s (codec.kind=%s, codec.pretrained=%r)", pretrained,
+                 codec_cfg.kind, codec_cfg.pretrained)
+        codec = HFEncodecCodec(load_musicgen(pretrained).audio_encoder, num_codebooks=k)
+        where = f"the EnCodec inside {pretrained}"
+    if (codec.num_codebooks, codec.cardinality) != (k, v):
+        raise ValueError(f"{where} gives {codec.num_codebooks} codebooks of {codec.cardinality} codes, but the MusicGen "
+                         f"decoder in {pretrained} reads {k} of {v}; use the EnCodec it was trained with "
+                         "(facebook/encodec_32khz for facebook/musicgen-small), or leave codec.pretrained empty to "
+                         "use the one inside the MusicGen directory")
+    return codec
 
 
 def assemble_musicgen(backbone: MusicgenBackbone, text_model: nn.Module, audio_model: nn.Module) -> nn.Module:

@@ -113,6 +113,9 @@ class ModelConfig:
     dropout: float = opt(0.0, "dropout in attention and feed-forward", ge=0.0, lt=1.0)
     positions: str = opt("rope", "position encoding", choices=("rope", "learned"))
     activation: str = opt("gelu", "feed-forward activation", choices=("gelu", "swiglu"))
+    text_fusion: str = opt("cross", "how text enters: cross-attention to the encoder states (MusicGen), 'sum' (their "
+                           "masked mean, projected, added to every input step: audiocraft's sum fuser) or 'both'",
+                           choices=("cross", "sum", "both"))
     delays: list = opt([0, 1, 2, 3], "per-codebook delay (MusicGen's delay pattern); all zero = parallel")
     max_frames: int = opt(256, "longest sequence in frames (context length, delay steps included)", ge=8, le=100_000)
 

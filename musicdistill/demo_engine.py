@@ -37,6 +37,7 @@ from musicdistill.model_io import (
     generator_from_state_dict,
     load_generator,
     resolve_codec_dir,
+    text_encoder_name,
 )
 from musicdistill.sampling import frames_for_duration, generate
 from musicdistill.text import build_text_encoder
@@ -259,6 +260,13 @@ def spectral_embedding(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
         fmin=30.0,
         fmax=min(8000.0, sample_rate / 2),
     )  # [N, 64, T]
+    return spectral_features(mel)
+
+
+def spectral_features(mel: torch.Tensor) -> torch.Tensor:
+    """The features of :func:`spectral_embedding` from any log-mel: ``mel [N, D, T] -> [N, 2D]``, L2-normalised."""
+    if mel.dim() != 3:
+        raise ValueError(f"mel must have shape [N, bands, frames], got {tuple(mel.shape)}")
     envelope = mel.mean(dim=-1)
     motion = mel.std(dim=-1, unbiased=False)
     features = torch.cat(
@@ -522,6 +530,9 @@ def _load_teacher(
     """The base model, sharing the student's text encoder and codec when it uses the same ones."""
     ckpt = load_checkpoint(teacher_dir)
     cfg = section_from_dict(Config, ckpt.config)
+    if cfg.model.backbone == "musicgen":  # a pretrained MusicGen brings its own T5 (and EnCodec)
+        shared = student.text_encoder if student.text_encoder.name == text_encoder_name(teacher_dir) else None
+        return load_generator(teacher_dir, device, text_encoder=shared)
     model = generator_from_state_dict(cfg.model, ckpt.state_dict).to(device).eval()
     encoder = student.text_encoder if cfg.text == student.cfg.text else build_text_encoder(cfg.text, device)
     if encoder.dim != model.text_dim:

@@ -47,10 +47,10 @@ from musicdistill.guidance import apply_cfg, cfg_batch
 from musicdistill.history import append_row, trim_rows
 from musicdistill.losses import (
     combined_loss,
-    pairwise_diversity_reward,
+    leave_one_out_advantages,
+    pairwise_distances,
     policy_entropy,
     reinforce_loss,
-    rloo_advantages,
     sequence_logprob,
     token_divergence,
 )
@@ -144,13 +144,13 @@ def guided_teacher_logits(teacher, inputs: torch.Tensor, cond: TextCondition, ga
 
 def reward_terms(reward_embed: RewardEmbed | None, codes: torch.Tensor, group_size: int
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(rewards [N], RLOO advantages [N]) of the rollouts, or (None, None) without a reward model."""
+    """(rewards [N], leave-one-out advantages [N]) of the rollouts, or (None, None) without a reward model."""
     if reward_embed is None:
         return None, None
     with torch.no_grad():
-        emb = reward_embed(codes)
-    rewards = pairwise_diversity_reward(emb.float(), group_size)
-    return rewards, rloo_advantages(rewards, group_size)
+        distances = pairwise_distances(reward_embed(codes).float(), group_size)  # [B, G, G]
+    rewards = distances.sum(-1).div(group_size - 1).reshape(-1)
+    return rewards, leave_one_out_advantages(distances)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from musicdistill.checkpoint import PROVENANCE_FILE, file_sha256
-from musicdistill.config import Config
+from musicdistill.config import Config, ConfigError
 from musicdistill.distill import DistillParts, PromptSet, frozen_copy
 from musicdistill.judges import golden_metric_fn, reward_embed_fn
-from musicdistill.model_io import load_generator, resolve_codec_dir
+from musicdistill.model_io import BACKBONE_PROVENANCE, load_generator, resolve_codec_dir
 from musicdistill.text import TextCondition
 from musicdistill.tokens import TokenSet
 
@@ -54,8 +54,15 @@ class Assembled:
 
 def assemble(cfg: Config, base_dir: Path, tokens: TokenSet, out: Path, device: torch.device,
              embedder_dir: Path | None = None, oracle_dir: Path | None = None) -> Assembled:
-    """Student and frozen teacher from the base checkpoint, prompts from the token set, reward and golden."""
+    """Student and frozen teacher from the base checkpoint, prompts from the token set, reward and golden.
+
+    The base may be a native generator or a MusicGen (``model.backbone`` in its config); the
+    provenance returned for the distilled checkpoints names the base and inherits its backbone.
+    """
     loaded = load_generator(base_dir, device=device)
+    if loaded.cfg.model.backbone != cfg.model.backbone:  # the distilled checkpoints are saved with cfg
+        raise ConfigError(f"the base checkpoint {base_dir} has model.backbone={loaded.cfg.model.backbone!r} but "
+                          f"the config says {cfg.model.backbone!r}; use the config the base was made with")
     student = loaded.model.train()
     teacher = frozen_copy(loaded.model)
     codec = loaded.codec
@@ -76,5 +83,6 @@ def assemble(cfg: Config, base_dir: Path, tokens: TokenSet, out: Path, device: t
         "base_dir": os.path.relpath(base_dir.resolve(), out.resolve().parent),
         "codec_dir": os.path.relpath(codec_dir.resolve(), out.resolve().parent) if codec_dir else None,
         "embedder_dir": str(embedder_dir) if embedder_dir else None,
+        **{key: base_prov[key] for key in BACKBONE_PROVENANCE if key in base_prov},
     }
     return Assembled(parts=parts, provenance=provenance, codec=codec)

@@ -1,11 +1,13 @@
 """Evaluation: every system on the same held-out prompts and seeds, scored with intervals.
 
 For each system (a checkpoint plus sampling settings) generate G samples per held-out prompt with
-the same seed, decode them, and score each prompt's group: attribute adherence (oracle), text
-adherence (joint text-audio scorer), pairwise diversity under the reward embedder and under an
-independent hand-made feature embedding, Vendi score. Each metric gets a bootstrap 95 % interval
-over prompts. Fréchet distances compare all of a system's samples with codec reconstructions of
-real held-out clips. Outputs: ``metrics.json``, ``per_prompt.csv``, a few samples per system
+the same seed and score each prompt's group: attribute adherence (oracle), text adherence (joint
+text-audio scorer), pairwise diversity under the reward embedder and under an independent hand-made
+feature embedding, Vendi score. The judges read the samples' codes as distillation does
+(:mod:`musicdistill.judges`): the log-mel the default codec decodes to, audio only for other codecs.
+Each metric gets a bootstrap 95 % interval over prompts. Fréchet distances compare all of a system's
+samples with real held-out clips, whose codes the judges read the same way. Outputs:
+``metrics.json``, ``per_prompt.csv``, a few samples per system decoded to audio
 (``samples/<system>/pNNN_sG.wav``, deterministic names) and ``pareto.png``.
 """
 
@@ -27,10 +29,11 @@ import torch
 from tqdm.auto import tqdm
 
 from musicdistill.atomic import atomic_write_bytes, atomic_write_text
-from musicdistill.judges import Judges
+from musicdistill.judges import CodedClips, Judges
 from musicdistill.systems import SystemSpec
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class EvalPrompts:
@@ -54,9 +57,9 @@ def group_rows(values: torch.Tensor, group: int) -> torch.Tensor:
     return values.reshape(values.shape[0] // group, group, *values.shape[1:])
 
 
-def score_system(spec: SystemSpec, audio: torch.Tensor, prompts: EvalPrompts, group: int, judges: Judges
+def score_system(clips: CodedClips, prompts: EvalPrompts, group: int, judges: Judges
                  ) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
-    """Per-prompt metric values and the embeddings of one system's decoded samples ``audio [B·G, samples]``.
+    """Per-prompt metric values and the embeddings of one system's samples (codes ``[B·G, K, T]``, prompt-major).
 
     A prompt whose adherence is undefined for every sample (it states no attribute) gets NaN, which
     the intervals skip.
@@ -67,14 +70,14 @@ def score_system(spec: SystemSpec, audio: torch.Tensor, prompts: EvalPrompts, gr
     rows_attrs = [a for a in prompts.attributes for _ in range(group)]
     rows_prompts = [p for p in prompts.prompts for _ in range(group)]
     if judges.adherence is not None and any(a is not None for a in prompts.attributes):
-        values = np.asarray(judges.adherence(audio, rows_attrs), dtype=np.float64)
+        values = np.asarray(judges.adherence(clips, rows_attrs), dtype=np.float64)
         per["attribute_adherence"] = _nanmean_rows(values.reshape(-1, group))
     if judges.text_adherence is not None:
-        values = np.asarray(judges.text_adherence(rows_prompts, audio), dtype=np.float64)
+        values = np.asarray(judges.text_adherence(rows_prompts, clips), dtype=np.float64)
         per["text_adherence"] = values.reshape(-1, group).mean(axis=1).tolist()
-    embeddings = {"independent": judges.independent(audio)}
+    embeddings = {"independent": judges.independent(clips)}
     if judges.reward is not None:
-        embeddings["reward"] = judges.reward(audio)
+        embeddings["reward"] = judges.reward(clips)
     for name, emb in embeddings.items():
         grouped = group_rows(emb.float(), group)
         per[f"diversity_{name}"] = pairwise_diversity(grouped).tolist()
@@ -90,8 +93,8 @@ def _nanmean_rows(values: np.ndarray) -> list[float]:
 
 
 def run_system(spec: SystemSpec, prompts: EvalPrompts, group: int, duration: float, seed: int, batch_size: int,
-               judges: Judges, device: torch.device, loader: Callable[[str], Any]) -> tuple[SystemResult, torch.Tensor]:
-    """Generate and score one system; returns its result and the decoded audio ``[B·G, samples]``."""
+               judges: Judges, device: torch.device, loader: Callable[[str], Any]) -> tuple[SystemResult, CodedClips]:
+    """Generate and score one system; returns its result and its samples (codes ``[B·G, K, T]``)."""
     from musicdistill.sampling import generate
 
     loaded = loader(spec.checkpoint)
@@ -100,10 +103,11 @@ def run_system(spec: SystemSpec, prompts: EvalPrompts, group: int, duration: flo
                    spec.cfg_scale, seed, None, text_encoder=loaded.text_encoder,
                    frame_rate=float(loaded.codec.frame_rate), batch_size=batch_size)
     seconds = time.perf_counter() - t0
-    with torch.inference_mode():
-        audio = loaded.codec.decode(out.codes).float().reshape(out.codes.shape[0], -1).clone()
-    per, embeddings = score_system(spec, audio, prompts, group, judges)
-    return SystemResult(spec, per, seconds, int(out.codes.shape[0] * out.codes.shape[2]), embeddings), audio
+    clips = CodedClips(loaded.codec, out.codes)
+    t0 = time.perf_counter()
+    per, embeddings = score_system(clips, prompts, group, judges)
+    log.debug("%s: judged %d samples in %.2f s", spec.name, len(clips), time.perf_counter() - t0)
+    return SystemResult(spec, per, seconds, int(out.codes.shape[0] * out.codes.shape[2]), embeddings), clips
 
 
 def summarise(result: SystemResult, reference: dict[str, torch.Tensor], num_resamples: int, seed: int
@@ -126,15 +130,17 @@ def summarise(result: SystemResult, reference: dict[str, torch.Tensor], num_resa
     }
 
 
-def write_samples(out: Path, spec: SystemSpec, audio: torch.Tensor, sample_rate: int, group: int,
-                  num_prompts: int) -> None:
-    """The first ``num_prompts`` prompts' samples as ``samples/<system>/pNNN_sG.wav``."""
+def write_samples(out: Path, spec: SystemSpec, clips: CodedClips, group: int, num_prompts: int) -> None:
+    """The first ``num_prompts`` prompts' samples, decoded to audio, as ``samples/<system>/pNNN_sG.wav``."""
+    if num_prompts <= 0:
+        return
     folder = out / "samples" / spec.name
-    for row in range(min(audio.shape[0], num_prompts * group)):
+    audio = clips.audio_rows(num_prompts * group)
+    for row in range(audio.shape[0]):
         buf = io.BytesIO()
         clip = audio[row].numpy()
         peak = float(np.abs(clip).max()) or 1.0
-        sf.write(buf, clip / max(1.0, peak), sample_rate, format="WAV", subtype="PCM_16")
+        sf.write(buf, clip / max(1.0, peak), clips.sample_rate, format="WAV", subtype="PCM_16")
         atomic_write_bytes(folder / f"p{row // group:03d}_s{row % group}.wav", buf.getvalue())
 
 
@@ -150,27 +156,34 @@ def write_per_prompt_csv(out: Path, results: list[SystemResult], prompts: EvalPr
     atomic_write_text(out / "per_prompt.csv", buf.getvalue())
 
 
+def reference_embeddings_of(reference: CodedClips, judges: Judges) -> dict[str, torch.Tensor]:
+    """The embeddings ``[N, E]`` of real clips under each diversity judge, for the Fréchet distances."""
+    out = {"independent": judges.independent(reference)}
+    if judges.reward is not None:
+        out["reward"] = judges.reward(reference)
+    return out
+
+
 def evaluate_systems(systems: list[SystemSpec], prompts: EvalPrompts, judges: Judges, out: str | Path, *,
                      group: int, duration: float, seed: int, batch_size: int, device: torch.device,
-                     loader: Callable[[str], Any], reference_audio: torch.Tensor | None = None,
+                     loader: Callable[[str], Any], reference: CodedClips | None = None,
                      save_prompts: int = 4, num_resamples: int = 1000) -> dict[str, Any]:
-    """Run every system on the same prompts and seed; write metrics.json, per_prompt.csv, samples, pareto.png."""
+    """Run every system on the same prompts and seed; write metrics.json, per_prompt.csv, samples, pareto.png.
+
+    ``reference`` (real held-out clips as codes) is what the Fréchet distances compare each system with.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    reference: dict[str, torch.Tensor] = {}
-    if reference_audio is not None:
-        reference["independent"] = judges.independent(reference_audio)
-        if judges.reward is not None:
-            reference["reward"] = judges.reward(reference_audio)
+    reference_embeddings = {} if reference is None else reference_embeddings_of(reference, judges)
     results: list[SystemResult] = []
     summary: dict[str, Any] = {}
     sample_rate = None
     for spec in tqdm(systems, desc="evaluating systems", unit="system"):
-        result, audio = run_system(spec, prompts, group, duration, seed, batch_size, judges, device, loader)
-        sample_rate = int(loader(spec.checkpoint).codec.sample_rate)
-        write_samples(out, spec, audio, sample_rate, group, save_prompts)
+        result, clips = run_system(spec, prompts, group, duration, seed, batch_size, judges, device, loader)
+        sample_rate = clips.sample_rate
+        write_samples(out, spec, clips, group, save_prompts)
         results.append(result)
-        summary[spec.name] = summarise(result, reference, num_resamples, seed)
+        summary[spec.name] = summarise(result, reference_embeddings, num_resamples, seed)
         log.info("%s: %s", spec.name, ", ".join(f"{k} {v['mean']:.3f}" for k, v in summary[spec.name]["metrics"].items()))
     report = {"num_prompts": len(prompts.prompts), "samples_per_prompt": group, "seed": seed,
               "duration": duration, "sample_rate": sample_rate, "systems": summary,

@@ -13,7 +13,7 @@ import yaml
 from musicdistill.checkpoint import CONFIG_FILE
 from musicdistill.config import Config
 from musicdistill.evaluate import EvalPrompts, evaluate_systems
-from musicdistill.judges import audio_judges
+from musicdistill.judges import CodedClips, build_judges
 from musicdistill.model_io import LoadedGenerator, load_generator
 from musicdistill.runtime import resolve_device
 from musicdistill.systems import SystemSpec
@@ -78,12 +78,10 @@ def run_evaluation(cfg: Config, systems: list[SystemSpec], tokens_dir: Path, out
     codec = pool(systems[0].checkpoint).codec
     if codec is None:
         raise FileNotFoundError(f"{systems[0].checkpoint} records no codec; evaluation decodes generations")
-    sample_rate = int(codec.sample_rate)
-    judges = audio_judges(sample_rate, device, embedder, oracle, scorer)
-    real = tokens.codes[: ec.num_prompts * ec.samples_per_prompt]  # real held-out clips, as the codec renders them
-    with torch.inference_mode():
-        reference = codec.decode(real).float().reshape(real.shape[0], -1).clone()
+    judges = build_judges(device, embedder, oracle, scorer)
+    # real held-out clips as codes: the judges read them as they read generations
+    reference = CodedClips(codec, tokens.codes[: ec.num_prompts * ec.samples_per_prompt])
     duration = tokens.num_frames / tokens.frame_rate
     return evaluate_systems(systems, prompts, judges, out, group=ec.samples_per_prompt, duration=duration,
                             seed=ec.seed, batch_size=ec.batch_size, device=device, loader=pool,
-                            reference_audio=reference, save_prompts=ec.save_prompts, num_resamples=ec.bootstrap)
+                            reference=reference, save_prompts=ec.save_prompts, num_resamples=ec.bootstrap)

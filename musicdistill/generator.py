@@ -6,6 +6,11 @@ causal self-attention (rotary or learned positions), cross-attention to the proj
 states (with their key padding mask) and a GELU or SwiGLU feed-forward; K output heads over V
 entries (the special token is never predicted).
 
+Text enters through ``model.text_fusion`` (audiocraft's condition fusers): ``cross`` (cross-attention
+in every block, as MusicGen), ``sum`` (the masked mean of the encoder states, i.e. the sentence
+embedding, projected and added to every input step; no cross-attention layers) or ``both``. The null
+condition (all-False mask) gives a zero mean, hence no added term, and zero cross-attention output.
+
 Interface (what sampling, pretraining and distillation call; a MusicGen adapter provides the same):
 
 - attributes ``num_codebooks`` (K), ``cardinality`` (V), ``special_token`` (= V), ``delays``
@@ -64,13 +69,16 @@ class KVCache:
     (``length`` of them); ``cross_kv [L, 2, N, H, S, Dh]`` the text keys/values;
     ``cross_mask [N, 1, 1, S]`` which text keys each row attends to; ``cross_drop [N, 1, 1]`` marks
     rows without any text token (the null condition), whose cross-attention output is zero, or is
-    None when every row has text.
+    None when every row has text. Without cross-attention layers (``text_fusion=sum``) the three are
+    None. ``text_sum [N, 1, D]`` is the projected sentence embedding added to every input step
+    (None without sum fusion).
     """
 
     self_kv: torch.Tensor
-    cross_kv: torch.Tensor
-    cross_mask: torch.Tensor
+    cross_kv: torch.Tensor | None
+    cross_mask: torch.Tensor | None
     cross_drop: torch.Tensor | None
+    text_sum: torch.Tensor | None = None
     length: int = 0
 
     @property
@@ -99,6 +107,12 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     freqs = freqs.view(freqs.shape[0], *([1] * (x.dim() - 3)), freqs.shape[1])
     return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``states [B, S, D]`` over the True positions of ``mask [B, S]`` -> ``[B, D]`` (zero for an empty mask)."""
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 def cross_attention_mask(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -201,20 +215,24 @@ class Block(nn.Module):
         super().__init__()
         self.norm_self = nn.LayerNorm(cfg.dim)
         self.self_attn = SelfAttention(cfg.dim, cfg.heads, cfg.dropout)
-        self.norm_cross = nn.LayerNorm(cfg.dim)
-        self.cross_attn = CrossAttention(cfg.dim, cfg.heads, cfg.dropout)
+        self.has_cross = cfg.text_fusion in ("cross", "both")
+        if self.has_cross:
+            self.norm_cross = nn.LayerNorm(cfg.dim)
+            self.cross_attn = CrossAttention(cfg.dim, cfg.heads, cfg.dropout)
         self.norm_ff = nn.LayerNorm(cfg.dim)
         self.ff = FeedForward(cfg.dim, cfg.ff_mult, cfg.activation, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, freqs, cross_kv, cross_mask, cross_drop) -> torch.Tensor:
         x = x + self.drop(self.self_attn(self.norm_self(x), freqs))
-        x = x + self.drop(self.cross_attn(self.norm_cross(x), cross_kv, cross_mask, cross_drop))
+        if self.has_cross:
+            x = x + self.drop(self.cross_attn(self.norm_cross(x), cross_kv, cross_mask, cross_drop))
         return x + self.ff(self.norm_ff(x))
 
     def step(self, x, freqs, self_kv, pos, cross_kv, cross_mask, cross_drop) -> torch.Tensor:
         x = x + self.self_attn.step(self.norm_self(x), freqs, self_kv, pos)
-        x = x + self.cross_attn(self.norm_cross(x), cross_kv, cross_mask, cross_drop)
+        if self.has_cross:
+            x = x + self.cross_attn(self.norm_cross(x), cross_kv, cross_mask, cross_drop)
         return x + self.ff(self.norm_ff(x))
 
 
@@ -234,7 +252,9 @@ class Generator(nn.Module):
         self.pos_embed = nn.Embedding(cfg.max_frames, cfg.dim) if cfg.positions == "learned" else None
         freqs = rope_table(cfg.max_frames, self.head_dim) if cfg.positions == "rope" else None
         self.register_buffer("freqs", freqs, persistent=False)
-        self.text_proj = nn.Linear(text_dim, cfg.dim, bias=False)
+        self.has_cross = cfg.text_fusion in ("cross", "both")
+        self.text_proj = nn.Linear(text_dim, cfg.dim, bias=False) if self.has_cross else None
+        self.text_sum = nn.Linear(text_dim, cfg.dim, bias=False) if cfg.text_fusion in ("sum", "both") else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Parameter(torch.empty(num_codebooks, cardinality, cfg.dim))  # [K, V, D]
@@ -246,7 +266,8 @@ class Generator(nn.Module):
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
         for block in self.blocks:
-            for proj in (block.self_attn.out, block.cross_attn.out, block.ff.down):
+            outs = (block.self_attn.out, block.ff.down) + ((block.cross_attn.out,) if block.has_cross else ())
+            for proj in outs:
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * len(self.blocks)))
         nn.init.normal_(self.embed, std=0.02)
         nn.init.normal_(self.head, std=0.02)
@@ -265,6 +286,20 @@ class Generator(nn.Module):
         """``[B, S, D]`` -> ``[B, S, K, V]`` float32."""
         logits = F.linear(self.norm(h), self.head.view(-1, self.head.shape[-1]))
         return logits.view(*h.shape[:2], self.num_codebooks, self.cardinality).float()
+
+    def _text_sum(self, cond: TextCondition) -> torch.Tensor | None:
+        """The projected sentence embedding ``[B, 1, D]`` added to every input step (None without sum fusion)."""
+        if self.text_sum is None:
+            return None
+        return self.text_sum(masked_mean(cond.states, cond.mask)).unsqueeze(1)
+
+    def _cross_memory(self, cond: TextCondition) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                          torch.Tensor | None]:
+        """Projected text states ``[B, S, D]``, attention mask and null rows (all None without cross-attention)."""
+        if self.text_proj is None:
+            return None, None, None
+        mask, drop = cross_attention_mask(cond.mask)
+        return self.text_proj(cond.states), mask, drop
 
     def _check_cond(self, cond: TextCondition, rows: int) -> None:
         if len(cond) != rows:
@@ -288,10 +323,12 @@ class Generator(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed.weight[:s]
         freqs = self.freqs[:s] if self.freqs is not None else None
-        memory = self.text_proj(cond.states)
-        mask, drop = cross_attention_mask(cond.mask)
+        text_sum = self._text_sum(cond)
+        if text_sum is not None:
+            x = x + text_sum
+        memory, mask, drop = self._cross_memory(cond)
         for block in self.blocks:
-            x = block(x, freqs, block.cross_attn.memory(memory), mask, drop)
+            x = block(x, freqs, block.cross_attn.memory(memory) if block.has_cross else None, mask, drop)
         return self._logits(x).permute(0, 2, 1, 3)
 
     # -- incremental decoding ----------------------------------------------------------------
@@ -301,12 +338,13 @@ class Generator(nn.Module):
         if not 1 <= max_steps <= self.max_steps:
             raise ValueError(f"max_steps={max_steps} must lie in [1, {self.max_steps}] (model.max_frames)")
         self._check_cond(cond, len(cond))
-        memory = self.text_proj(cond.states)
-        cross_kv = torch.stack([block.cross_attn.memory(memory) for block in self.blocks])
+        memory, mask, drop = self._cross_memory(cond)
+        cross_kv = None if memory is None else torch.stack([block.cross_attn.memory(memory) for block in self.blocks])
+        text_sum = self._text_sum(cond)
+        like = cross_kv if cross_kv is not None else text_sum
         shape = (len(self.blocks), 2, len(cond), self.heads, max_steps, self.head_dim)
-        self_kv = torch.empty(shape, dtype=cross_kv.dtype, device=cross_kv.device)
-        mask, drop = cross_attention_mask(cond.mask)
-        return KVCache(self_kv=self_kv, cross_kv=cross_kv, cross_mask=mask, cross_drop=drop)
+        self_kv = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return KVCache(self_kv=self_kv, cross_kv=cross_kv, cross_mask=mask, cross_drop=drop, text_sum=text_sum)
 
     def forward_step(self, tokens: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:
         """Logits ``[N, K, V]`` (float32) after feeding the input tokens ``[N, K]`` of step ``pos``."""
@@ -316,9 +354,12 @@ class Generator(nn.Module):
         x = F.embedding(tokens + self.offsets, self.embed.view(-1, self.embed.shape[-1])).sum(dim=1, keepdim=True)
         if self.pos_embed is not None:
             x = x + self.pos_embed.weight[pos]
+        if cache.text_sum is not None:
+            x = x + cache.text_sum
         freqs = self.freqs[pos : pos + 1] if self.freqs is not None else None
         for i, block in enumerate(self.blocks):
-            x = block.step(x, freqs, cache.self_kv[i], pos, cache.cross_kv[i], cache.cross_mask, cache.cross_drop)
+            cross_kv = cache.cross_kv[i] if cache.cross_kv is not None else None
+            x = block.step(x, freqs, cache.self_kv[i], pos, cross_kv, cache.cross_mask, cache.cross_drop)
         cache.length = pos + 1
         return self._logits(x)[:, 0]
 

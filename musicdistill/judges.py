@@ -1,30 +1,102 @@
-"""The frozen models that judge generations, as plain functions of codes or audio.
+"""The frozen models that judge generations, as plain functions of codes.
 
 - the reward embedder (the diversity reward of distillation, and one diversity metric);
 - the attribute oracle (the golden quality metric) and its hand-made features (the independent
   embedding that shows reward hacking);
 - the joint text-audio scorer (text adherence).
 
-With the default codec, generations are judged on the log-mel the codec decodes to (``decode_mel``)
-when the judge shares the codec's front end: the same spectrogram Griffin-Lim would resynthesise,
-without the cost of resynthesising it. Otherwise codes are decoded to audio first.
+Every judge reads clips as :class:`CodedClips` (codes ``[N, K, T]`` and their codec) and follows one
+rule, :func:`judge_rendering`: a judge whose log-mel front end the codec shares (the default mel-RVQ
+codec) reads the log-mel the codes decode to (``decode_mel``), which is the spectrogram Griffin-Lim
+would resynthesise, without the cost of resynthesising it nor the error of reading it back; with any
+other codec (EnCodec) the judge reads the decoded audio. Distillation (:func:`reward_embed_fn`,
+:func:`golden_metric_fn`) and evaluation (:func:`build_judges`) share these judges.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-#: wav [N, samples] float32 at the codec's rate -> L2-normalised embeddings [N, E]
-Embed = Callable[[torch.Tensor], torch.Tensor]
+R = TypeVar("R")
+
+
+@dataclass
+class CodedClips:
+    """Clips as codes ``[N, K, T]`` of ``codec``, with what they decode to, each decoded once on first use.
+
+    Judges that read the same rendering of the same clips share it (:meth:`mel`, :meth:`audio`).
+    """
+
+    codec: Any
+    codes: torch.Tensor
+    _mel: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _audio: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    def mel(self) -> torch.Tensor:
+        """The log-mel the codes decode to, ``[N, D, T]`` (a codec with ``decode_mel`` only)."""
+        if self._mel is None:
+            with torch.no_grad():
+                self._mel = self.codec.decode_mel(self.codes).float()
+        return self._mel
+
+    def audio(self) -> torch.Tensor:
+        """The decoded audio ``[N, samples]`` (float32, CPU) at :attr:`sample_rate`."""
+        if self._audio is None:
+            self._audio = self._decode(self.codes)
+        return self._audio
+
+    def audio_rows(self, count: int) -> torch.Tensor:
+        """The first ``count`` clips' audio ``[min(count, N), samples]``, decoding only those unless all
+        the audio is decoded already."""
+        if self._audio is not None or count >= len(self):
+            return self.audio()[:count]
+        return self._decode(self.codes[:count])
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.codec.decode(codes).float().reshape(codes.shape[0], -1).cpu()
+
+
+def judge_rendering(clips: CodedClips, settings: dict[str, Any] | None,
+                    on_mel: Callable[[torch.Tensor], R] | None, on_audio: Callable[[torch.Tensor, int], R]) -> R:
+    """A judge's output on ``clips``: ``on_mel(log-mel [N, D, T])`` when it can read the decoded log-mel,
+    else ``on_audio(wav [N, samples], sample_rate)``.
+
+    It reads the log-mel when it has a log-mel entry (``on_mel``) and either the codec quantises the
+    log-mel of its front end ``settings`` (:func:`musicdistill.embedding.codec_shares_front_end`), or
+    ``settings`` is None, which marks features that suit any log-mel, so any codec with ``decode_mel``.
+    """
+    from musicdistill.embedding import codec_shares_front_end
+
+    if on_mel is not None and hasattr(clips.codec, "decode_mel"):
+        if settings is None or codec_shares_front_end(clips.codec, settings):
+            return on_mel(clips.mel())
+    return on_audio(clips.audio(), clips.sample_rate)
+
+
+#: clips -> embeddings ``[N, E]``, L2-normalised
+Embed = Callable[[CodedClips], torch.Tensor]
+#: (clips, one attribute dict or None per clip) -> adherence ``[N]`` in [0, 1], NaN where undefined
+Adherence = Callable[[CodedClips, list[dict[str, Any] | None]], np.ndarray]
+#: (one prompt per clip, clips) -> text-clip cosine ``[N]``
+TextAdherence = Callable[[list[str], CodedClips], np.ndarray]
 
 
 @dataclass
@@ -33,98 +105,109 @@ class Judges:
 
     independent: Embed
     reward: Embed | None = None
-    adherence: Callable[[torch.Tensor, list[dict[str, Any] | None]], np.ndarray] | None = None
-    text_adherence: Callable[[list[str], torch.Tensor], np.ndarray] | None = None
+    adherence: Adherence | None = None
+    text_adherence: TextAdherence | None = None
 
 
+def reward_judge(embedder) -> Embed:
+    """The reward embedder (:class:`musicdistill.embedding.AudioEmbedder`) as a judge."""
+    from musicdistill.embedding import embed_audio, embed_mel
+
+    def reward(clips: CodedClips) -> torch.Tensor:
+        return judge_rendering(clips, embedder.settings, lambda mel: embed_mel(embedder, mel),
+                               lambda wav, sr: embed_audio(embedder, wav, sr))
+
+    return reward
 
 
-def _mel_or_audio(codec, settings: dict[str, Any], codes: torch.Tensor,
-                  on_mel: Callable[[torch.Tensor], Any], on_audio: Callable[[torch.Tensor, int], Any]) -> Any:
-    from musicdistill.embedding import codec_shares_front_end
-
-    with torch.inference_mode():
-        if codec_shares_front_end(codec, settings):
-            return on_mel(codec.decode_mel(codes).float())
-        wav = codec.decode(codes).float().reshape(codes.shape[0], -1)
-    return on_audio(wav, int(codec.sample_rate))
-
-
-def reward_embed_fn(embedder_dir: Path, codec, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """codes ``[N, K, T]`` -> reward-embedder embeddings ``[N, E]`` (L2-normalised)."""
-    from musicdistill.embedding import embed_audio, embed_mel, load_embedder
-
-    embedder = load_embedder(embedder_dir, device=device)
-    settings = embedder.settings
-
-    def reward_embed(codes: torch.Tensor) -> torch.Tensor:
-        return _mel_or_audio(codec, settings, codes, lambda mel: embed_mel(embedder, mel),
-                             lambda wav, sr: embed_audio(embedder, wav, sr))
-
-    return reward_embed
-
-
-def golden_metric_fn(oracle_dir: Path, codec) -> Callable[[torch.Tensor, list[dict[str, Any] | None]], float]:
-    """(codes ``[N, K, T]``, attribute dicts) -> mean attribute adherence under the oracle."""
+def oracle_judges(oracle) -> tuple[Embed, Adherence]:
+    """The oracle's judges: its standardised hand-made features (L2-normalised) and attribute adherence."""
     from musicdistill.oracle import (
         attribute_adherence,
-        load_oracle,
+        hand_features,
+        hand_features_mel,
         predict_attributes,
         predict_attributes_mel,
     )
 
-    oracle = load_oracle(oracle_dir)
+    def independent(clips: CodedClips) -> torch.Tensor:
+        raw = judge_rendering(clips, oracle.settings, lambda mel: hand_features_mel(oracle, mel.cpu()),
+                              lambda wav, sr: hand_features(oracle, wav, sr))
+        return F.normalize(raw.float(), dim=-1)
 
-    def golden(codes: torch.Tensor, attributes: list[dict[str, Any] | None]) -> float:
-        predicted = _mel_or_audio(codec, oracle.settings, codes, lambda mel: predict_attributes_mel(oracle, mel),
-                                  lambda wav, sr: predict_attributes(oracle, wav, sr))
-        values = [attribute_adherence(p, a) for p, a in zip(predicted, attributes) if a]
-        values = [v for v in values if not np.isnan(v)]
-        return float(np.mean(values)) if values else float("nan")
+    def adherence(clips: CodedClips, attributes: list[dict[str, Any] | None]) -> np.ndarray:
+        if len(attributes) != len(clips):
+            raise ValueError(f"got {len(attributes)} attribute entries for {len(clips)} clips; give one per clip")
+        predicted = judge_rendering(clips, oracle.settings, lambda mel: predict_attributes_mel(oracle, mel.cpu()),
+                                    lambda wav, sr: predict_attributes(oracle, wav, sr))
+        return np.array([attribute_adherence(p, a) if a else np.nan for p, a in zip(predicted, attributes)])
 
-    return golden
+    return independent, adherence
 
 
-def audio_judges(sample_rate: int, device: torch.device, embedder_dir: Path | None = None,
-                 oracle_dir: Path | None = None, scorer_dir: Path | None = None) -> Judges:
-    """Judges of decoded audio ``[N, samples]`` at ``sample_rate`` for :mod:`musicdistill.evaluate`.
+def spectral_judge(clips: CodedClips) -> torch.Tensor:
+    """The independent embedding without an oracle: band envelope and variation of a log-mel
+    (:func:`musicdistill.demo_engine.spectral_features`), of whatever log-mel the codec decodes to."""
+    from musicdistill.demo_engine import spectral_embedding, spectral_features
+
+    return judge_rendering(clips, None, lambda mel: spectral_features(mel.cpu()), spectral_embedding)
+
+
+def text_judge(scorer) -> TextAdherence:
+    """A joint text-audio scorer as a judge (a CLAP scorer has no log-mel entry: it reads audio)."""
+    from musicdistill.scorer import text_adherence, text_adherence_mel
+
+    settings = getattr(scorer, "settings", None)
+    has_mel = settings is not None and hasattr(scorer, "embed_mel")
+
+    def text_adherence_of(prompts: list[str], clips: CodedClips) -> np.ndarray:
+        on_mel = (lambda mel: text_adherence_mel(scorer, prompts, mel)) if has_mel else None
+        return judge_rendering(clips, settings, on_mel, lambda wav, sr: text_adherence(scorer, prompts, wav, sr)).numpy()
+
+    return text_adherence_of
+
+
+def build_judges(device: torch.device, embedder_dir: Path | None = None, oracle_dir: Path | None = None,
+                 scorer_dir: Path | None = None) -> Judges:
+    """The judges of :mod:`musicdistill.evaluate` from their folders.
 
     The independent embedding is the oracle's standardised hand-made features when an oracle is
-    given, else the demo's spectral features; the reward embedder, oracle and scorer are optional.
+    given, else :func:`spectral_judge`; the reward embedder, oracle and scorer are optional.
     """
-    reward = adherence = text_adherence = None
+    judges = Judges(independent=spectral_judge)
     if embedder_dir is not None:
-        from musicdistill.embedding import embed_audio, load_embedder
+        from musicdistill.embedding import load_embedder
 
-        embedder = load_embedder(embedder_dir, device=device)
-
-        def reward(wav: torch.Tensor) -> torch.Tensor:
-            return embed_audio(embedder, wav, sample_rate)
-
+        judges.reward = reward_judge(load_embedder(embedder_dir, device=device))
     if oracle_dir is not None:
-        from musicdistill.oracle import attribute_adherence, hand_features, load_oracle, predict_attributes
+        from musicdistill.oracle import load_oracle
 
-        oracle = load_oracle(oracle_dir)
-
-        def independent(wav: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.normalize(hand_features(oracle, wav, sample_rate).float(), dim=-1)
-
-        def adherence(wav: torch.Tensor, attributes: list[dict[str, Any] | None]) -> np.ndarray:
-            predicted = predict_attributes(oracle, wav, sample_rate)
-            return np.array([attribute_adherence(p, a) if a else np.nan for p, a in zip(predicted, attributes)])
-    else:
-        from musicdistill.demo_engine import spectral_embedding
-
-        def independent(wav: torch.Tensor) -> torch.Tensor:
-            return spectral_embedding(wav, sample_rate)
-
+        judges.independent, judges.adherence = oracle_judges(load_oracle(oracle_dir))
     if scorer_dir is not None:
         from musicdistill.scorer import load_scorer
-        from musicdistill.scorer import text_adherence as score_text
 
-        scorer = load_scorer(scorer_dir, device=device)
+        judges.text_adherence = text_judge(load_scorer(scorer_dir, device=device))
+    return judges
 
-        def text_adherence(prompts: list[str], wav: torch.Tensor) -> np.ndarray:
-            return score_text(scorer, prompts, wav, sample_rate).numpy()
 
-    return Judges(independent=independent, reward=reward, adherence=adherence, text_adherence=text_adherence)
+def reward_embed_fn(embedder_dir: Path, codec, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """codes ``[N, K, T]`` of ``codec`` -> reward-embedder embeddings ``[N, E]`` (L2-normalised)."""
+    from musicdistill.embedding import load_embedder
+
+    reward = reward_judge(load_embedder(embedder_dir, device=device))
+    return lambda codes: reward(CodedClips(codec, codes))
+
+
+def golden_metric_fn(oracle_dir: Path, codec) -> Callable[[torch.Tensor, list[dict[str, Any] | None]], float]:
+    """(codes ``[N, K, T]`` of ``codec``, attribute dicts) -> mean attribute adherence under the oracle
+    (NaN when no clip's adherence is defined)."""
+    from musicdistill.oracle import load_oracle
+
+    _, adherence = oracle_judges(load_oracle(oracle_dir))
+
+    def golden(codes: torch.Tensor, attributes: list[dict[str, Any] | None]) -> float:
+        values = adherence(CodedClips(codec, codes), attributes)
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if values.size else float("nan")
+
+    return golden

@@ -177,30 +177,48 @@ def pairwise_diversity_reward(embeddings: torch.Tensor, group_size: int) -> torc
     distance for any embedding. Identical embeddings give 0, orthogonal ones 1, opposite ones 2.
     The reward is a constant of the policy: callers compute it without gradients.
     """
+    return pairwise_distances(embeddings, group_size).sum(-1).div(group_size - 1).reshape(-1)
+
+
+def pairwise_distances(embeddings: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Cosine distances between the samples of each group: ``[B·G, E] -> [B, G, G]`` (zero diagonal)."""
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must have shape [B*G, E], got {tuple(embeddings.shape)}")
     _check_groups(embeddings.shape[0], group_size, "embeddings")
     e = F.normalize(embeddings.float(), dim=-1).view(-1, group_size, embeddings.shape[1])  # [B, G, E]
-    distance = 1.0 - e @ e.transpose(1, 2)  # [B, G, G]
     off_diagonal = ~torch.eye(group_size, dtype=torch.bool, device=e.device)
-    return (distance * off_diagonal).sum(-1).div(group_size - 1).reshape(-1)
+    return (1.0 - e @ e.transpose(1, 2)) * off_diagonal
 
 
-def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """REINFORCE leave-one-out advantages: ``[B·G] -> [B·G]``.
+def leave_one_out_advantages(distances: torch.Tensor) -> torch.Tensor:
+    """Advantages of the pairwise diversity reward with a baseline that does not depend on y_i: ``[B, G, G] -> [B·G]``.
 
-    ``A_i = r_i - mean_{j≠i} r_j`` over the G consecutive samples of the same prompt (RLOO, as TRL's
-    ``RLOOTrainer`` with ``normalize_advantages=False``). The baseline of sample i does not depend on
-    y_i, so the gradient stays unbiased; advantages sum to 0 within each group, and a reward that is
-    constant within a group gives zero advantages (no signal).
+    ``A_i = r_i - b_i``. The reward ``r_i`` (mean distance to the siblings) involves every sibling, so
+    the usual RLOO baseline ``mean_{j≠i} r_j`` would contain ``d(y_j, y_i)``, depend on ``y_i`` and, for
+    G = 2, cancel the reward exactly (both samples share one distance). Instead:
+
+    - G >= 3: ``b_i`` = mean distance over the pairs of siblings that leave sample i out. Its
+      expectation equals ``E[r_i]``; advantages sum to 0 within each group (test);
+    - G = 2: no pair leaves a sample out; ``b_i`` = mean reward of the *other* prompts' groups in
+      the batch (independent samples), or 0 when the batch has a single prompt.
     """
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must have shape [B*G], got {tuple(rewards.shape)}")
-    _check_groups(rewards.shape[0], group_size, "rewards")
-    r = rewards.float().view(-1, group_size)  # [B, G]
-    # written as the mean pairwise difference Σ_{j≠i} (r_i - r_j) / (G-1), which equals
-    # r_i - mean_{j≠i} r_j and is exactly 0 for a constant group (no rounding residue)
-    return (r.unsqueeze(-1) - r.unsqueeze(-2)).sum(-1).div(group_size - 1).reshape(-1)
+    if distances.dim() != 3 or distances.shape[1] != distances.shape[2]:
+        raise ValueError(f"distances must have shape [B, G, G], got {tuple(distances.shape)}")
+    b, g, _ = distances.shape
+    if g < 2:
+        raise ValueError(f"group_size must be >= 2 for a diversity reward, got {g}")
+    d = distances.float()
+    rewards = d.sum(-1) / (g - 1)  # [B, G]
+    if g >= 3:
+        pair_sum = d.sum(dim=(1, 2)) / 2  # [B]: every pair once
+        without_i = pair_sum[:, None] - d.sum(-1)  # pairs not involving i
+        baseline = without_i / ((g - 1) * (g - 2) / 2)
+    elif b > 1:
+        group_mean = rewards.mean(-1)  # [B]
+        baseline = ((group_mean.sum() - group_mean) / (b - 1))[:, None].expand(b, g)
+    else:
+        baseline = torch.zeros_like(rewards)
+    return (rewards - baseline).reshape(-1)
 
 
 def sequence_logprob(

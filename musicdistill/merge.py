@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from musicdistill.checkpoint import MODEL_FILE, Checkpoint, file_sha256, load_checkpoint, save_checkpoint
+from musicdistill.model_io import BACKBONE_PROVENANCE
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +432,9 @@ def merge_checkpoints(
     for key in ("base_dir", "codec_dir"):  # the base (for a later SLERP) and the codec (to decode samples)
         if ca.provenance.get(key):
             provenance[key] = rebase_recorded_path(ca.provenance[key], a_dir, out)
+    for key in BACKBONE_PROVENANCE:  # what the weights are (e.g. a MusicGen decoder and its directory)
+        if ca.provenance.get(key):
+            provenance[key] = ca.provenance[key]
     base_state = None
     if method == "lerp" and base is not None:
         log.info("lerp does not depend on the base model; ignoring base=%s", base)

@@ -74,13 +74,28 @@ def text_adherence(
     """Cosine between each prompt and its clip: ``N`` prompts, clips ``[N, S]`` -> ``[N]`` in [-1, 1]."""
     prompts = check_prompts(prompts, 100_000)
     wav = as_waveforms(wav)
-    if wav.shape[0] != len(prompts):
+    _check_one_clip_per_prompt(prompts, wav.shape[0])
+    return _paired_cosine(scorer.embed_text(prompts), scorer.embed_audio(wav, sample_rate))
+
+
+def text_adherence_mel(scorer: JointScorer, prompts: Sequence[str], log_mel: torch.Tensor) -> torch.Tensor:
+    """:func:`text_adherence` of whole-clip log-mels ``[N, D, T]`` in the scorer's front end (e.g. what the
+    default codec's ``decode_mel`` returns) -> ``[N]`` in [-1, 1]."""
+    prompts = check_prompts(prompts, 100_000)
+    _check_one_clip_per_prompt(prompts, log_mel.shape[0])
+    return _paired_cosine(scorer.embed_text(prompts), scorer.embed_mel(log_mel))
+
+
+def _check_one_clip_per_prompt(prompts: Sequence[str], clips: int) -> None:
+    if clips != len(prompts):
         raise ValueError(
-            f"got {len(prompts)} prompts but {wav.shape[0]} clips; give one clip per prompt "
+            f"got {len(prompts)} prompts but {clips} clips; give one clip per prompt "
             "(repeat a prompt for each of its generations)"
         )
-    text = scorer.embed_text(prompts)
-    audio = scorer.embed_audio(wav, sample_rate)
+
+
+def _paired_cosine(text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine of text ``[N, E]`` and audio ``[N, E]`` embeddings -> ``[N]`` on CPU."""
     return (
         (F.normalize(text.float(), dim=-1) * F.normalize(audio.float(), dim=-1).to(text.device)).sum(-1).cpu()
     )

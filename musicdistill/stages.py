@@ -11,6 +11,7 @@ Layout of a run folder ``<runs_dir>/<name>/``::
     merges/     LERP merges of quality and diversity at each λ
     embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
     evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
+    report.html the self-contained report (claims C1-C5, metrics, curves, audio), by the ``report`` stage
 """
 
 from __future__ import annotations
@@ -54,26 +55,36 @@ def stage_data(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str,
 
 
 def stage_codec(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Fit the offline codec on the train split (or load EnCodec) and save it."""
+    """Fit the offline codec on the train split (or load EnCodec) and save it.
+
+    With ``model.backbone: musicgen`` the codec is the EnCodec the MusicGen reads (see
+    :func:`musicdistill.backbones.musicgen_codec`).
+    """
     from musicdistill.codec import fit_codec
     from musicdistill.data import load_dataset
 
-    audio = None
-    if cfg.codec.kind == "melrvq":
-        _, clips = load_dataset(manifest_path(cfg, run_dir), cfg.data.sample_rate, cfg.data.duration,
-                                split="train", workers=cfg.data.workers, min_duration=cfg.data.min_duration)
-        audio = torch.from_numpy(clips)
-    codec = fit_codec(cfg.codec, audio, cfg.data.sample_rate)
+    if cfg.model.backbone == "musicgen":
+        from musicdistill.backbones import musicgen_codec
+
+        codec = musicgen_codec(cfg.codec, cfg.model.pretrained, cfg.data.sample_rate)
+    else:
+        audio = None
+        if cfg.codec.kind == "melrvq":
+            _, clips = load_dataset(manifest_path(cfg, run_dir), cfg.data.sample_rate, cfg.data.duration,
+                                    split="train", workers=cfg.data.workers, min_duration=cfg.data.min_duration)
+            audio = torch.from_numpy(clips)
+        codec = fit_codec(cfg.codec, audio, cfg.data.sample_rate)
     codec.save(out)
     return {"frame_rate": codec.frame_rate, "num_codebooks": codec.num_codebooks, "cardinality": codec.cardinality}
 
 
 def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Encode every usable clip with the codec."""
+    """Encode every usable clip with the codec, on the run's device."""
     from musicdistill.codec import load_codec
+    from musicdistill.runtime import resolve_device
     from musicdistill.tokens import encode_manifest, save_token_set
 
-    codec = load_codec(run_dir / "codec")
+    codec = load_codec(run_dir / "codec").to(resolve_device(cfg.device))
     tokens = encode_manifest(manifest_path(cfg, run_dir), codec, cfg.data.sample_rate, cfg.data.duration,
                              cfg.data.workers, cfg.data.strict, cfg.data.min_duration)
     save_token_set(tokens, out)
@@ -82,15 +93,33 @@ def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
 
 
 def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Pretrain the base generator (the CFG teacher)."""
+    """Pretrain the base generator (the CFG teacher); a pretrained MusicGen is exported as it is."""
     from musicdistill.pretrain import pretrain
     from musicdistill.tokens import load_token_set
 
+    if cfg.model.backbone == "musicgen":
+        return _export_musicgen_base(cfg, run_dir, out)
     tokens = load_token_set(run_dir / "tokens")
     pretrain(cfg, tokens.select("train"), tokens.select("valid"), out, resume=resume,
              provenance={"codec_dir": os.path.relpath(run_dir / "codec", out.parent)})
     last = _last_history_row(out)
     return {k: last[k] for k in ("step", "loss", "val_loss", "val_loss_null") if k in last}
+
+
+def _export_musicgen_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, Any]:
+    """The base stage with ``model.backbone: musicgen``: the pretrained decoder becomes the base checkpoint.
+
+    MusicGen is already pretrained, so ``pretrain.*`` is not used: finetuning it on the run's data
+    before distillation is not supported (the pretraining loop builds the native generator).
+    """
+    from musicdistill.model_io import save_musicgen_base
+
+    log.info("model.backbone=musicgen: the base model is %s as it is; the pretrain section is not used "
+             "(finetuning MusicGen on your data before distillation is not supported)", cfg.model.pretrained)
+    codec_dir = run_dir / "codec"
+    provenance = {"codec_dir": os.path.relpath(codec_dir, out.parent)} if codec_dir.is_dir() else {}
+    save_musicgen_base(cfg, out, provenance)
+    return {"backbone": "musicgen", "pretrained": cfg.model.pretrained, "step": 0}
 
 
 JUDGE_DIRS = ("embedder", "oracle", "scorer")
@@ -201,6 +230,14 @@ def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
     return {"systems": len(report["systems"]), "prompts": report["num_prompts"]}
 
 
+def stage_report(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Write ``<run>/report.html``: the claims table, metrics, curves, audio and timings in one page."""
+    from musicdistill.report import run_claims, write_report
+
+    path = write_report(run_dir)
+    return {"report": str(path), "claims": {c.id: c.verdict for c in run_claims(run_dir)}}
+
+
 def _last_history_row(out: Path) -> dict[str, Any]:
     rows = read_rows(out)
     evaluated = [r for r in rows if "val_loss" in r]
@@ -228,4 +265,6 @@ def main_job_stages() -> list[Stage]:
               doc="LERP the quality and diversity models at each lambda"),
         Stage("evaluate", stage_evaluate, reads=("evaluate", "generate", "device"), after=("merges", "judges"),
               estimate_s=150, doc="evaluate every system on held-out prompts; Pareto plot"),
+        Stage("report", stage_report, reads=("distill",), after=("evaluate",), estimate_s=10,
+              doc="write report.html: claims C1-C5, metrics, curves, audio, timings"),
     ]

@@ -65,12 +65,15 @@ class TokenSet:
 
 
 def encode_clips(codec: Codec, audio: torch.Tensor, sample_rate: int, batch_size: int = 64) -> torch.Tensor:
-    """Encode mono clips ``[N, samples]`` to codes ``[N, K, T]`` in batches, with a progress bar."""
+    """Encode mono clips ``[N, samples]`` to codes ``[N, K, T]`` (on the CPU) in batches, with a progress bar.
+
+    The codec runs on its own device; the clips are moved there batch by batch.
+    """
     chunks = []
     with torch.inference_mode():
         for start in tqdm(range(0, audio.shape[0], batch_size), desc="encoding clips", unit="batch", leave=False):
             wav = audio[start : start + batch_size].unsqueeze(1)
-            chunks.append(codec.encode(wav, sample_rate).to(torch.int64))
+            chunks.append(codec.encode(wav, sample_rate).to("cpu", torch.int64))
     return torch.cat(chunks)
 
 

@@ -1,4 +1,5 @@
-"""Evaluation end to end on tiny models: files, metric keys, intervals, cost and the Pareto plot."""
+"""Evaluation end to end on tiny models: files, metric keys, intervals, cost, the Pareto plot, and what the
+judges read (the decoded log-mel with the mel codec)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ import torch
 from musicdistill.codec import load_codec
 from musicdistill.config import load_config
 from musicdistill.embedding import clip_mels, front_end_settings
-from musicdistill.evaluation_run import held_out_prompts, run_evaluation
-from musicdistill.oracle import fit_oracle, save_oracle
+from musicdistill.evaluate import run_system
+from musicdistill.evaluation_run import ModelPool, held_out_prompts, run_evaluation
+from musicdistill.judges import build_judges
+from musicdistill.melcodec import MelRVQCodec
+from musicdistill.oracle import (
+    attribute_adherence,
+    fit_oracle,
+    load_oracle,
+    predict_attributes_mel,
+    save_oracle,
+)
 from musicdistill.synth import synth_record
 from musicdistill.systems import parse_systems
 from musicdistill.tokens import TokenSet, save_token_set
@@ -51,13 +61,21 @@ def test_held_out_prompts_are_distinct_and_seeded(tiny_run) -> None:
     assert all(isinstance(x, dict) for x in a.attributes)
 
 
-def test_evaluate_two_cfg_scales_end_to_end(tiny_run, tmp_path: Path) -> None:
+def test_evaluate_two_cfg_scales_end_to_end(tiny_run, tmp_path: Path, monkeypatch) -> None:
     cfg = load_config(None, ["evaluate.num_prompts=3", "evaluate.samples_per_prompt=2", "evaluate.bootstrap=200",
                              "evaluate.save_prompts=1", "device=cpu"])
     base = str(tiny_run["base"])
     systems = parse_systems([{"name": "cfg1", "checkpoint": base, "cfg_scale": 1.0, "family": "base + CFG"},
                              {"name": "cfg3", "checkpoint": base, "cfg_scale": 3.0, "family": "base + CFG"}],
                             cfg.generate, section="evaluate.systems")
+    decoded_rows = []
+    decode = MelRVQCodec.decode
+
+    def counted_decode(self, codes):
+        decoded_rows.append(codes.shape[0])
+        return decode(self, codes)
+
+    monkeypatch.setattr(MelRVQCodec, "decode", counted_decode)
     out = tmp_path / "eval"
     report = run_evaluation(cfg, systems, tiny_run["root"] / "tokens", out, embedder=None,
                             oracle=tiny_run["root"] / "oracle", scorer=None)
@@ -76,3 +94,23 @@ def test_evaluate_two_cfg_scales_end_to_end(tiny_run, tmp_path: Path) -> None:
     assert len(rows) == 6 and {r["system"] for r in rows} == {"cfg1", "cfg3"}
     assert sorted(p.name for p in (out / "samples" / "cfg3").iterdir()) == ["p000_s0.wav", "p000_s1.wav"]
     assert (out / "pareto.png").stat().st_size > 10_000
+    # the judges read decode_mel: audio is decoded only for the saved samples, not for judging or the reference
+    assert decoded_rows == [2, 2]
+
+
+def test_evaluation_adherence_is_the_oracle_on_the_decoded_log_mel(tiny_run) -> None:
+    from musicdistill.tokens import load_token_set
+
+    tokens = load_token_set(tiny_run["root"] / "tokens").select("test")
+    prompts = held_out_prompts(tokens, "test", 3, seed=0)
+    cfg = load_config(None, [])
+    spec = parse_systems([{"name": "base", "checkpoint": str(tiny_run["base"])}], cfg.generate,
+                         section="evaluate.systems")[0]
+    judges = build_judges(torch.device("cpu"), oracle_dir=tiny_run["root"] / "oracle")
+    result, clips = run_system(spec, prompts, 2, 1.0, 0, 8, judges, torch.device("cpu"),
+                               ModelPool(torch.device("cpu")))
+    predicted = predict_attributes_mel(load_oracle(tiny_run["root"] / "oracle"), clips.codec.decode_mel(clips.codes))
+    rows = [attribute_adherence(p, a) for p, a in zip(predicted, [a for a in prompts.attributes for _ in range(2)])]
+    wanted = np.nanmean(np.reshape(rows, (3, 2)), axis=1)
+    np.testing.assert_allclose(result.per_prompt["attribute_adherence"], wanted)
+    assert clips.codes.shape[0] == 6

@@ -86,7 +86,8 @@ def test_bad_delays_raise(delays):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kw", [{}, {"positions": "learned"}, {"activation": "swiglu"}, {"delays": [0, 0, 0, 0]}])
+@pytest.mark.parametrize("kw", [{}, {"positions": "learned"}, {"activation": "swiglu"}, {"delays": [0, 0, 0, 0]},
+                                {"text_fusion": "sum"}, {"text_fusion": "both"}])
 def test_teacher_forced_logits_equal_cached_step_logits(kw):
     model = tiny_model(**kw)
     cond = random_cond(3)
@@ -115,8 +116,9 @@ def test_forward_is_causal():
     assert not torch.allclose(a[:, :, 6:], b[:, :, 6:])
 
 
-def test_masked_text_positions_are_ignored():
-    model = tiny_model()
+@pytest.mark.parametrize("fusion", ["cross", "sum", "both"])
+def test_masked_text_positions_are_ignored(fusion):
+    model = tiny_model(text_fusion=fusion)
     cond = random_cond(2, length=6)
     noisy = TextCondition(torch.where(cond.mask[..., None], cond.states, torch.randn_like(cond.states)), cond.mask)
     inputs = torch.randint(0, V + 1, (2, K, 8))
@@ -136,11 +138,23 @@ def test_null_condition_gives_finite_logits_independent_of_text_length():
     assert attn_mask.all() and drop is not None and drop.all()
 
 
-def test_text_changes_the_logits():
-    model = tiny_model()
+@pytest.mark.parametrize("fusion", ["cross", "sum", "both"])
+def test_text_changes_the_logits(fusion):
+    model = tiny_model(text_fusion=fusion)
     inputs = torch.randint(0, V + 1, (2, K, 8))
     with torch.no_grad():
         assert not torch.allclose(model(inputs, random_cond(2, seed=1)), model(inputs, random_cond(2, seed=2)))
+
+
+def test_sum_fusion_adds_nothing_for_the_null_condition_and_has_no_cross_attention():
+    model = tiny_model(text_fusion="sum")
+    assert model.text_proj is None and not any(hasattr(b, "cross_attn") for b in model.blocks)
+    inputs = torch.randint(0, V + 1, (2, K, 8))
+    null = null_condition(random_cond(2))
+    with torch.no_grad():
+        with_null = model(inputs, null)
+        model.text_sum.weight.normal_()  # the projection cannot matter when the mean is zero
+        torch.testing.assert_close(model(inputs, null), with_null)
 
 
 def test_training_step_gives_gradients_and_bf16_autocast_keeps_float32_logits():

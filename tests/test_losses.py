@@ -9,10 +9,11 @@ import torch
 from musicdistill.losses import (
     DIVERGENCES,
     combined_loss,
+    leave_one_out_advantages,
+    pairwise_distances,
     pairwise_diversity_reward,
     policy_entropy,
     reinforce_loss,
-    rloo_advantages,
     sequence_logprob,
     token_divergence,
 )
@@ -211,24 +212,52 @@ def test_reward_and_advantages_validate_group_size() -> None:
     with pytest.raises(ValueError, match="multiple"):
         pairwise_diversity_reward(torch.randn(5, 3), group_size=2)
     with pytest.raises(ValueError, match="group_size"):
-        rloo_advantages(torch.randn(4), group_size=1)
+        leave_one_out_advantages(torch.zeros(2, 1, 1))
     with pytest.raises(ValueError, match="multiple"):
-        rloo_advantages(torch.randn(7), group_size=3)
+        pairwise_distances(torch.randn(7, 3), group_size=3)
 
 
-def test_rloo_advantages_sum_to_zero_and_use_the_others_mean() -> None:
-    rewards = torch.randn(12, generator=torch.Generator().manual_seed(1))
-    adv = rloo_advantages(rewards, group_size=4)
+def _random_distances(groups: int, g: int, seed: int = 1) -> torch.Tensor:
+    emb = torch.randn(groups * g, 5, generator=torch.Generator().manual_seed(seed))
+    return pairwise_distances(emb, g)
+
+
+def test_leave_one_out_advantages_sum_to_zero_and_leave_the_sample_out() -> None:
+    d = _random_distances(3, 4)
+    adv = leave_one_out_advantages(d)
     assert torch.allclose(adv.view(3, 4).sum(-1), torch.zeros(3), atol=1e-6)
-    r = rewards.view(3, 4)
-    assert adv[1].item() == pytest.approx((r[0, 1] - (r[0, 0] + r[0, 2] + r[0, 3]) / 3).item(), abs=1e-6)
+    # sample 1 of group 0: its reward minus the mean distance among samples 0, 2, 3
+    reward = (d[0, 1, 0] + d[0, 1, 2] + d[0, 1, 3]) / 3
+    baseline = (d[0, 0, 2] + d[0, 0, 3] + d[0, 2, 3]) / 3
+    assert adv[1].item() == pytest.approx((reward - baseline).item(), abs=1e-6)
 
 
-def test_constant_reward_within_group_gives_zero_advantage() -> None:
-    rewards = torch.tensor([0.4, 0.4, 0.4, 1.0, 2.0, 3.0])
-    adv = rloo_advantages(rewards, group_size=3)
-    assert torch.equal(adv[:3], torch.zeros(3))
-    assert adv[3] < 0 < adv[5]
+def test_baseline_of_a_sample_does_not_depend_on_that_sample() -> None:
+    """Moving sample i changes its advantage only through its own reward (the baseline is fixed)."""
+    def baseline(e: torch.Tensor) -> torch.Tensor:
+        return pairwise_diversity_reward(e, 4) - leave_one_out_advantages(pairwise_distances(e, 4))
+
+    emb = torch.randn(8, 5, generator=torch.Generator().manual_seed(3))
+    moved = emb.clone()
+    moved[2] = torch.randn(5, generator=torch.Generator().manual_seed(4))
+    assert baseline(moved)[2].item() == pytest.approx(baseline(emb)[2].item(), abs=1e-6)
+    assert not torch.allclose(baseline(moved)[:4], baseline(emb)[:4])  # the siblings' baselines do move
+
+
+def test_two_samples_per_prompt_still_carry_a_signal() -> None:
+    """G = 2: both samples share one distance; the baseline is the other prompts' mean reward."""
+    e = torch.eye(4)
+    emb = torch.stack([e[0], e[1], e[2], e[2], e[3], e[3]])  # distances 1, 0, 0
+    adv = leave_one_out_advantages(pairwise_distances(emb, 2))
+    assert torch.allclose(adv, torch.tensor([1.0, 1.0, -0.5, -0.5, -0.5, -0.5]), atol=1e-6)
+    single = leave_one_out_advantages(pairwise_distances(emb[:2], 2))
+    assert torch.allclose(single, torch.ones(2), atol=1e-6)
+
+
+def test_identical_samples_within_every_group_give_zero_advantage() -> None:
+    e = torch.eye(3)
+    emb = torch.stack([e[0]] * 3 + [e[1]] * 3)
+    assert torch.equal(leave_one_out_advantages(pairwise_distances(emb, 3)), torch.zeros(6))
 
 
 def test_sequence_logprob_sums_valid_token_logprobs_and_ignores_padding_ids() -> None:
@@ -248,7 +277,7 @@ def test_sequence_logprob_sums_valid_token_logprobs_and_ignores_padding_ids() ->
 
 def test_reinforce_step_raises_logprob_of_above_average_rollout() -> None:
     """A tiny categorical policy (N=G=4 rollouts of one 1-token sequence): one SGD step on the
-    REINFORCE loss with RLOO advantages raises the log-probability of the best-rewarded rollout and
+    REINFORCE loss with mean-baseline advantages raises the log-probability of the best-rewarded rollout and
     lowers that of the worst."""
     torch.manual_seed(0)
     logits = torch.zeros(1, 1, 1, 6, requires_grad=True)
@@ -259,7 +288,7 @@ def test_reinforce_step_raises_logprob_of_above_average_rollout() -> None:
         return sequence_logprob(logits.expand(4, 1, 1, 6), tokens)
 
     before = logprobs().detach()
-    loss = reinforce_loss(logprobs(), rloo_advantages(rewards, group_size=4))
+    loss = reinforce_loss(logprobs(), rewards - rewards.mean())
     loss.backward()
     with torch.no_grad():
         logits -= 1.0 * logits.grad

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["data", "codec", "tokens", "judges", "base", "quality", "diversity", "merges", "evaluate"]
+STAGES = ["data", "codec", "tokens", "judges", "base", "quality", "diversity", "merges", "evaluate", "report"]
 
 
 def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -33,6 +33,9 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert metrics["systems"]["base CFG 3"]["cost"]["rows_per_sample"] == 2
     assert metrics["systems"]["quality (beta=0)"]["cost"]["rows_per_sample"] == 1
     assert (run / "evaluate" / "pareto.png").is_file()
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert '<table id="claims">' in report and report.count('<audio controls') >= len(names)
+    assert f"report: {run / 'report.html'}" in first.stdout and f"musicdistill demo --run {run}" in first.stdout
     second = _run(tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("skipped (up to date)") == len(STAGES)

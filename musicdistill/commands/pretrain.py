@@ -47,6 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     from musicdistill.tokens import encode_manifest, load_token_set, save_token_set
 
     cfg = config_from_args(args)
+    if cfg.model.backbone == "musicgen":
+        raise ValueError("model.backbone=musicgen: MusicGen is already pretrained and 'musicdistill pretrain' trains "
+                         "the native generator; export the base checkpoint with 'musicdistill run CONFIG --only "
+                         "codec --only base' instead")
     run_dir = cfg.run_dir
     manifest = Path(args.data or cfg.data.manifest or run_dir / "data" / "manifest.jsonl")
     codec_dir = Path(args.codec or run_dir / "codec")

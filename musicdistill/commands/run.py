@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 from musicdistill.config import load_config
 
@@ -45,4 +47,17 @@ def _run(args: argparse.Namespace) -> int:
     for r in results:
         state = f"skipped ({r.reason})" if r.skipped else f"{r.seconds:7.1f} s"
         print(f"  {r.name:12s} {state}")
+    _print_next_steps(cfg.run_dir)
     return 0
+
+
+def _print_next_steps(run_dir: Path) -> None:
+    """Where the report is and how to open the demo on this run's checkpoints (what exists so far)."""
+    from musicdistill.report import REPORT_FILE, demo_command
+
+    report = run_dir / REPORT_FILE
+    if report.is_file():
+        print(f"\nreport: {report}  (rewrite it with: musicdistill report {shlex.quote(str(run_dir))})")
+    demo = demo_command(run_dir)
+    if demo:
+        print(f"demo:   {demo}")
