@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from musicdistill.caption_bank import CaptionBank, EncodedCaptions, encode_captions
 from musicdistill.checkpoint import (
     latest_snapshot,
     load_checkpoint,
@@ -32,35 +32,10 @@ from musicdistill.config import Config, ConfigError, PretrainConfig, config_to_d
 from musicdistill.generator import build_generator, teacher_forced
 from musicdistill.history import append_row, trim_rows
 from musicdistill.runtime import autocast, resolve_device, seed_everything
-from musicdistill.text import TextCondition, build_text_encoder, drop_condition, null_condition
+from musicdistill.text import build_text_encoder, drop_condition, null_condition
 from musicdistill.tokens import TokenSet
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CaptionBank:
-    """Encoder states of every distinct caption, and each clip's row in them.
-
-    ``cond`` holds ``[U, S, D]`` states; ``rows [N]`` maps clip i to its caption's row.
-    """
-
-    cond: TextCondition
-    rows: torch.Tensor
-
-    def batch(self, clip_idx: torch.Tensor) -> TextCondition:
-        return self.cond.select(self.rows[clip_idx])
-
-
-def caption_bank(encoder, captions: list[str], device: torch.device) -> CaptionBank:
-    """Encode each distinct caption once."""
-    unique = sorted(set(captions))
-    index = {c: i for i, c in enumerate(unique)}
-    with torch.inference_mode():
-        cond = encoder.encode(unique)
-    cond = TextCondition(cond.states.detach().clone().to(device), cond.mask.detach().clone().to(device))
-    rows = torch.tensor([index[c] for c in captions], device=device)
-    return CaptionBank(cond=cond, rows=rows)
 
 
 def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
@@ -142,11 +117,14 @@ def pretrain(
     out: str | Path,
     resume: bool = False,
     provenance: dict[str, Any] | None = None,
+    captions: EncodedCaptions | None = None,
 ) -> Path:
     """Train the base generator on ``train``; checkpoints and history go to ``out``. Returns ``out``.
 
     The final model is saved as a checkpoint in ``out`` itself; resumable snapshots in
     ``out/checkpoints``. ``provenance`` (e.g. the codec directory) is recorded in every checkpoint.
+    ``captions`` are the encodings of every caption (the main job's captions stage); without them
+    the captions are encoded here first.
     """
     pc = cfg.pretrain
     out = Path(out)
@@ -159,10 +137,13 @@ def pretrain(
             f"{cfg.model.max_frames}; raise model.max_frames to at least {steps_needed} or shorten data.duration"
         )
     seed_everything(pc.seed)
-    encoder = build_text_encoder(cfg.text, device)
-    train_bank = caption_bank(encoder, train.captions, device)
-    valid_bank = caption_bank(encoder, valid.captions, device)
-    model = build_generator(cfg.model, train.num_codebooks, train.cardinality, encoder.dim).to(device)
+    if captions is None:
+        captions = encode_captions(build_text_encoder(cfg.text, device), train.captions + valid.captions)
+    elif captions.encoder != cfg.text.encoder:
+        raise ConfigError(f"the caption encodings were made with text.encoder={captions.encoder!r} but the config says "
+                          f"{cfg.text.encoder!r}; rerun the captions stage")
+    train_bank, valid_bank = captions.bank(train.captions, device), captions.bank(valid.captions, device)
+    model = build_generator(cfg.model, train.num_codebooks, train.cardinality, captions.cond.dim).to(device)
     optimizer = make_optimizer(model, pc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, pc))
     base_prov = {"kind": "base", **(provenance or {})}

@@ -8,7 +8,8 @@ The decode loop feeds step s the tokens of step s - 1 (the special token at s = 
 codebooks at once; at steps outside a codebook's span of the delay pattern its token is forced to
 the special token and its log-probability is dropped (see :mod:`musicdistill.delay`). With CFG
 (scale ≠ 1) each step is one forward of 2N rows (conditional rows, then null rows), combined by
-:func:`musicdistill.guidance.apply_cfg` before temperature and truncation.
+:func:`musicdistill.guidance.apply_cfg` before temperature and truncation. On CUDA the native
+generator runs the same loop in :mod:`musicdistill.fast_decode` (static shapes, CUDA graphs).
 """
 
 from __future__ import annotations
@@ -98,14 +99,28 @@ def sample_next_token(
     check_sampling_args(temperature, top_k, top_p, v)
     if temperature == 0.0:
         return logits.argmax(dim=-1), logits.new_zeros(n, k, dtype=torch.float32)
+    logp = truncated_logprobs(logits, temperature, top_k, top_p)
+    return race_draw(logp, torch.empty_like(logp).exponential_(1.0, generator=generator))
+
+
+def truncated_logprobs(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Log-probabilities ``[..., V]`` (float32) of the distribution :func:`sample_next_token` draws from
+    at ``temperature > 0``: tempered, truncated to the top-p nucleus (when ``0 < top_p < 1``) or else
+    to the ``top_k`` largest (when ``0 < top_k < V``), renormalised. Arguments are not checked here."""
     scaled = logits.float() / temperature
     if 0.0 < top_p < 1.0:
         scaled = _mask_top_p(scaled, top_p)
-    elif 0 < top_k < v:
+    elif 0 < top_k < logits.shape[-1]:
         scaled = _mask_top_k(scaled, top_k)
-    logp = scaled.log_softmax(dim=-1)
-    # exponential race: argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (cheaper than multinomial)
-    race = torch.empty_like(logp).exponential_(1.0, generator=generator)
+    return scaled.log_softmax(dim=-1)
+
+
+def race_draw(logp: torch.Tensor, race: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row from ``logp [..., V]`` given noise ``race`` (same shape, i.i.d. Exp(1)):
+    -> (tokens ``[...]``, their log-probabilities ``[...]``).
+
+    The exponential race: argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (cheaper than multinomial).
+    """
     tokens = (logp.exp() / race).argmax(dim=-1)
     return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
@@ -141,26 +156,51 @@ def sample_tokens(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    fast: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample N sequences, one per condition row: -> (codes ``[N, K, T]``, logprobs ``[N, K, T]``).
 
     ``model`` is any generator with the interface of :mod:`musicdistill.generator`; it runs in eval
     mode for the call and gets its previous mode back. ``use_cache=False`` recomputes the whole prefix at every step (the slow
-    reference path that tests compare against). Returned tensors are ordinary (not inference-mode)
-    tensors, so they can feed a training forward (distillation).
+    reference path that tests compare against). ``fast`` picks :mod:`musicdistill.fast_decode` (static
+    KV cache, sampling on the device, CUDA graphs on CUDA; the native generator only): None uses it
+    for a native generator on CUDA with ``use_cache``, True also on the CPU (eager), False never.
+    Returned tensors are ordinary (not inference-mode) tensors, so they can feed a training forward
+    (distillation).
     """
     check_sampling_args(temperature, top_k, top_p, model.cardinality)
     cfg_scale = check_cfg_scale(cfg_scale)
     check_num_frames(model, num_frames)
+    use_fast = _use_fast_decode(model, fast, use_cache)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            seq, logps = _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator,
-                                 use_cache, progress)
+            if use_fast:
+                from musicdistill.fast_decode import decode
+
+                seq, logps = decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator,
+                                    progress)
+            else:
+                seq, logps = _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator,
+                                     use_cache, progress)
     finally:
         model.train(was_training)
     return undo_delay(seq, model.delays).clone(), undo_delay(logps, model.delays).clone()
+
+
+def _use_fast_decode(model: TokenGenerator, fast: bool | None, use_cache: bool) -> bool:
+    """Whether :func:`sample_tokens` runs :mod:`musicdistill.fast_decode` (see its ``fast`` argument)."""
+    from musicdistill.fast_decode import supports
+
+    if fast is not None and not isinstance(fast, bool):
+        raise ValueError(f"fast={fast!r} must be None (automatic: CUDA only), True or False")
+    if fast is None:
+        return use_cache and supports(model) and _model_device(model).type == "cuda"
+    if fast and not (use_cache and supports(model)):
+        raise ValueError(f"fast=True needs use_cache=True and the native generator (got use_cache={use_cache}, "
+                         f"{type(model).__name__}); use fast=None or False")
+    return fast
 
 
 def _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator, use_cache, progress):

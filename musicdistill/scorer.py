@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicdistill.caption_bank import EncodedCaptions, sentence_vectors
 from musicdistill.config import Config, ScorerConfig
 from musicdistill.embedding import (
     BATCH,
@@ -250,11 +251,13 @@ def train_scorer(
     mels: ClipMels,
     text_encoder: TextEncoder | None = None,
     device: torch.device | str = "cpu",
+    captions_bank: EncodedCaptions | None = None,
 ) -> tuple[JointScorer, list[dict[str, float]]]:
     """Train the joint scorer on caption-clip pairs; returns it (frozen, eval mode) and the loss history.
 
     At most ``cfg.max_clips`` pairs are used (a seeded random subset). ``text_encoder`` defaults to
-    ``cfg.text_encoder`` loaded here; every caption is encoded once.
+    ``cfg.text_encoder`` loaded here; every caption is encoded once, or read from ``captions_bank``
+    (encodings by the same encoder, see :mod:`musicdistill.caption_bank`) when given.
     """
     if len(captions) != len(mels):
         raise ValueError(f"captions has {len(captions)} entries but mels has {len(mels)} clips")
@@ -265,7 +268,10 @@ def train_scorer(
         log.info("scorer: training on %d of the clips (scorer.max_clips)", cfg.max_clips)
     batch = check_training_mels(mels, cfg.batch_size, "scorer")
     encoder = text_encoder or load_text_encoder(cfg.text_encoder)
-    sentences = sentence_embeddings(encoder, list(captions))  # [N, D_text]
+    if captions_bank is not None:
+        sentences = sentence_vectors(captions_bank, list(captions))  # [N, D_text]
+    else:
+        sentences = sentence_embeddings(encoder, list(captions))
     torch.manual_seed(cfg.seed)
     scorer = build_scorer(cfg, mels.settings, sentences.shape[1], encoder)
     scorer.audio.set_statistics(mels.real[: min(len(mels), 2048)])
@@ -385,14 +391,19 @@ def evaluate_scorer(
 
 
 def fit_and_save_scorer(
-    cfg: Config, train: LabelledMels, held_out: LabelledMels | None, out: str | Path
+    cfg: Config, train: LabelledMels, held_out: LabelledMels | None, out: str | Path,
+    captions: EncodedCaptions | None = None,
 ) -> dict[str, Any]:
-    """Train the scorer (``scorer`` section), evaluate retrieval on the held-out clips, save it to ``out``."""
+    """Train the scorer (``scorer`` section), evaluate retrieval on the held-out clips, save it to ``out``.
+
+    ``captions``: encodings of the training captions by ``scorer.text_encoder`` (the main job's
+    captions stage), which saves encoding them again.
+    """
     start = time.monotonic()
     device = resolve_device(cfg.device)
     encoder = load_text_encoder(cfg.scorer.text_encoder, device=device)
     scorer, history = train_scorer(
-        cfg.scorer, [e.caption for e in train.entries], train.mels, encoder, device
+        cfg.scorer, [e.caption for e in train.entries], train.mels, encoder, device, captions_bank=captions
     )
     metrics: dict[str, Any] = {
         "train_seconds": round(time.monotonic() - start, 1),

@@ -92,6 +92,33 @@ def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
             "splits": {s: tokens.splits.count(s) for s in sorted(set(tokens.splits))}}
 
 
+def stage_captions(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Encode every distinct caption once with the frozen text encoder (read by pretraining and the scorer).
+
+    With ``model.backbone: musicgen`` the generator brings its own T5; nothing is encoded here and
+    the scorer encodes its captions itself.
+    """
+    from musicdistill.caption_bank import encode_captions, save_captions
+    from musicdistill.data import read_manifest
+    from musicdistill.runtime import resolve_device
+    from musicdistill.text import build_text_encoder
+
+    if cfg.model.backbone == "musicgen":
+        return {"captions": 0, "reason": "model.backbone=musicgen encodes with its own T5"}
+    captions = [e.caption for e in read_manifest(manifest_path(cfg, run_dir))]
+    encoded = encode_captions(build_text_encoder(cfg.text, resolve_device(cfg.device)), captions)
+    save_captions(encoded, out)
+    return {"captions": len(encoded.captions), "encoder": encoded.encoder}
+
+
+def run_captions(cfg: Config, run_dir: Path):
+    """The captions stage's encodings when they exist and match ``text.encoder``, else None."""
+    from musicdistill.caption_bank import META_FILE, load_captions
+
+    folder = run_dir / "captions"
+    return load_captions(folder, cfg.text.encoder) if (folder / META_FILE).is_file() else None
+
+
 def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
     """Pretrain the base generator (the CFG teacher); a pretrained MusicGen is exported as it is."""
     from musicdistill.pretrain import pretrain
@@ -101,7 +128,8 @@ def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
         return _export_musicgen_base(cfg, run_dir, out)
     tokens = load_token_set(run_dir / "tokens")
     pretrain(cfg, tokens.select("train"), tokens.select("valid"), out, resume=resume,
-             provenance={"codec_dir": os.path.relpath(run_dir / "codec", out.parent)})
+             provenance={"codec_dir": os.path.relpath(run_dir / "codec", out.parent)},
+             captions=run_captions(cfg, run_dir))
     last = _last_history_row(out)
     return {k: last[k] for k in ("step", "loss", "val_loss", "val_loss_null") if k in last}
 
@@ -142,7 +170,8 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
         summary["oracle"] = fit_and_save_oracle(cfg, train, held_out, run_dir / "oracle")
     else:
         log.info("the training data has no attribute labels: no oracle (attribute adherence is not measured)")
-    summary["scorer"] = fit_and_save_scorer(cfg, train, held_out, run_dir / "scorer")
+    captions = run_captions(cfg, run_dir) if cfg.scorer.text_encoder == cfg.text.encoder else None
+    summary["scorer"] = fit_and_save_scorer(cfg, train, held_out, run_dir / "scorer", captions=captions)
     return summary
 
 
@@ -253,10 +282,12 @@ def main_job_stages() -> list[Stage]:
               doc="fit the offline codec on the training audio"),
         Stage("tokens", stage_tokens, reads=("data", "codec"), after=("codec",), estimate_s=40,
               doc="encode every clip to codec tokens"),
-        Stage("judges", stage_judges, reads=("data", "embed", "oracle", "scorer"), after=("codec",),
-              estimate_s=150, doc="train the reward embedder, attribute oracle and text-audio scorer"),
-        Stage("base", stage_pretrain, reads=("text", "model", "pretrain", "device"), after=("tokens",),
-              estimate_s=300, doc="pretrain the base generator with condition dropout"),
+        Stage("captions", stage_captions, reads=("data", "text", "model"), after=("data",), estimate_s=45,
+              doc="encode every caption once with the frozen text encoder"),
+        Stage("judges", stage_judges, reads=("data", "embed", "oracle", "scorer"), after=("codec", "captions"),
+              estimate_s=120, doc="train the reward embedder, attribute oracle and text-audio scorer"),
+        Stage("base", stage_pretrain, reads=("text", "model", "pretrain", "device"), after=("tokens", "captions"),
+              estimate_s=280, doc="pretrain the base generator with condition dropout"),
         Stage("quality", stage_quality, reads=("distill", "device"), after=("base", "judges"), estimate_s=90,
               doc="distil the CFG teacher into a CFG-free student (beta = 0)"),
         Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base", "judges"), estimate_s=100,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["data", "codec", "tokens", "judges", "base", "quality", "diversity", "merges", "evaluate", "report"]
+STAGES = ["data", "codec", "tokens", "captions", "judges", "base", "quality", "diversity", "merges", "evaluate", "report"]
 
 
 def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
