@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ from musicdistill.losses import (
     sequence_logprob,
     token_divergence,
 )
-from musicdistill.runtime import autocast
+from musicdistill.runtime import autocast, device_clock
 from musicdistill.sampling import sample_tokens
 from musicdistill.text import TextCondition
 
@@ -288,9 +287,10 @@ def distill(
     student.train()
     bar = tqdm(range(start, dc.steps), initial=start, total=dc.steps, desc=f"distill β={dc.beta:g}", unit="step",
                disable=not info.is_main)
+    clock = device_clock(device)
     for step in bar:
         times: dict[str, float] = {}
-        t0 = time.perf_counter()
+        t0 = clock()
         gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, step, info.rank))
         if pool is None:
             roll = student_rollouts(student, parts.encode, step_prompts(parts.train, dc, step, info), dc,
@@ -298,20 +298,20 @@ def distill(
         else:
             roll = offline_batch(pool, dc, step, info)
         codes = roll.codes.to(device)
-        times["rollout"] = time.perf_counter() - t0
+        times["rollout"] = clock() - t0
 
-        t0 = time.perf_counter()
+        t0 = clock()
         cond = parts.encode(roll.prompts)
         inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
         with torch.no_grad(), autocast(device, dc.bf16):
             teacher_logits = guided_teacher_logits(teacher, inputs, cond, dc.gamma)
-        times["teacher"] = time.perf_counter() - t0
+        times["teacher"] = clock() - t0
 
-        t0 = time.perf_counter()
+        t0 = clock()
         rewards, advantages = reward_terms(parts.reward_embed, codes, dc.group_size) if pool is None else (None, None)
-        times["reward"] = time.perf_counter() - t0
+        times["reward"] = clock() - t0
 
-        t0 = time.perf_counter()
+        t0 = clock()
         with autocast(device, dc.bf16):
             student_logits = ddp(inputs, cond)
         kl, _ = token_divergence(student_logits, teacher_logits, mask, kind=dc.divergence, beta=dc.divergence_beta)
@@ -344,7 +344,7 @@ def distill(
             optimizer.step()
             scheduler.step()
             row["grad_norm"] = round(float(grad_norm), 5)
-        times["student"] = time.perf_counter() - t0
+        times["student"] = clock() - t0
 
         with torch.no_grad():
             entropy = policy_entropy(student_logits.detach(), mask, temperature=dc.temperature)

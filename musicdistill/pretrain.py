@@ -166,6 +166,9 @@ def pretrain(
     config_dict = config_to_dict(cfg)
     tokens_per_step = pc.batch_size * train.num_codebooks * train.num_frames
     deadline = time.monotonic() + pc.max_minutes * 60 if pc.max_minutes > 0 else math.inf
+    if start == 0:  # the starting point of the validation curve
+        append_row(out, {"step": 0, **{k: round(v, 5) for k, v in validation_loss(model, valid, valid_bank, pc,
+                                                                                    device).items()}})
     model.train()
     bar = tqdm(range(start, pc.steps), initial=start, total=pc.steps, desc="pretrain", unit="step")
     step = start

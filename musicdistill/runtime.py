@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def autocast(device: torch.device, bf16: bool) -> Iterator[None]:
     """bf16 autocast on ``device`` when ``bf16`` and the device runs it fast (see :func:`bf16_enabled`)."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_enabled(device, bf16)):
         yield
+
+
+def device_clock(device: torch.device):
+    """A ``time.perf_counter`` that first waits for the device's queued work (CUDA runs asynchronously),
+    so phase timings measure the work of the phase rather than its kernel launches."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def clock() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return clock
 
 
 def seed_everything(seed: int) -> None:
