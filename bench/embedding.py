@@ -29,17 +29,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from musicdistill.clip_mels import ClipMels, load_labelled_mels, waveform_mels  # noqa: E402
 from musicdistill.codec import fit_codec, load_codec  # noqa: E402
 from musicdistill.config import Config  # noqa: E402
 from musicdistill.embedding import (  # noqa: E402
-    ClipMels,
     chunk_retrieval_accuracy,
     embed_audio,
     embed_mel,
     fit_and_save_embedder,
     load_embedder,
-    load_labelled_mels,
-    waveform_mels,
 )
 from musicdistill.oracle import (  # noqa: E402
     attribute_accuracy,

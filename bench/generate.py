@@ -1,18 +1,20 @@
 """Generation speed: our KV-cached sampler against transformers' MusicGen ``generate``, same shape.
 
-Both models have random weights in the default shape (4 layers, width 256, 4 heads, FF 1024,
-4 codebooks of 256 entries + 1 special token, delays [0, 1, 2, 3]) and sample ``--frames`` audio
+Both models have random weights in one shape: the built-in ModelConfig (4 layers, width 256, 4 heads,
+FF 1024) or the model section of ``--config`` (configs/default.yaml: width 128), with 4 codebooks of
+256 entries + 1 special token and delays [0, 1, 2, 3]; they sample ``--frames`` audio
 frames with top-k 250 at temperature 1, with and without CFG (scale 3), at each batch size.
 
 - ours: ``musicdistill.sampling.generate`` with the packaged MiniLM text encoder (its prompt cache
   is warm, so text encoding is not timed);
-- baseline: ``MusicgenForCausalLM.generate`` fed the same MiniLM states through a fixed 384 -> 256
+- baseline: ``MusicgenForCausalLM.generate`` fed the same MiniLM states through a fixed 384 -> D
   projection (what MusicGen's ``enc_to_dec_proj`` does), doubled with zero states for CFG as
   ``MusicgenForConditionalGeneration`` does; text encoding and audio decoding are not timed.
 
 Frames per second = batch × frames / wall seconds, best of ``--repeats`` runs after one warm-up; the
 process CPU time is recorded too (on a shared machine, with one thread, it is the steadier figure).
-Usage: python bench/generate.py [--frames 100] [--batches 1,8,32] [--threads N] [--out FILE]
+Usage: python bench/generate.py [--config configs/default.yaml] [--frames 100] [--batches 1,8,32] [--threads N]
+       [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from musicdistill.config import ModelConfig  # noqa: E402
+from musicdistill.config import ModelConfig, load_config  # noqa: E402
 from musicdistill.generator import build_generator  # noqa: E402
 from musicdistill.sampling import generate  # noqa: E402
 from musicdistill.text import load_text_encoder  # noqa: E402
@@ -97,6 +99,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per setting (best is kept)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--skip-baseline", action="store_true", help="time only our sampler")
+    ap.add_argument("--config", default="", help="take the model shape from this config's model section "
+                    "(e.g. configs/default.yaml); default: the built-in ModelConfig (width 256)")
     ap.add_argument("--out", default="bench/generate.json", help="where the JSON results go")
     args = ap.parse_args()
     if args.threads:
@@ -104,12 +108,12 @@ def main() -> None:
     import transformers
 
     torch.manual_seed(0)
-    cfg = ModelConfig()
+    cfg = load_config(args.config).model if args.config else ModelConfig()
     encoder = load_text_encoder("minilm")
     ours = build_generator(cfg, K, V, encoder.dim).eval()
     baseline = None if args.skip_baseline else build_baseline(cfg)
     projection = torch.randn(encoder.dim, cfg.dim) / encoder.dim**0.5
-    states = encoder.encode([PROMPT]).states @ projection  # [1, S, 256]
+    states = encoder.encode([PROMPT]).states @ projection  # [1, S, D]
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         for cfg_scale in (1.0, CFG):
@@ -127,6 +131,7 @@ def main() -> None:
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "shape": {"dim": cfg.dim, "layers": cfg.layers, "heads": cfg.heads, "ff_mult": cfg.ff_mult},
         "ours_params": ours.num_parameters(),
         "baseline_params": None if baseline is None else sum(p.numel() for p in baseline.parameters()),
         "load_average": os.getloadavg(),

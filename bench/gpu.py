@@ -525,8 +525,9 @@ def memory_of_run(native, prompts, shape, device, dtype, batch: int, cfg_scale: 
 def build_reward(musicgen, shape: Shape, device: torch.device) -> tuple[Callable | None, str]:
     """The reward of a MusicGen run: EnCodec (fp32 copy of the baseline's) decode + an untrained embedder."""
     try:
+        from musicdistill.clip_mels import front_end_settings
         from musicdistill.config import CodecConfig, EmbedConfig
-        from musicdistill.embedding import build_embedder, front_end_settings
+        from musicdistill.embedding import build_embedder
         from musicdistill.encodec_adapters import HFEncodecCodec
         from musicdistill.judges import CodedClips, reward_judge
     except ImportError as exc:

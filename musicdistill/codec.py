@@ -10,15 +10,14 @@ Every codec directory holds ``codec.json``, whose ``kind`` picks the class that 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from musicdistill.atomic import atomic_write_text
 from musicdistill.config import CodecConfig
 from musicdistill.features import resample
+from musicdistill.model_files import read_tagged_json, write_tagged_json
 
 CODEC_JSON = "codec.json"
 FORMAT = "musicdistill-codec"
@@ -143,8 +142,7 @@ def validate_codes(codes: torch.Tensor, num_codebooks: int, cardinality: int) ->
 
 def write_codec_json(directory: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``codec.json`` (adding the format tag and version) atomically."""
-    record = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
-    return atomic_write_text(Path(directory) / CODEC_JSON, json.dumps(record, indent=2) + "\n")
+    return write_tagged_json(Path(directory) / CODEC_JSON, FORMAT, FORMAT_VERSION, meta)
 
 
 def read_codec_json(directory: str | Path, expected_kind: str | None = None) -> dict[str, Any]:
@@ -157,15 +155,7 @@ def read_codec_json(directory: str | Path, expected_kind: str | None = None) -> 
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {directory} is not a codec directory "
                                 "(create one with 'musicdistill codec fit')")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-create the codec with 'musicdistill codec fit'") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a musicdistill codec file (expected \"format\": \"{FORMAT}\")")
-    if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {meta.get('version')!r}; this musicdistill reads "
-                         f"version {FORMAT_VERSION}")
+    meta = read_tagged_json(path, FORMAT, FORMAT_VERSION, "codec", "re-create the codec with 'musicdistill codec fit'")
     kind = meta.get("kind")
     if kind not in KINDS:
         raise ValueError(f"{path}: unknown codec kind {kind!r}; expected one of {list(KINDS)}")

@@ -1,242 +1,52 @@
 """The contrastive audio embedder: the diversity reward model (method.md section 3).
 
-A small 1-D conv encoder reads log-mel frames (the same front end as the default codec, so the
-generator's decoded log-mels can be embedded without Griffin-Lim, see :func:`embed_mel`) and outputs
-L2-normalised embeddings ``[N, E]``. It is trained COLA-style: the positive pair is two
-non-overlapping chunks of the same clip, the negatives are the other clips of the batch, and the
-loss is the symmetric InfoNCE at a fixed temperature. With ``reconstructions`` each chunk is taken
-from the real clip or from its codec reconstruction at random, so that the embedder sees decoded
-audio (what generations are) as the same music as the clip it came from.
+A small 1-D conv encoder reads log-mel frames (the same front end as the default codec, see
+:mod:`musicdistill.clip_mels`, so the generator's decoded log-mels can be embedded without
+Griffin-Lim, see :func:`embed_mel`) and outputs L2-normalised embeddings ``[N, E]``. It is trained
+COLA-style: the positive pair is two non-overlapping chunks of the same clip, the negatives are the
+other clips of the batch, and the loss is the symmetric InfoNCE at a fixed temperature. With
+``reconstructions`` each chunk is taken from the real clip or from its codec reconstruction at
+random, so that the embedder sees decoded audio (what generations are) as the same music as the clip
+it came from.
 
 Inference embeds a whole clip as the normalised mean of the embeddings of overlapping windows of the
-training chunk length. The embedder is frozen once trained.
-
-This module also holds what the scorer (:mod:`musicdistill.scorer`) and the oracle
-(:mod:`musicdistill.oracle`) share with it: the log-mel front end, :class:`ClipMels` (log-mels of
-clips and of their codec reconstructions, computed once) and the ``model.json`` +
-``model.safetensors`` folder format.
+training chunk length. The embedder is frozen once trained and saved as a model folder
+(:mod:`musicdistill.model_files`). The scorer (:mod:`musicdistill.scorer`) reuses the
+:class:`ConvEncoder` and the training helpers (:func:`lr_at`, :func:`run_steps`, :func:`take_chunks`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from musicdistill.atomic import atomic_write_text, atomic_write_with
-from musicdistill.checkpoint import file_sha256
-from musicdistill.config import CodecConfig, Config, EmbedConfig
-from musicdistill.data import Entry, load_dataset
-from musicdistill.features import MelSpec, resample
+from musicdistill.clip_mels import (
+    BATCH,
+    MEL_KEYS,
+    ClipMels,
+    LabelledMels,
+    as_waveforms,
+    mel_spec,
+    waveform_mels,
+)
+from musicdistill.config import Config, EmbedConfig
+from musicdistill.model_files import load_model_folder, save_model_folder
 from musicdistill.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-MODEL_JSON = "model.json"
-MODEL_WEIGHTS = "model.safetensors"
-FORMAT = "musicdistill-model"
-FORMAT_VERSION = 1
 KIND = "embedder"
-#: the log-mel settings every model of this module keeps (the arguments of :class:`MelSpec`)
-MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
-#: clips per batch when computing log-mels and embeddings
-BATCH = 64
-
-
-# --------------------------------------------------------------------------------------------
-# Log-mel front end
-# --------------------------------------------------------------------------------------------
-
-
-def front_end_settings(codec: CodecConfig, sample_rate: int) -> dict[str, Any]:
-    """The log-mel settings of the default codec (``codec`` section) at ``sample_rate``, as a dict."""
-    return {
-        "sample_rate": int(sample_rate),
-        "n_fft": codec.n_fft,
-        "hop_length": codec.hop_length,
-        "n_mels": codec.n_mels,
-        "fmin": float(codec.fmin),
-        "fmax": float(min(codec.fmax, sample_rate / 2)),
-    }
-
-
-def mel_spec(settings: dict[str, Any]) -> MelSpec:
-    """The :class:`MelSpec` a settings dict describes."""
-    missing = [k for k in MEL_KEYS if k not in settings]
-    if missing:
-        raise ValueError(f"log-mel settings lack {missing}; expected the keys {list(MEL_KEYS)}")
-    return MelSpec(**{k: settings[k] for k in MEL_KEYS})
-
-
-def codec_shares_front_end(codec: Any, settings: dict[str, Any]) -> bool:
-    """True when ``codec`` quantises exactly this log-mel (so its ``decode_mel`` output can be embedded)."""
-    own = getattr(codec, "settings", None)
-    if own is None or not hasattr(codec, "encode_mel") or not hasattr(codec, "decode_mel"):
-        return False
-    return all(math.isclose(float(getattr(own, k)), float(settings[k])) for k in MEL_KEYS)
-
-
-def as_waveforms(wav: torch.Tensor | np.ndarray, name: str = "wav") -> torch.Tensor:
-    """Mono clips as float32 ``[N, S]`` from a tensor/array ``[N, S]`` or ``[N, 1, S]``."""
-    if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(np.array(wav, copy=not wav.flags.writeable or not wav.flags.c_contiguous))
-    if not isinstance(wav, torch.Tensor):
-        raise ValueError(
-            f"{name} must be a torch.Tensor or numpy array [N, samples], got {type(wav).__name__}"
-        )
-    if wav.dim() == 3 and wav.shape[1] == 1:
-        wav = wav[:, 0]
-    if wav.dim() != 2 or wav.shape[0] < 1 or wav.shape[1] < 1:
-        raise ValueError(
-            f"{name} must have shape [N, samples] or [N, 1, samples] (mono), got {tuple(wav.shape)}"
-        )
-    if not wav.is_floating_point():
-        raise ValueError(f"{name} must be floating-point audio in [-1, 1], got dtype {wav.dtype}")
-    return wav.float()
-
-
-def check_sample_rate(sample_rate: int) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
-    return int(sample_rate)
-
-
-@torch.no_grad()
-def waveform_mels(mel: MelSpec, wav: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
-    """Clips ``[N, S]`` at ``sample_rate`` -> log-mels ``[N, D, T]`` (resampled to the front end's rate)."""
-    wav = resample(as_waveforms(wav), check_sample_rate(sample_rate), mel.sample_rate)
-    return mel(wav.to(mel.filters.device))
-
-
-@dataclass
-class ClipMels:
-    """Log-mels of clips and (optionally) of their codec reconstructions, stored as float16.
-
-    ``real`` and ``recon`` are ``[N, D, T]``; ``settings`` are the front end's :data:`MEL_KEYS`.
-    """
-
-    real: torch.Tensor
-    recon: torch.Tensor | None
-    settings: dict[str, Any]
-
-    def __len__(self) -> int:
-        return self.real.shape[0]
-
-    @property
-    def num_frames(self) -> int:
-        return self.real.shape[-1]
-
-    def select(self, rows: torch.Tensor | np.ndarray | list[int]) -> ClipMels:
-        """The clips ``rows`` (indices or a boolean mask)."""
-        rows = torch.as_tensor(rows)
-        if rows.dtype == torch.bool:
-            rows = rows.nonzero()[:, 0]
-        return ClipMels(self.real[rows], None if self.recon is None else self.recon[rows], self.settings)
-
-
-def _reconstruct(
-    codec: Any,
-    mel: MelSpec,
-    wav: torch.Tensor,
-    log_mel: torch.Tensor,
-    sample_rate: int,
-    shares_front_end: bool,
-) -> torch.Tensor:
-    """The log-mel of the codec's reconstruction of a batch: ``[B, D, T]`` like ``log_mel``."""
-    if shares_front_end:
-        return codec.decode_mel(codec.encode_mel(log_mel))
-    decoded = codec.decode(codec.encode(wav[:, None], sample_rate))[:, 0]  # [B, S'] at codec rate
-    rebuilt = waveform_mels(mel, decoded.cpu(), codec.sample_rate)
-    frames = log_mel.shape[-1]
-    if rebuilt.shape[-1] < frames:
-        rebuilt = F.pad(rebuilt, (0, frames - rebuilt.shape[-1]), value=float(log_mel.min()))
-    return rebuilt[..., :frames]
-
-
-@torch.no_grad()
-def clip_mels(
-    audio: torch.Tensor | np.ndarray,
-    sample_rate: int,
-    settings: dict[str, Any],
-    codec: Any = None,
-    batch_size: int = BATCH,
-) -> ClipMels:
-    """Log-mels of clips ``[N, S]`` and, when a codec is given, of their codec reconstructions.
-
-    A default (mel) codec with the same front end is applied in the log-mel domain
-    (``decode_mel(encode_mel(.))``, cheap); any other codec decodes to audio first.
-    """
-    audio = as_waveforms(audio, "audio")
-    mel = mel_spec(settings)
-    shares = codec is not None and codec_shares_front_end(codec, settings)
-    real, recon = [], []
-    starts = range(0, audio.shape[0], batch_size)
-    for start in tqdm(starts, desc="log-mels", unit="batch", disable=len(starts) < 8):
-        wav = audio[start : start + batch_size]
-        log_mel = waveform_mels(mel, wav, sample_rate)
-        real.append(log_mel.half())
-        if codec is not None:
-            recon.append(_reconstruct(codec, mel, wav, log_mel, sample_rate, shares).half())
-    return ClipMels(torch.cat(real), torch.cat(recon) if recon else None, dict(settings))
-
-
-@dataclass
-class LabelledMels:
-    """Clips of some splits of a manifest: their entries (captions, attributes) and log-mels."""
-
-    entries: list[Entry]
-    mels: ClipMels
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-#: the splits models are evaluated on
-HELD_OUT = ("valid", "test")
-
-
-def load_labelled_mels(
-    cfg: Config, manifest: str | Path, codec: Any = None
-) -> tuple[LabelledMels, LabelledMels | None]:
-    """Load a manifest's usable clips (``data`` section: rate, duration, workers) and compute their log-mels
-    (``codec`` section's front end) and, with ``codec``, their reconstructions.
-
-    Returns the train split and the held-out clips (valid + test), or None when there are none.
-    """
-    rate = cfg.data.sample_rate
-    entries, audio = load_dataset(
-        manifest,
-        rate,
-        cfg.data.duration,
-        strict=cfg.data.strict,
-        workers=cfg.data.workers,
-        min_duration=cfg.data.min_duration,
-    )
-    mels = clip_mels(audio, rate, front_end_settings(cfg.codec, rate), codec)
-    train = np.array([e.split == "train" for e in entries])
-    if not train.any():
-        raise ValueError(
-            f"{manifest}: no clip is in the 'train' split; give the manifest a 'split' column "
-            "or leave splits to the caption hash"
-        )
-    held = np.array([e.split in HELD_OUT for e in entries])
-    return _subset(entries, mels, train), (_subset(entries, mels, held) if held.any() else None)
-
-
-def _subset(entries: list[Entry], mels: ClipMels, mask: np.ndarray) -> LabelledMels:
-    return LabelledMels([e for e, keep in zip(entries, mask) if keep], mels.select(torch.from_numpy(mask)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +142,7 @@ def embed_mel(embedder: AudioEmbedder, log_mel: torch.Tensor, batch_size: int = 
     embedder's device).
 
     A clip is embedded as the normalised mean of its overlapping chunk-length windows. Pass the
-    output of the default codec's ``decode_mel`` directly when :func:`codec_shares_front_end` holds.
+    output of the default codec's ``decode_mel`` directly when :func:`~musicdistill.clip_mels.codec_shares_front_end` holds.
     """
     if log_mel.dim() != 3 or log_mel.shape[1] != embedder.encoder.n_mels:
         raise ValueError(
@@ -565,67 +375,8 @@ def fit_and_save_embedder(
 
 
 # --------------------------------------------------------------------------------------------
-# Model folders (shared by embedder, scorer and oracle)
+# Saving and loading
 # --------------------------------------------------------------------------------------------
-
-
-def save_model_folder(
-    directory: str | Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> Path:
-    """Write ``model.safetensors`` then ``model.json`` (kind, meta, the weights' sha256) atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path = atomic_write_with(directory / MODEL_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    record = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "kind": kind,
-        **meta,
-        "weights": {"file": MODEL_WEIGHTS, "sha256": file_sha256(path)},
-    }
-    atomic_write_text(directory / MODEL_JSON, json.dumps(record, indent=2) + "\n")
-    return directory
-
-
-def read_model_json(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Read and check ``model.json``; raises FileNotFoundError / ValueError naming the file and the fix."""
-    directory = Path(directory)
-    path = directory / MODEL_JSON
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: {directory} is not a model folder written by musicdistill "
-            "(train one with 'musicdistill embed train|scorer|oracle')"
-        )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); retrain the model") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f'{path} is not a musicdistill model file (expected "format": "{FORMAT}")')
-    if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format version {meta.get('version')!r}; this musicdistill reads {FORMAT_VERSION}"
-        )
-    if kind is not None and meta.get("kind") != kind:
-        raise ValueError(f"{path} holds a '{meta.get('kind')}' model, not a '{kind}'")
-    return meta
-
-
-def load_model_folder(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``model.json`` and the verified tensors of a folder written by :func:`save_model_folder`."""
-    directory = Path(directory)
-    meta = read_model_json(directory, kind)
-    path = directory / MODEL_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; the folder was copied incompletely, retrain or copy it again"
-        )
-    if file_sha256(path) != meta["weights"]["sha256"]:
-        raise ValueError(
-            f"{path}: its sha256 does not match {MODEL_JSON}; the folder is incomplete or was modified"
-        )
-    return meta, load_file(str(path))
 
 
 def save_embedder(

@@ -80,10 +80,10 @@ def judge_rendering(clips: CodedClips, settings: dict[str, Any] | None,
     else ``on_audio(wav [N, samples], sample_rate)``.
 
     It reads the log-mel when it has a log-mel entry (``on_mel``) and either the codec quantises the
-    log-mel of its front end ``settings`` (:func:`musicdistill.embedding.codec_shares_front_end`), or
+    log-mel of its front end ``settings`` (:func:`musicdistill.clip_mels.codec_shares_front_end`), or
     ``settings`` is None, which marks features that suit any log-mel, so any codec with ``decode_mel``.
     """
-    from musicdistill.embedding import codec_shares_front_end
+    from musicdistill.clip_mels import codec_shares_front_end
 
     if on_mel is not None and hasattr(clips.codec, "decode_mel"):
         if settings is None or codec_shares_front_end(clips.codec, settings):

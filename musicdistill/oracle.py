@@ -37,15 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from musicdistill.clip_mels import ClipMels, LabelledMels, mel_spec, waveform_mels
 from musicdistill.config import Config, OracleConfig
-from musicdistill.embedding import (
-    ClipMels,
-    LabelledMels,
-    load_model_folder,
-    mel_spec,
-    save_model_folder,
-    waveform_mels,
-)
+from musicdistill.model_files import load_model_folder, save_model_folder
 
 log = logging.getLogger(__name__)
 

@@ -32,24 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdistill.caption_bank import EncodedCaptions, sentence_vectors
+from musicdistill.clip_mels import BATCH, ClipMels, LabelledMels, as_waveforms, mel_spec, waveform_mels
 from musicdistill.config import Config, ScorerConfig
-from musicdistill.embedding import (
-    BATCH,
-    MODEL_JSON,
-    ClipMels,
-    ConvEncoder,
-    LabelledMels,
-    as_waveforms,
-    check_training_mels,
-    load_model_folder,
-    lr_at,
-    mel_spec,
-    run_steps,
-    save_model_folder,
-    take_chunks,
-    waveform_mels,
-)
+from musicdistill.embedding import ConvEncoder, check_training_mels, lr_at, run_steps, take_chunks
 from musicdistill.features import resample
+from musicdistill.model_files import MODEL_JSON, load_model_folder, save_model_folder
 from musicdistill.runtime import resolve_device
 from musicdistill.text import MINILM, TextEncoder, check_prompts, load_text_encoder
 

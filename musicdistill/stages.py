@@ -159,8 +159,9 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
     They are written to ``<run>/embedder``, ``<run>/oracle`` and ``<run>/scorer``; the oracle needs
     attribute labels, so it is skipped for user data without them.
     """
+    from musicdistill.clip_mels import load_labelled_mels
     from musicdistill.codec import load_codec
-    from musicdistill.embedding import fit_and_save_embedder, load_labelled_mels
+    from musicdistill.embedding import fit_and_save_embedder
     from musicdistill.oracle import fit_and_save_oracle
     from musicdistill.scorer import fit_and_save_scorer
 
@@ -288,10 +289,10 @@ def main_job_stages() -> list[Stage]:
               estimate_s=120, doc="train the reward embedder, attribute oracle and text-audio scorer"),
         Stage("base", stage_pretrain, reads=("text", "model", "pretrain", "device"), after=("tokens", "captions"),
               estimate_s=280, doc="pretrain the base generator with condition dropout"),
-        Stage("quality", stage_quality, reads=("distill", "device"), after=("base", "judges"), estimate_s=90,
-              doc="distil the CFG teacher into a CFG-free student (beta = 0)"),
-        Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base", "judges"), estimate_s=100,
-              doc="distil with the diversity reward (beta = distill.diversity_beta)"),
+        Stage("quality", stage_quality, reads=("distill", "device"), after=("base", "judges"), estimate_s=150,
+              doc="distil the CFG teacher into a CFG-free student (beta = 0)", concurrent=True),
+        Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base", "judges"), estimate_s=150,
+              doc="distil with the diversity reward (beta = distill.diversity_beta)", concurrent=True),
         Stage("merges", stage_merges, reads=(), after=("quality", "diversity"), estimate_s=5,
               doc="LERP the quality and diversity models at each lambda"),
         Stage("evaluate", stage_evaluate, reads=("evaluate", "generate", "device"), after=("merges", "judges"),

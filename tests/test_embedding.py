@@ -9,25 +9,21 @@ import pytest
 import torch
 
 from musicdistill.cli import main
+from musicdistill.clip_mels import clip_mels, codec_shares_front_end, front_end_settings, waveform_mels
 from musicdistill.codec import fit_codec
 from musicdistill.config import CodecConfig, EmbedConfig, ScorerConfig
 from musicdistill.embedding import (
-    MODEL_JSON,
-    MODEL_WEIGHTS,
     chunk_pair_starts,
     chunk_retrieval_accuracy,
-    clip_mels,
-    codec_shares_front_end,
     embed_audio,
     embed_mel,
-    front_end_settings,
     info_nce,
     load_embedder,
     save_embedder,
     train_embedder,
-    waveform_mels,
     window_starts,
 )
+from musicdistill.model_files import MODEL_JSON, MODEL_WEIGHTS
 from musicdistill.scorer import (
     ClapScorer,
     JointScorer,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from musicdistill.clip_mels import clip_mels, front_end_settings
 from musicdistill.codec import load_codec
 from musicdistill.config import load_config
-from musicdistill.embedding import clip_mels, front_end_settings
 from musicdistill.evaluate import run_system
 from musicdistill.evaluation_run import ModelPool, held_out_prompts, run_evaluation
 from musicdistill.judges import build_judges

@@ -10,17 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from musicdistill.clip_mels import clip_mels, front_end_settings
 from musicdistill.codec import fit_codec
 from musicdistill.config import CodecConfig, EmbedConfig, OracleConfig, ScorerConfig
 from musicdistill.demo_engine import spectral_embedding, spectral_features
-from musicdistill.embedding import (
-    build_embedder,
-    clip_mels,
-    embed_audio,
-    embed_mel,
-    front_end_settings,
-    save_embedder,
-)
+from musicdistill.embedding import build_embedder, embed_audio, embed_mel, save_embedder
 from musicdistill.judges import CodedClips, build_judges, golden_metric_fn, reward_embed_fn
 from musicdistill.oracle import (
     attribute_adherence,

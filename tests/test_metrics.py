@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from musicdistill.clip_mels import clip_mels, front_end_settings
 from musicdistill.config import CodecConfig, EmbedConfig
-from musicdistill.embedding import clip_mels, embed_audio, front_end_settings, train_embedder
+from musicdistill.embedding import embed_audio, train_embedder
 from musicdistill.metrics import Estimate, bootstrap_ci, frechet_distance, pairwise_diversity, vendi_score
 from musicdistill.oracle import fit_hand_features, hand_features
 from musicdistill.synth import synth_record

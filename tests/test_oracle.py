@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from musicdistill.clip_mels import clip_mels, front_end_settings, mel_spec, waveform_mels
 from musicdistill.config import CodecConfig, OracleConfig
-from musicdistill.embedding import clip_mels, front_end_settings, mel_spec, waveform_mels
 from musicdistill.oracle import (
     attribute_accuracy,
     attribute_adherence,

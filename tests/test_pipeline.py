@@ -60,3 +60,43 @@ def test_unknown_stage_named(tmp_path: Path) -> None:
     cfg = load_config(None, [f"runs_dir={tmp_path}"])
     with pytest.raises(ValueError, match="unknown stage 'z'"):
         run_stages(cfg, _stages([]), force=("z",))
+
+
+# Stages that may run at the same time must be importable by a spawned process: module-level functions.
+def concurrent_stage(cfg, run_dir: Path, out: Path, resume: bool) -> dict:
+    import os
+
+    import torch
+
+    if out.name == "bad" and not (run_dir / "fixed").exists():
+        raise RuntimeError("bad stage failed")
+    (out / "pid.txt").write_text(f"{os.getpid()} {torch.get_num_threads()}")
+    return {"pid": os.getpid()}
+
+
+def _concurrent_stages() -> list[Stage]:
+    return [
+        Stage("good", concurrent_stage, reads=("distill",), concurrent=True),
+        Stage("bad", concurrent_stage, reads=("distill",), concurrent=True),
+    ]
+
+
+def test_concurrent_stages_run_in_separate_processes_and_a_failure_keeps_the_other(tmp_path: Path) -> None:
+    import os
+
+    from musicdistill.pipeline import concurrency_threads
+
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=r", "device=cpu"])
+    threads = concurrency_threads(cfg, 2)
+    if not threads:
+        pytest.skip("one CPU core: concurrent stages run one after the other")
+    with pytest.raises(RuntimeError, match="bad stage failed"):
+        run_stages(cfg, _concurrent_stages())
+    run = tmp_path / "r"
+    pid, used = (run / "good" / "pid.txt").read_text().split()
+    assert int(pid) != os.getpid() and int(used) == threads
+    assert (run / "good" / "stage.json").is_file() and not (run / "bad" / "stage.json").is_file()
+    (run / "fixed").write_text("")
+    results = run_stages(cfg, _concurrent_stages())
+    assert [(r.name, r.skipped) for r in results] == [("good", True), ("bad", False)]
+    assert (run / "bad" / "stage.json").is_file()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from musicdistill import synth
+from musicdistill import captions, render, synth
 from musicdistill.cli import main
 from musicdistill.data import SPLITS, split_for_caption
 
@@ -79,10 +79,10 @@ def test_manifest_follows_the_attribute_contract(dataset: Path) -> None:
         assert r["split"] in SPLITS and r["split"] == split_for_caption(r["caption"])
         a = r["attributes"]
         assert set(a) == {"instrument", "tempo", "bpm", "key", "mode", "register", "drums", "stated"}
-        for name, values in synth.ATTRIBUTE_VALUES.items():
+        for name, values in captions.ATTRIBUTE_VALUES.items():
             assert a[name] in values
-        assert abs(a["bpm"] / synth.TEMPO_BPM[a["tempo"]] - 1) <= synth.BPM_JITTER + 1e-3
-        assert a["stated"] and set(a["stated"]) <= set(synth.ATTRIBUTE_NAMES)
+        assert abs(a["bpm"] / captions.TEMPO_BPM[a["tempo"]] - 1) <= captions.BPM_JITTER + 1e-3
+        assert a["stated"] and set(a["stated"]) <= set(captions.ATTRIBUTE_NAMES)
         info = sf.info(dataset / r["path"])
         assert (info.samplerate, info.channels, info.frames, info.subtype) == (SR, 1, 4 * SR, "PCM_16")
     settings = json.loads((dataset / "synth.json").read_text())
@@ -128,8 +128,8 @@ def _captions(count: int, seed: int = 0) -> list[tuple[dict, str, list[str]]]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
-        attrs = synth.sample_attributes(rng)
-        caption, stated = synth.make_caption(attrs, rng)
+        attrs = captions.sample_attributes(rng)
+        caption, stated = captions.make_caption(attrs, rng)
         out.append((attrs, caption, stated))
     return out
 
@@ -141,30 +141,30 @@ def _says(caption: str, phrase: str) -> bool:
 def _values_said(caption: str, attribute: str) -> set[str]:
     """The values of ``attribute`` that the caption mentions."""
     if attribute == "mode":
-        return {m for m in synth.MODES if re.search(rf"\b{m}\b", caption, flags=re.IGNORECASE)}
+        return {m for m in captions.MODES if re.search(rf"\b{m}\b", caption, flags=re.IGNORECASE)}
     if attribute == "key":
         return {
             k
-            for k in synth.KEYS
+            for k in captions.KEYS
             if re.search(
                 rf"(?i:key of |key: |in ){re.escape(k)}(?![\w#])|(^|, ){re.escape(k)} (major|minor)", caption
             )
         }
     said = {
         v
-        for v in synth.ATTRIBUTE_VALUES[attribute]
-        if any(_says(caption, p) for p in synth.value_phrases(attribute, v))
+        for v in captions.ATTRIBUTE_VALUES[attribute]
+        if any(_says(caption, p) for p in captions.value_phrases(attribute, v))
     }
     if attribute == "tempo":
         bpm = re.search(r"(\d+) bpm", caption, flags=re.IGNORECASE)
         if bpm:
-            said.add(min(synth.TEMPO_BPM, key=lambda t: abs(synth.TEMPO_BPM[t] - int(bpm.group(1)))))
+            said.add(min(captions.TEMPO_BPM, key=lambda t: abs(captions.TEMPO_BPM[t] - int(bpm.group(1)))))
     return said
 
 
 def test_captions_state_exactly_the_stated_attributes_with_their_true_values() -> None:
     for attrs, caption, stated in _captions(600):
-        for name in synth.ATTRIBUTE_NAMES:
+        for name in captions.ATTRIBUTE_NAMES:
             expected = {attrs[name]} if name in stated else set()
             assert _values_said(caption, name) == expected, (caption, name, attrs)
 
@@ -176,10 +176,10 @@ def test_captions_vary_and_often_leave_attributes_unstated() -> None:
         assert 0.15 < omitted < 0.6, (name, omitted)
     fixed = dict(rows[0][0])
     rng = np.random.default_rng(0)
-    paraphrases = {synth.make_caption(fixed, rng, stated=list(synth.ATTRIBUTE_NAMES))[0] for _ in range(60)}
+    paraphrases = {captions.make_caption(fixed, rng, stated=list(captions.ATTRIBUTE_NAMES))[0] for _ in range(60)}
     assert len(paraphrases) > 30
     with pytest.raises(ValueError, match="tempi"):
-        synth.make_caption(fixed, rng, stated=["tempi"])
+        captions.make_caption(fixed, rng, stated=["tempi"])
 
 
 def test_splits_share_no_caption_and_are_about_90_5_5() -> None:
@@ -199,11 +199,11 @@ def test_splits_share_no_caption_and_are_about_90_5_5() -> None:
 
 def _clip(seed: int, **fixed: str) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    attrs = synth.sample_attributes(rng)
+    attrs = captions.sample_attributes(rng)
     attrs.update(fixed)
     if "tempo" in fixed:
-        attrs["bpm"] = synth.TEMPO_BPM[fixed["tempo"]]
-    return synth.render_clip(attrs, rng, SR, 4.0)
+        attrs["bpm"] = captions.TEMPO_BPM[fixed["tempo"]]
+    return render.render_clip(attrs, rng, SR, 4.0)
 
 
 def _power(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
@@ -250,7 +250,7 @@ def test_fast_clips_have_a_higher_onset_rate_than_slow_ones() -> None:
 
 def test_low_register_sounds_lower_than_high() -> None:
     for seed in range(3):
-        for instrument in synth.INSTRUMENTS:
+        for instrument in captions.INSTRUMENTS:
             low = _centroid(_clip(seed, register="low", drums="none", instrument=instrument))
             high = _centroid(_clip(seed, register="high", drums="none", instrument=instrument))
             assert high > 1.15 * low, (instrument, low, high)
@@ -259,13 +259,13 @@ def test_low_register_sounds_lower_than_high() -> None:
 def test_each_instrument_has_its_own_spectrum() -> None:
     rng = np.random.default_rng(0)
     attrs = {"bpm": 100.0, "key": "D", "mode": "major", "register": "high", "instrument": "organ"}
-    notes = synth.melody_notes(attrs, 0.0, rng, SR, 4.0)
+    notes = render.melody_notes(attrs, 0.0, rng, SR, 4.0)
     spectra = {}
-    for name, timbre in synth.TIMBRES.items():
-        power = _power(synth.render_notes(notes, timbre, np.random.default_rng(1), SR, 4 * SR)).mean(0)
+    for name, timbre in render.TIMBRES.items():
+        power = _power(render.render_notes(notes, timbre, np.random.default_rng(1), SR, 4 * SR)).mean(0)
         spectra[name] = 10 * np.log10(np.maximum(power / power.max(), 1e-6))
-    for a in synth.INSTRUMENTS:
-        for b in synth.INSTRUMENTS:
+    for a in captions.INSTRUMENTS:
+        for b in captions.INSTRUMENTS:
             if a < b:
                 assert np.sqrt(np.mean((spectra[a] - spectra[b]) ** 2)) > 3.0, (a, b)
 
@@ -275,7 +275,7 @@ def test_drums_add_high_frequency_hits() -> None:
         power = _power(audio).mean(0)
         return float(power[np.fft.rfftfreq(1024, 1 / SR) > 4000].sum() / power.sum())
 
-    for pattern in synth.DRUM_PATTERNS[1:]:
+    for pattern in captions.DRUM_PATTERNS[1:]:
         without = np.mean([share_above_4k(_clip(s, drums="none", instrument="bass")) for s in range(3)])
         with_drums = np.mean([share_above_4k(_clip(s, drums=pattern, instrument="bass")) for s in range(3)])
         assert with_drums > 5 * without, (pattern, without, with_drums)
@@ -283,24 +283,24 @@ def test_drums_add_high_frequency_hits() -> None:
 
 def test_key_and_mode_show_in_the_chroma() -> None:
     thirds = {}
-    for mode in synth.MODES:
+    for mode in captions.MODES:
         rolled = []
         for seed in range(4):
-            key = synth.KEYS[(5 * seed) % 12]
+            key = captions.KEYS[(5 * seed) % 12]
             chroma = _chroma(_clip(seed, key=key, mode=mode, drums="none"))
-            rolled.append(np.roll(chroma, -synth.KEYS.index(key)))
+            rolled.append(np.roll(chroma, -captions.KEYS.index(key)))
         mean = np.mean(rolled, 0)
-        triad = (0, synth.SCALES[mode][2], 7)
+        triad = (0, render.SCALES[mode][2], 7)
         assert mean[list(triad)].sum() > 0.4, (mode, mean)
         thirds[mode] = mean[4] - mean[3]
     assert thirds["major"] > 0.05 and thirds["minor"] < -0.05, thirds
 
 
 def test_clips_are_finite_normalised_and_exactly_sized() -> None:
-    for i, instrument in enumerate(synth.INSTRUMENTS):
-        for drums in synth.DRUM_PATTERNS:
+    for i, instrument in enumerate(captions.INSTRUMENTS):
+        for drums in captions.DRUM_PATTERNS:
             rng = np.random.default_rng(i)
-            attrs = {**synth.sample_attributes(rng), "instrument": instrument, "drums": drums}
-            audio = synth.render_clip(attrs, rng, 22050, 2.5)
+            attrs = {**captions.sample_attributes(rng), "instrument": instrument, "drums": drums}
+            audio = render.render_clip(attrs, rng, 22050, 2.5)
             assert audio.dtype == np.float32 and audio.shape == (55125,)
             assert np.isfinite(audio).all() and abs(np.abs(audio).max() - 0.9) < 1e-4

@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace):
     """The resolved config, the train and held-out log-mels, and the output folder."""
-    from musicdistill.embedding import load_labelled_mels
+    from musicdistill.clip_mels import load_labelled_mels
 
     cfg = config_from_args(args)
     codec = None
