@@ -170,6 +170,8 @@ class DistillConfig:
     divergence_beta: float = opt(0.5, "mixing weight of jeffreys / gjsd (TRL GKD semantics for gjsd)", ge=0.0,
                                  le=1.0)
     temperature: float = opt(1.0, "student sampling temperature during rollouts", gt=0.0, le=10.0)
+    compare_offline: bool = opt(False, "main job: also distil offline (mode=teacher, beta=0) into <run>/offline for "
+                                "claim C5 (on-policy against offline)")
     mode: str = opt("on_policy", "where sequences come from: the student (on_policy), the CFG teacher sampled once "
                     "(teacher), or the dataset (dataset)", choices=("on_policy", "teacher", "dataset"))
     offline_pool: int = opt(512, "sequences sampled once from the teacher in mode=teacher", ge=1)

@@ -213,7 +213,7 @@ def run_stages(
             i += 1
             continue
         batch = [(stage, h)]
-        while stage.concurrent and i + len(batch) < len(ordered):
+        while stage.concurrent and i + len(batch) < len(ordered) and len(batch) < (os.cpu_count() or 1):
             nxt = ordered[i + len(batch)]
             if not nxt.concurrent or any(a in {s.name for s, _ in batch} for a in nxt.after):
                 break

@@ -176,7 +176,8 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
     return summary
 
 
-def _distill_stage(cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float) -> dict[str, Any]:
+def _distill_stage(cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float,
+                   mode: str = "on_policy") -> dict[str, Any]:
     import dataclasses
 
     from musicdistill.distill import distill
@@ -184,7 +185,7 @@ def _distill_stage(cfg: Config, run_dir: Path, out: Path, resume: bool, beta: fl
     from musicdistill.runtime import resolve_device, seed_everything
     from musicdistill.tokens import load_token_set
 
-    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta))
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta, mode=mode))
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
     embedder = run_dir / "embedder"
@@ -194,7 +195,7 @@ def _distill_stage(cfg: Config, run_dir: Path, out: Path, resume: bool, beta: fl
     distill(cfg, parts.parts, out, parts.provenance, device, resume=resume)
     rows = read_rows(out)
     evals = [r for r in rows if "eval_teacher_kl" in r]
-    summary = {"beta": beta, "steps": cfg.distill.steps}
+    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps}
     if evals:
         summary.update({"eval_teacher_kl_start": evals[0]["eval_teacher_kl"],
                         "eval_teacher_kl_end": evals[-1]["eval_teacher_kl"]})
@@ -209,6 +210,14 @@ def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[s
 def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
     """Distil with the diversity reward, β = distill.diversity_beta: the diversity model."""
     return _distill_stage(cfg, run_dir, out, resume, beta=cfg.distill.diversity_beta)
+
+
+def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Optional (``distill.compare_offline``): β = 0 distillation on sequences the CFG teacher sampled once
+    (``distill.mode=teacher``), for claim C5 (on-policy against offline: teacher hacking)."""
+    if not cfg.distill.compare_offline:
+        return {"ran": False, "reason": "distill.compare_offline=false"}
+    return _distill_stage(cfg, run_dir, out, resume, beta=0.0, mode="teacher")
 
 
 MERGE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -293,10 +302,12 @@ def main_job_stages() -> list[Stage]:
               doc="distil the CFG teacher into a CFG-free student (beta = 0)", concurrent=True),
         Stage("diversity", stage_diversity, reads=("distill", "device"), after=("base", "judges"), estimate_s=150,
               doc="distil with the diversity reward (beta = distill.diversity_beta)", concurrent=True),
+        Stage("offline", stage_offline, reads=("distill", "device"), after=("base", "judges"), estimate_s=120,
+              doc="optional: offline distillation on teacher samples, for claim C5", concurrent=True),
         Stage("merges", stage_merges, reads=(), after=("quality", "diversity"), estimate_s=5,
               doc="LERP the quality and diversity models at each lambda"),
         Stage("evaluate", stage_evaluate, reads=("evaluate", "generate", "device"), after=("merges", "judges"),
               estimate_s=150, doc="evaluate every system on held-out prompts; Pareto plot"),
-        Stage("report", stage_report, reads=("distill",), after=("evaluate",), estimate_s=10,
+        Stage("report", stage_report, reads=("distill",), after=("evaluate", "offline"), estimate_s=10,
               doc="write report.html: claims C1-C5, metrics, curves, audio, timings"),
     ]

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["data", "codec", "tokens", "captions", "judges", "base", "quality", "diversity", "merges", "evaluate", "report"]
+STAGES = ["data", "codec", "tokens", "captions", "judges", "base", "quality", "diversity", "offline", "merges",
+          "evaluate", "report"]
 
 
 def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -25,7 +26,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     run = tmp_path / "smoke"
     for stage in STAGES:
         assert json.loads((run / stage / "stage.json").read_text())["stage"] == stage
-    for folder in ("base", "quality", "diversity", "merges/lam_0.50", "embedder", "oracle", "scorer"):
+    for folder in ("base", "quality", "diversity", "offline", "merges/lam_0.50", "embedder", "oracle", "scorer"):
         assert (run / folder).is_dir(), folder
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
     names = set(metrics["systems"])
@@ -35,6 +36,8 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert (run / "evaluate" / "pareto.png").is_file()
     report = (run / "report.html").read_text(encoding="utf-8")
     assert '<table id="claims">' in report and report.count('<audio controls') >= len(names)
+    claims = json.loads((run / "report" / "stage.json").read_text())["summary"]["claims"]
+    assert set(claims) == {"C1", "C2", "C3", "C4", "C5"} and claims["C5"] != "not run"  # tiny.yaml runs offline
     assert f"report: {run / 'report.html'}" in first.stdout and f"musicdistill demo --run {run}" in first.stdout
     second = _run(tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
