@@ -147,8 +147,8 @@ def oracle_judges(oracle) -> tuple[Embed, Adherence]:
 
 def spectral_judge(clips: CodedClips) -> torch.Tensor:
     """The independent embedding without an oracle: band envelope and variation of a log-mel
-    (:func:`musicdistill.demo_engine.spectral_features`), of whatever log-mel the codec decodes to."""
-    from musicdistill.demo_engine import spectral_embedding, spectral_features
+    (:func:`musicdistill.spectral.spectral_features`), of whatever log-mel the codec decodes to."""
+    from musicdistill.spectral import spectral_embedding, spectral_features
 
     return judge_rendering(clips, None, lambda mel: spectral_features(mel.cpu()), spectral_embedding)
 

@@ -18,11 +18,11 @@ from musicdistill.demo_engine import (
     find_run_checkpoints,
     load_engine,
     mean_pairwise_diversity,
-    spectral_embedding,
     validate_request,
 )
 from musicdistill.merge import MergeError
 from musicdistill.merge_cache import MergeCache
+from musicdistill.spectral import spectral_embedding
 
 TEXT_DIM = 16
 

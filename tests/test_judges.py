@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from musicdistill.clip_mels import clip_mels, front_end_settings
 from musicdistill.codec import fit_codec
 from musicdistill.config import CodecConfig, EmbedConfig, OracleConfig, ScorerConfig
-from musicdistill.demo_engine import spectral_embedding, spectral_features
 from musicdistill.embedding import build_embedder, embed_audio, embed_mel, save_embedder
 from musicdistill.judges import CodedClips, build_judges, golden_metric_fn, reward_embed_fn
 from musicdistill.oracle import (
@@ -26,6 +25,7 @@ from musicdistill.oracle import (
     save_oracle,
 )
 from musicdistill.scorer import build_scorer, save_scorer, text_adherence, text_adherence_mel
+from musicdistill.spectral import spectral_embedding, spectral_features
 from musicdistill.synth import synth_record
 from musicdistill.text import load_text_encoder
 
