@@ -36,10 +36,10 @@ import librosa
 import numpy as np
 import torch
 
-from musicdistill.codec import fit_codec
+from musicdistill.codec.factory import fit_codec
+from musicdistill.codec.melrvq import MelRVQCodec
 from musicdistill.config import CodecConfig
-from musicdistill.data import load_dataset
-from musicdistill.melcodec import MelRVQCodec
+from musicdistill.data.manifest import load_dataset
 
 SR = 16000
 N_FFT = 2048
@@ -105,7 +105,7 @@ def roundtrip(codec: MelRVQCodec, audio: torch.Tensor, batch: int) -> tuple[np.n
     """Encode+decode clips [N, S] in batches -> (rebuilt [N, S'], wall s, CPU s)."""
     outs, wall, cpu = [], 0.0, 0.0
     for i in range(0, audio.shape[0], batch):
-        wav = audio[i: i + batch, None]
+        wav = audio[i : i + batch, None]
         out, w, c = timed(lambda x: codec.decode(codec.encode(x, SR)), wav)
         outs.append(out[:, 0].numpy())
         wall, cpu = wall + w, cpu + c
@@ -116,29 +116,40 @@ def decoder_ceiling(codec: MelRVQCodec, audio: torch.Tensor, batch: int) -> np.n
     """Griffin-Lim from the unquantised log-mel: what the decoder alone keeps."""
     outs = []
     for i in range(0, audio.shape[0], batch):
-        mel = codec.mel(audio[i: i + batch])
+        mel = codec.mel(audio[i : i + batch])
         outs.append(codec.mel.to_audio(mel, iters=codec.settings.griffin_lim_iters).numpy())
     return np.concatenate(outs)
 
 
-def plot(originals: np.ndarray, rebuilt: np.ndarray, indices: list[int], scores: list[float], path: str) -> None:
+def plot(
+    originals: np.ndarray, rebuilt: np.ndarray, indices: list[int], scores: list[float], path: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     def mel_db(wav: np.ndarray, ref: float) -> np.ndarray:
-        mel = librosa.feature.melspectrogram(y=wav, sr=SR, n_fft=1024, hop_length=256, n_mels=128, fmin=30, fmax=8000)
+        mel = librosa.feature.melspectrogram(
+            y=wav, sr=SR, n_fft=1024, hop_length=256, n_mels=128, fmin=30, fmax=8000
+        )
         return librosa.power_to_db(mel, ref=ref, top_db=None)
 
     fig, axes = plt.subplots(len(indices), 2, figsize=(11, 2.6 * len(indices)), squeeze=False)
     for row, i in enumerate(indices):
         x, y = originals[i], rebuilt[i][: originals.shape[1]]
-        ref = float(librosa.feature.melspectrogram(y=x, sr=SR, n_fft=1024, hop_length=256, n_mels=128,
-                                                   fmin=30, fmax=8000).max())
+        ref = float(
+            librosa.feature.melspectrogram(
+                y=x, sr=SR, n_fft=1024, hop_length=256, n_mels=128, fmin=30, fmax=8000
+            ).max()
+        )
         for col, (name, wav) in enumerate((("original", x), ("reconstruction", y))):
-            axes[row, col].imshow(mel_db(wav, ref), origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma")
-            axes[row, col].set_title(f"test clip {i}: {name}" + (f" (centroid r {scores[i]:.2f})" if col else ""))
+            axes[row, col].imshow(
+                mel_db(wav, ref), origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma"
+            )
+            axes[row, col].set_title(
+                f"test clip {i}: {name}" + (f" (centroid r {scores[i]:.2f})" if col else "")
+            )
             axes[row, col].set_ylabel("mel band")
     axes[-1, 0].set_xlabel("frame (16 ms)")
     axes[-1, 1].set_xlabel("frame (16 ms)")
@@ -147,10 +158,16 @@ def plot(originals: np.ndarray, rebuilt: np.ndarray, indices: list[int], scores:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", help="manifest of the built-in data (default: synthesise into --data-dir)")
-    parser.add_argument("--data-dir", default="/tmp/musicdistill_codec_bench", help="where to synthesise data")
-    parser.add_argument("--num-clips", type=int, default=3000, help="clips to synthesise when --data is not given")
+    parser.add_argument(
+        "--data-dir", default="/tmp/musicdistill_codec_bench", help="where to synthesise data"
+    )
+    parser.add_argument(
+        "--num-clips", type=int, default=3000, help="clips to synthesise when --data is not given"
+    )
     parser.add_argument("--train-clips", type=int, default=500, help="train clips the codec is fitted on")
     parser.add_argument("--test-clips", type=int, default=0, help="limit on test clips (0 = the whole split)")
     parser.add_argument("--batch", type=int, default=16, help="clips per encode+decode call")
@@ -164,9 +181,11 @@ def main() -> int:
 
     manifest = args.data
     if manifest is None:
-        from musicdistill.synth import synthesize_dataset
+        from musicdistill.data.synth import synthesize_dataset
 
-        manifest = str(synthesize_dataset(args.data_dir, args.num_clips, seed=0, sample_rate=SR, duration=4.0))
+        manifest = str(
+            synthesize_dataset(args.data_dir, args.num_clips, seed=0, sample_rate=SR, duration=4.0)
+        )
     _, train = load_dataset(manifest, SR, 4.0, split="train")
     _, test = load_dataset(manifest, SR, 4.0, split="test")
     train = torch.from_numpy(train[: args.train_clips])
@@ -181,13 +200,30 @@ def main() -> int:
     ceiling = quality(test.numpy(), decoder_ceiling(codec, test, args.batch))
     per_clip = [centroid_correlation(x, y) for x, y in zip(test.numpy(), rebuilt)]
     order = np.argsort(per_clip)
-    plot(test.numpy(), rebuilt, [int(order[0]), int(order[len(order) // 2]), int(order[-1])], per_clip, args.plot)
+    plot(
+        test.numpy(),
+        rebuilt,
+        [int(order[0]), int(order[len(order) // 2]), int(order[-1])],
+        per_clip,
+        args.plot,
+    )
 
     result = {
         "machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "load_average": os.getloadavg(),
-        "config": {k: getattr(cfg, k) for k in ("n_mels", "n_fft", "hop_length", "power", "num_codebooks",
-                                                 "cardinality", "kmeans_iters", "griffin_lim_iters")},
+        "config": {
+            k: getattr(cfg, k)
+            for k in (
+                "n_mels",
+                "n_fft",
+                "hop_length",
+                "power",
+                "num_codebooks",
+                "cardinality",
+                "kmeans_iters",
+                "griffin_lim_iters",
+            )
+        },
         "train_clips": int(train.shape[0]),
         "fit_wall_s": fit_wall,
         "fit_cpu_s": fit_cpu,

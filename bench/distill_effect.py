@@ -22,18 +22,19 @@ import numpy as np
 import torch
 
 from musicdistill.config import load_config
-from musicdistill.delay import teacher_forcing_batch
-from musicdistill.distill import guided_teacher_logits
-from musicdistill.evaluation_run import held_out_prompts
-from musicdistill.losses import token_divergence
-from musicdistill.metrics import bootstrap_ci
-from musicdistill.model_io import load_generator
-from musicdistill.sampling import sample_tokens
-from musicdistill.tokens import load_token_set
+from musicdistill.data.tokens import load_token_set
+from musicdistill.evaluation.metrics import bootstrap_ci
+from musicdistill.evaluation.setup import held_out_prompts
+from musicdistill.generation.sampling import sample_tokens
+from musicdistill.model.delay import teacher_forcing_batch
+from musicdistill.model.loading import load_generator
+from musicdistill.training.distill import guided_teacher_logits
+from musicdistill.training.losses import token_divergence
 
 
-def per_prompt_kl(student, teacher, encoder, prompts: list[str], samples: int, frames: int, gamma: float,
-                  seed: int) -> np.ndarray:
+def per_prompt_kl(
+    student, teacher, encoder, prompts: list[str], samples: int, frames: int, gamma: float, seed: int
+) -> np.ndarray:
     """Mean per-token reverse KL(student ‖ CFG teacher) on the student's own samples, one value per prompt."""
     out = []
     gen = torch.Generator().manual_seed(seed)
@@ -42,7 +43,9 @@ def per_prompt_kl(student, teacher, encoder, prompts: list[str], samples: int, f
         codes, _ = sample_tokens(student, cond, frames, generator=gen)
         inputs, _, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
         with torch.no_grad():
-            kl, _ = token_divergence(student(inputs, cond), guided_teacher_logits(teacher, inputs, cond, gamma), mask)
+            kl, _ = token_divergence(
+                student(inputs, cond), guided_teacher_logits(teacher, inputs, cond, gamma), mask
+            )
         out.append(kl.item())
     return np.asarray(out)
 
@@ -71,17 +74,33 @@ def main(argv: list[str] | None = None) -> int:
     tokens = load_token_set(args.run / "tokens").select(cfg.evaluate.split)
     prompts = held_out_prompts(tokens, cfg.evaluate.split, args.prompts, seed=cfg.evaluate.seed + 1).prompts
     frames = tokens.num_frames
-    result: dict[str, object] = {"run": str(args.run), "prompts": len(prompts), "samples": args.samples,
-                                 "gamma": cfg.distill.gamma, "kl_to_teacher": {}}
+    result: dict[str, object] = {
+        "run": str(args.run),
+        "prompts": len(prompts),
+        "samples": args.samples,
+        "gamma": cfg.distill.gamma,
+        "kl_to_teacher": {},
+    }
     values: dict[str, np.ndarray] = {}
     for name in ("base", "quality", "diversity"):
         folder = args.run / name
         if not (folder / "model.safetensors").is_file():
             continue
-        student = base if name == "base" else load_generator(folder, with_codec=False,
-                                                             text_encoder=base.text_encoder)
-        kl = per_prompt_kl(student.model, base.model, base.text_encoder, prompts, args.samples, frames,
-                           cfg.distill.gamma, seed=1)
+        student = (
+            base
+            if name == "base"
+            else load_generator(folder, with_codec=False, text_encoder=base.text_encoder)
+        )
+        kl = per_prompt_kl(
+            student.model,
+            base.model,
+            base.text_encoder,
+            prompts,
+            args.samples,
+            frames,
+            cfg.distill.gamma,
+            seed=1,
+        )
         result["kl_to_teacher"][name] = estimate(kl)
         values[name] = kl
     if "base" in values and "quality" in values:
@@ -96,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher = f"base CFG {cfg.distill.gamma:g}"
         if quality and diversity:
             result["diversity_minus_quality"] = {
-                m: paired(rows, diversity, quality, m) for m in ("diversity_reward", "diversity_independent")}
+                m: paired(rows, diversity, quality, m) for m in ("diversity_reward", "diversity_independent")
+            }
         if quality and teacher in names:
             result["quality_minus_teacher_adherence"] = paired(rows, quality, teacher, "attribute_adherence")
             result["teacher_minus_base_adherence"] = paired(rows, teacher, "base", "attribute_adherence")

@@ -29,24 +29,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from musicdistill.clip_mels import ClipMels, load_labelled_mels, waveform_mels  # noqa: E402
-from musicdistill.codec import fit_codec, load_codec  # noqa: E402
+from musicdistill.codec.factory import fit_codec
+from musicdistill.codec.interface import load_codec  # noqa: E402
 from musicdistill.config import Config  # noqa: E402
-from musicdistill.embedding import (  # noqa: E402
+from musicdistill.data.synth import synthesize_dataset  # noqa: E402
+from musicdistill.judges.embedder import (  # noqa: E402
     chunk_retrieval_accuracy,
     embed_audio,
     embed_mel,
     fit_and_save_embedder,
     load_embedder,
 )
-from musicdistill.oracle import (  # noqa: E402
+from musicdistill.judges.log_mel import ClipMels, load_labelled_mels, waveform_mels  # noqa: E402
+from musicdistill.judges.oracle import (  # noqa: E402
     attribute_accuracy,
     fit_and_save_oracle,
     load_oracle,
     predict_attributes,
 )
-from musicdistill.scorer import fit_and_save_scorer, load_joint_scorer, text_to_audio_recall  # noqa: E402
-from musicdistill.synth import synthesize_dataset  # noqa: E402
+from musicdistill.judges.scorer import fit_and_save_scorer, load_joint_scorer, text_to_audio_recall  # noqa: E402
 
 
 class Timer:
@@ -68,7 +69,7 @@ class Timer:
 
 def griffin_lim_checks(codec, cfg: Config, held, models: dict, count: int) -> dict:
     """Decode ``count`` held-out clips to audio with the codec and evaluate every model on the waveforms."""
-    from musicdistill.data import load_audio
+    from musicdistill.data.manifest import load_audio
 
     entries = held.entries[:count]
     rate = cfg.data.sample_rate
@@ -144,7 +145,7 @@ def main() -> None:
     if args.codec:
         codec = load_codec(args.codec)
     else:
-        from musicdistill.data import load_dataset
+        from musicdistill.data.manifest import load_dataset
 
         _, clips = load_dataset(data, cfg.data.sample_rate, cfg.data.duration, split="train")
         codec = timer(

@@ -7,7 +7,7 @@ nothing is downloaded. Sampling settings everywhere: 250 frames, temperature 1, 
 ``--budget-s`` and says so):
 
 1. the card's bf16 matrix rate (8192^3 products, mean of 10 after 3 warm-ups);
-2. our native generator (``musicdistill.generator``, fp16) through ``sample_tokens`` with the fast
+2. our native generator (``musicdistill.model.generator``, fp16) through ``sample_tokens`` with the fast
    decoder (static KV cache, CUDA graphs, sampling on the GPU) at batch 1, 8, 32, 128, 256, with and
    without CFG; the reference loop (``fast=False``) at batch 1 and 32; greedy agreement of the two;
 3. transformers' ``MusicgenForConditionalGeneration.generate`` (the baseline, fp16) at batch 1, 8, 32
@@ -16,7 +16,7 @@ nothing is downloaded. Sampling settings everywhere: 250 frames, temperature 1, 
 4. the largest batch whose peak memory (weights + decoder state + step temporaries) fits in
    ``--budget-gb`` (default 40) with and without CFG, found from two probe batches by a linear fit
    and checked by running it, with its frames per second;
-5. one distillation step as ``musicdistill.distill`` runs it (32 prompts x G = 2 rollouts of 250
+5. one distillation step as ``musicdistill.training.distill`` runs it (32 prompts x G = 2 rollouts of 250
    frames, fp32 student and teacher under bf16 autocast, reverse KL + beta = 15 diversity REINFORCE,
    AdamW), with a device sync closing each phase: rollout, teacher, reward (EnCodec decode + an
    untrained reward embedder), student; the teacher's and student's matmul FLOPs
@@ -57,15 +57,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from musicdistill import fast_decode  # noqa: E402
 from musicdistill.config import DistillConfig, ModelConfig  # noqa: E402
-from musicdistill.delay import teacher_forcing_batch  # noqa: E402
-from musicdistill.distill import frozen_copy, guided_teacher_logits, reward_terms, student_rollouts  # noqa: E402
-from musicdistill.generator import build_generator  # noqa: E402
-from musicdistill.losses import combined_loss, reinforce_loss, sequence_logprob, token_divergence  # noqa: E402
+from musicdistill.generation import fast_decode  # noqa: E402
+from musicdistill.generation.sampling import sample_tokens  # noqa: E402
+from musicdistill.model.delay import teacher_forcing_batch  # noqa: E402
+from musicdistill.model.generator import build_generator  # noqa: E402
+from musicdistill.model.text import TextCondition  # noqa: E402
 from musicdistill.runtime import autocast  # noqa: E402
-from musicdistill.sampling import sample_tokens  # noqa: E402
-from musicdistill.text import TextCondition  # noqa: E402
+from musicdistill.training.distill import frozen_copy, guided_teacher_logits, reward_terms, student_rollouts  # noqa: E402
+from musicdistill.training.losses import combined_loss, reinforce_loss, sequence_logprob, token_divergence  # noqa: E402
 
 SECTIONS = ("matmul", "native", "baseline", "largest", "distill", "adapter")
 CFG = 3.0
@@ -102,24 +102,68 @@ class Shape:
 
 
 FULL = Shape(
-    name="musicgen-small", dim=1024, layers=24, heads=16, ffn=4096, codebooks=4, cardinality=2048,
-    text_tokens=12, frames=250, top_k=250,
+    name="musicgen-small",
+    dim=1024,
+    layers=24,
+    heads=16,
+    ffn=4096,
+    codebooks=4,
+    cardinality=2048,
+    text_tokens=12,
+    frames=250,
+    top_k=250,
     t5=dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
-    encodec=dict(sampling_rate=32000, codebook_size=2048, num_filters=64, hidden_size=128,
-                 upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], codebook_dim=128, normalize=False,
-                 use_causal_conv=False, audio_channels=1),
-    batches=(1, 8, 32, 128, 256), baseline_batches=(1, 8, 32), reference_batches=(1, 32), probe_batches=(64, 128),
-    distill_prompts=32, matmul_n=8192, repeats=2,
+    encodec=dict(
+        sampling_rate=32000,
+        codebook_size=2048,
+        num_filters=64,
+        hidden_size=128,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        codebook_dim=128,
+        normalize=False,
+        use_causal_conv=False,
+        audio_channels=1,
+    ),
+    batches=(1, 8, 32, 128, 256),
+    baseline_batches=(1, 8, 32),
+    reference_batches=(1, 32),
+    probe_batches=(64, 128),
+    distill_prompts=32,
+    matmul_n=8192,
+    repeats=2,
     estimates={"native": 3.0, "reference": 4.0, "baseline": 20.0, "adapter": 20.0, "distill": 40.0},
 )
 SMOKE = Shape(
-    name="tiny (smoke)", dim=64, layers=2, heads=4, ffn=128, codebooks=2, cardinality=64, text_tokens=6,
-    frames=20, top_k=50,
+    name="tiny (smoke)",
+    dim=64,
+    layers=2,
+    heads=4,
+    ffn=128,
+    codebooks=2,
+    cardinality=64,
+    text_tokens=6,
+    frames=20,
+    top_k=50,
     t5=dict(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
-    encodec=dict(sampling_rate=16000, codebook_size=64, num_filters=4, hidden_size=16, upsampling_ratios=[8, 8],
-                 target_bandwidths=[3.0], codebook_dim=16, num_lstm_layers=1, audio_channels=1),
-    batches=(1, 2, 4), baseline_batches=(1, 2), reference_batches=(1,), probe_batches=(2, 4), distill_prompts=2,
-    matmul_n=256, repeats=1,
+    encodec=dict(
+        sampling_rate=16000,
+        codebook_size=64,
+        num_filters=4,
+        hidden_size=16,
+        upsampling_ratios=[8, 8],
+        target_bandwidths=[3.0],
+        codebook_dim=16,
+        num_lstm_layers=1,
+        audio_channels=1,
+    ),
+    batches=(1, 2, 4),
+    baseline_batches=(1, 2),
+    reference_batches=(1,),
+    probe_batches=(2, 4),
+    distill_prompts=2,
+    matmul_n=256,
+    repeats=1,
     estimates={"native": 1.0, "reference": 1.0, "baseline": 1.0, "adapter": 1.0, "distill": 5.0},
 )
 
@@ -167,8 +211,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: Callable[[], Any] | None = None
-          ) -> tuple[float, float]:
+def timed(
+    fn: Callable[[], Any], device: torch.device, repeats: int, warmup: Callable[[], Any] | None = None
+) -> tuple[float, float]:
     """(best seconds of ``repeats`` synchronised runs of ``fn`` after one warm-up, peak GB during them)."""
     (warmup or fn)()
     sync(device)
@@ -214,8 +259,16 @@ class Results:
 
     def __init__(self, path: Path, meta: dict[str, Any], guard: Guard) -> None:
         self.path, self.guard = path, guard
-        self.doc: dict[str, Any] = {"meta": meta, "native": [], "reference": [], "baseline": [], "adapter": [],
-                                    "largest": [], "skipped": guard.skipped, "errors": []}
+        self.doc: dict[str, Any] = {
+            "meta": meta,
+            "native": [],
+            "reference": [],
+            "baseline": [],
+            "adapter": [],
+            "largest": [],
+            "skipped": guard.skipped,
+            "errors": [],
+        }
 
     @contextlib.contextmanager
     def attempt(self, what: str, device: torch.device, *models: torch.nn.Module) -> Iterator[None]:
@@ -268,12 +321,23 @@ def build_musicgen(shape: Shape, device: torch.device, dtype: torch.dtype) -> to
     )
 
     v = shape.cardinality
-    dec = MusicgenDecoderConfig(vocab_size=v, hidden_size=shape.dim, num_hidden_layers=shape.layers,
-                                ffn_dim=shape.ffn, num_attention_heads=shape.heads, num_codebooks=shape.codebooks,
-                                pad_token_id=v, bos_token_id=v, max_position_embeddings=2048)
+    dec = MusicgenDecoderConfig(
+        vocab_size=v,
+        hidden_size=shape.dim,
+        num_hidden_layers=shape.layers,
+        ffn_dim=shape.ffn,
+        num_attention_heads=shape.heads,
+        num_codebooks=shape.codebooks,
+        pad_token_id=v,
+        bos_token_id=v,
+        max_position_embeddings=2048,
+    )
     dec.decoder_start_token_id = v
-    cfg = MusicgenConfig(text_encoder=T5Config(**shape.t5).to_dict(),
-                         audio_encoder=EncodecConfig(**shape.encodec).to_dict(), decoder=dec.to_dict())
+    cfg = MusicgenConfig(
+        text_encoder=T5Config(**shape.t5).to_dict(),
+        audio_encoder=EncodecConfig(**shape.encodec).to_dict(),
+        decoder=dec.to_dict(),
+    )
     with torch.device(device):
         model = MusicgenForConditionalGeneration(cfg)
     return model.to(dtype).eval()
@@ -281,8 +345,14 @@ def build_musicgen(shape: Shape, device: torch.device, dtype: torch.dtype) -> to
 
 def native_config(shape: Shape) -> ModelConfig:
     steps = shape.frames + shape.codebooks - 1
-    return ModelConfig(dim=shape.dim, layers=shape.layers, heads=shape.heads, ff_mult=shape.ffn // shape.dim,
-                       delays=list(range(shape.codebooks)), max_frames=max(256, steps))
+    return ModelConfig(
+        dim=shape.dim,
+        layers=shape.layers,
+        heads=shape.heads,
+        ff_mult=shape.ffn // shape.dim,
+        delays=list(range(shape.codebooks)),
+        max_frames=max(256, steps),
+    )
 
 
 def build_native(shape: Shape, device: torch.device) -> torch.nn.Module:
@@ -302,10 +372,14 @@ class Prompts:
     def cond(self, batch: int, dtype: torch.dtype) -> TextCondition:
         if batch > self.ids.shape[0]:
             reps = math.ceil(batch / self.ids.shape[0])
-            return TextCondition(self.states.repeat(reps, 1, 1)[:batch].to(dtype),
-                                 torch.ones(batch, self.ids.shape[1], dtype=torch.bool, device=self.ids.device))
-        return TextCondition(self.states[:batch].to(dtype),
-                             torch.ones(batch, self.ids.shape[1], dtype=torch.bool, device=self.ids.device))
+            return TextCondition(
+                self.states.repeat(reps, 1, 1)[:batch].to(dtype),
+                torch.ones(batch, self.ids.shape[1], dtype=torch.bool, device=self.ids.device),
+            )
+        return TextCondition(
+            self.states[:batch].to(dtype),
+            torch.ones(batch, self.ids.shape[1], dtype=torch.bool, device=self.ids.device),
+        )
 
 
 def make_prompts(musicgen: torch.nn.Module, shape: Shape, rows: int, device: torch.device) -> Prompts:
@@ -338,14 +412,31 @@ def bench_matmul(shape: Shape, device: torch.device) -> dict[str, Any]:
     return {"n": n, "dtype": "bfloat16", "seconds": seconds, "tflops": 2 * n**3 / seconds / 1e12}
 
 
-def sample_row(model, prompts: Prompts, shape: Shape, device: torch.device, batch: int, cfg_scale: float,
-               fast: bool, repeats: int, dtype: torch.dtype) -> dict[str, Any]:
+def sample_row(
+    model,
+    prompts: Prompts,
+    shape: Shape,
+    device: torch.device,
+    batch: int,
+    cfg_scale: float,
+    fast: bool,
+    repeats: int,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
     cond = prompts.cond(batch, dtype)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def run():
-        codes, _ = sample_tokens(model, cond, shape.frames, temperature=1.0, top_k=shape.top_k, cfg_scale=cfg_scale,
-                                 generator=generator, fast=fast)
+        codes, _ = sample_tokens(
+            model,
+            cond,
+            shape.frames,
+            temperature=1.0,
+            top_k=shape.top_k,
+            cfg_scale=cfg_scale,
+            generator=generator,
+            fast=fast,
+        )
         if codes.shape != (batch, shape.codebooks, shape.frames):
             raise RuntimeError(f"sample_tokens returned codes of shape {tuple(codes.shape)}")
 
@@ -353,9 +444,17 @@ def sample_row(model, prompts: Prompts, shape: Shape, device: torch.device, batc
     t0 = time.perf_counter()
     seconds, peak = timed(run, device, repeats)
     steps = shape.frames + shape.codebooks - 1
-    return {"batch": batch, "cfg_scale": cfg_scale, "frames": shape.frames, "seconds": seconds,
-            "fps": batch * shape.frames / seconds, "ms_per_step": 1e3 * seconds / steps, "peak_gb": peak,
-            "state_gb": peak - before, "wall_incl_warmup_s": time.perf_counter() - t0}
+    return {
+        "batch": batch,
+        "cfg_scale": cfg_scale,
+        "frames": shape.frames,
+        "seconds": seconds,
+        "fps": batch * shape.frames / seconds,
+        "ms_per_step": 1e3 * seconds / steps,
+        "peak_gb": peak,
+        "state_gb": peak - before,
+        "wall_incl_warmup_s": time.perf_counter() - t0,
+    }
 
 
 def bench_native(native, prompts, shape, device, dtype, guard, est, results) -> None:
@@ -396,7 +495,7 @@ def uses_graphs(model: torch.nn.Module) -> bool:
 def greedy_agreement(native, prompts, shape, dtype) -> dict[str, Any]:
     """Greedy tokens of the fast decoder against the reference loop, batch 4 with CFG, in the bench dtype.
 
-    In float32 the two agree token for token (tests/test_fast_decode.py); in fp16 the masked full-window
+    In float32 the two agree token for token (tests/generation/test_fast_decode.py); in fp16 the masked full-window
     attention and the sliced one round differently, so a near-tie can flip a token and the continuation.
     """
     cond = prompts.cond(4, dtype)
@@ -407,8 +506,13 @@ def greedy_agreement(native, prompts, shape, dtype) -> dict[str, Any]:
     first = None
     if differs.numel():
         first = int(differs[0]) % shape.frames
-    return {"dtype": str(dtype).removeprefix("torch."), "batch": 4, "cfg_scale": CFG,
-            "equal_fraction": float(equal.float().mean()), "first_differing_frame": first}
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch": 4,
+        "cfg_scale": CFG,
+        "equal_fraction": float(equal.float().mean()),
+        "first_differing_frame": first,
+    }
 
 
 def bench_baseline(musicgen, prompts, shape, device, guard, est, results) -> None:
@@ -425,8 +529,15 @@ def bench_baseline(musicgen, prompts, shape, device, guard, est, results) -> Non
 def baseline_row(musicgen, prompts, shape, device, batch: int, cfg_scale: float) -> dict[str, Any]:
     steps = shape.frames + shape.codebooks - 1
     ids = prompts.ids[:batch]
-    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=shape.top_k,
-              guidance_scale=cfg_scale, max_new_tokens=steps, min_new_tokens=steps)
+    kw = dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=True,
+        top_k=shape.top_k,
+        guidance_scale=cfg_scale,
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+    )
     out: dict[str, torch.Tensor] = {}
 
     def run():
@@ -440,9 +551,16 @@ def baseline_row(musicgen, prompts, shape, device, batch: int, cfg_scale: float)
     seconds, peak = timed(run, device, 1, warmup)
     frames = out["audio"].shape[-1] // math.prod(shape.encodec["upsampling_ratios"])
     decode_s = time_encodec_decode(musicgen, shape, device, batch, frames)
-    return {"batch": batch, "cfg_scale": cfg_scale, "frames": frames, "seconds": seconds,
-            "fps": batch * frames / seconds, "encodec_decode_s": decode_s,
-            "fps_without_decode": batch * frames / max(seconds - decode_s, 1e-9), "peak_gb": peak}
+    return {
+        "batch": batch,
+        "cfg_scale": cfg_scale,
+        "frames": frames,
+        "seconds": seconds,
+        "fps": batch * frames / seconds,
+        "encodec_decode_s": decode_s,
+        "fps_without_decode": batch * frames / max(seconds - decode_s, 1e-9),
+        "peak_gb": peak,
+    }
 
 
 def time_encodec_decode(musicgen, shape, device, batch: int, frames: int) -> float:
@@ -467,20 +585,29 @@ def largest_row(native, prompts, shape, device, dtype, budget_gb, cfg_scale, gua
     factor = 2 if cfg_scale != 1.0 else 1
     probes = []
     for batch in shape.probe_batches:
-        if not guard.allows(f"largest batch probe {batch} cfg {cfg_scale:g}", 2 * est.run_s("native", batch * factor) + 1):
+        if not guard.allows(
+            f"largest batch probe {batch} cfg {cfg_scale:g}", 2 * est.run_s("native", batch * factor) + 1
+        ):
             return
         probes.append((batch, memory_of_run(native, prompts, shape, device, dtype, batch, cfg_scale)))
     (b1, m1), (b2, m2) = probes
     per_batch = (m2 - m1) / (b2 - b1)
     fixed = m1 - per_batch * b1
     batch = int((budget_gb - w_gb - fixed) / per_batch) // 8 * 8
-    row: dict[str, Any] = {"cfg_scale": cfg_scale, "budget_gb": budget_gb, "weights_gb": w_gb,
-                           "gb_per_batch_row": per_batch, "fixed_gb": fixed, "predicted_batch": batch}
+    row: dict[str, Any] = {
+        "cfg_scale": cfg_scale,
+        "budget_gb": budget_gb,
+        "weights_gb": w_gb,
+        "gb_per_batch_row": per_batch,
+        "fixed_gb": fixed,
+        "predicted_batch": batch,
+    }
     for _ in range(2):
         if batch < 1:
             break
-        if not guard.allows(f"largest batch {batch} cfg {cfg_scale:g}",
-                            2 * est.run_s("native", batch * factor) + 2):
+        if not guard.allows(
+            f"largest batch {batch} cfg {cfg_scale:g}", 2 * est.run_s("native", batch * factor) + 2
+        ):
             break
         try:
             run = sample_row(native, prompts, shape, device, batch, cfg_scale, True, 1, dtype)
@@ -489,9 +616,18 @@ def largest_row(native, prompts, shape, device, dtype, budget_gb, cfg_scale, gua
             row["out_of_memory_at"] = batch
             batch = int(batch * 0.9) // 8 * 8
             continue
-        state = run["state_gb"] if device.type == "cuda" else fast_decode.cached_decoder(native).state_bytes() / 1e9
-        row.update(batch=batch, fps=run["fps"], seconds=run["seconds"], total_gb=w_gb + state,
-                   measured="cuda allocator" if device.type == "cuda" else "decoder buffers (CPU estimate)")
+        state = (
+            run["state_gb"]
+            if device.type == "cuda"
+            else fast_decode.cached_decoder(native).state_bytes() / 1e9
+        )
+        row.update(
+            batch=batch,
+            fps=run["fps"],
+            seconds=run["seconds"],
+            total_gb=w_gb + state,
+            measured="cuda allocator" if device.type == "cuda" else "decoder buffers (CPU estimate)",
+        )
         est.record("native", run["seconds"], batch * factor)
         free_memory(device, native)
         if w_gb + state <= budget_gb:
@@ -506,8 +642,15 @@ def memory_of_run(native, prompts, shape, device, dtype, batch: int, cfg_scale: 
     cond = prompts.cond(batch, dtype)
     before = allocated_gb(device)
     reset_peak(device)
-    sample_tokens(native, cond, shape.frames, top_k=shape.top_k, cfg_scale=cfg_scale, fast=True,
-                  generator=torch.Generator(device=device).manual_seed(0))
+    sample_tokens(
+        native,
+        cond,
+        shape.frames,
+        top_k=shape.top_k,
+        cfg_scale=cfg_scale,
+        fast=True,
+        generator=torch.Generator(device=device).manual_seed(0),
+    )
     sync(device)
     if device.type == "cuda":
         used = peak_gb(device) - before
@@ -525,16 +668,20 @@ def memory_of_run(native, prompts, shape, device, dtype, batch: int, cfg_scale: 
 def build_reward(musicgen, shape: Shape, device: torch.device) -> tuple[Callable | None, str]:
     """The reward of a MusicGen run: EnCodec (fp32 copy of the baseline's) decode + an untrained embedder."""
     try:
-        from musicdistill.clip_mels import front_end_settings
+        from musicdistill.codec.encodec_adapters import HFEncodecCodec
         from musicdistill.config import CodecConfig, EmbedConfig
-        from musicdistill.embedding import build_embedder
-        from musicdistill.encodec_adapters import HFEncodecCodec
-        from musicdistill.judges import CodedClips, reward_judge
+        from musicdistill.judges.embedder import build_embedder
+        from musicdistill.judges.judging import CodedClips, reward_judge
+        from musicdistill.judges.log_mel import front_end_settings
     except ImportError as exc:
-        return None, (f"reward phase skipped: {exc}; carry the librosa and soundfile wheels "
-                      "(bench/RESULTS.md, section GPU)")
+        return None, (
+            f"reward phase skipped: {exc}; carry the librosa and soundfile wheels "
+            "(bench/RESULTS.md, section GPU)"
+        )
     codec = HFEncodecCodec(copy.deepcopy(musicgen.audio_encoder).float(), num_codebooks=shape.codebooks)
-    embedder = build_embedder(EmbedConfig(), front_end_settings(CodecConfig(), codec.sample_rate)).to(device).eval()
+    embedder = (
+        build_embedder(EmbedConfig(), front_end_settings(CodecConfig(), codec.sample_rate)).to(device).eval()
+    )
     judge = reward_judge(embedder)
     return (lambda codes: judge(CodedClips(codec, codes))), "EnCodec decode + untrained reward embedder"
 
@@ -562,29 +709,43 @@ def distill_section(musicgen, prompts, shape, device, guard, est, results) -> No
         full = prompts.cond(dc.prompts_per_step, torch.float32)
         return TextCondition(full.states[rows], full.mask[rows])
 
-    optimizer = torch.optim.AdamW(student.parameters(), lr=dc.lr, betas=(0.9, 0.95), weight_decay=dc.weight_decay)
+    optimizer = torch.optim.AdamW(
+        student.parameters(), lr=dc.lr, betas=(0.9, 0.95), weight_decay=dc.weight_decay
+    )
     flops = count_flops(student, teacher, encode, names[:1], dc, shape, device)
     optimizer.zero_grad(set_to_none=True)
     steps = []
     for index in range(2):  # the first step captures the rollout graphs and warms every kernel
         if index and not guard.allows("distillation step (timed)", sum(steps[0].values())):
             break
-        steps.append(distill_step(student, teacher, encode, names, dc, shape, device, optimizer, reward_embed))
-        print(json.dumps({"distill_step": index, **{k: round(v, 4) for k, v in steps[-1].items()}}), flush=True)
+        steps.append(
+            distill_step(student, teacher, encode, names, dc, shape, device, optimizer, reward_embed)
+        )
+        print(
+            json.dumps({"distill_step": index, **{k: round(v, 4) for k, v in steps[-1].items()}}), flush=True
+        )
     times = steps[-1]
     rows = dc.prompts_per_step * dc.group_size
     total = sum(times.values())
     scale = dc.prompts_per_step  # flops were counted on one prompt
     doc = {
-        "prompts": dc.prompts_per_step, "group_size": dc.group_size, "frames": shape.frames,
-        "timed_step": len(steps) - 1, "first_step_s": sum(steps[0].values()), "times_s": times, "step_s": total,
-        "frames_per_s": rows * shape.frames / total, "rollout_frames_per_s": rows * shape.frames / times["rollout"],
-        "teacher_tflop": flops["teacher"] * scale / 1e12, "student_tflop": flops["student"] * scale / 1e12,
+        "prompts": dc.prompts_per_step,
+        "group_size": dc.group_size,
+        "frames": shape.frames,
+        "timed_step": len(steps) - 1,
+        "first_step_s": sum(steps[0].values()),
+        "times_s": times,
+        "step_s": total,
+        "frames_per_s": rows * shape.frames / total,
+        "rollout_frames_per_s": rows * shape.frames / times["rollout"],
+        "teacher_tflop": flops["teacher"] * scale / 1e12,
+        "student_tflop": flops["student"] * scale / 1e12,
         "teacher_tflops": flops["teacher"] * scale / times["teacher"] / 1e12,
         "student_tflops": flops["student"] * scale / times["student"] / 1e12,
-        "reward": reward_note, "peak_gb": peak_gb(device),
+        "reward": reward_note,
+        "peak_gb": peak_gb(device),
         "flop_count": f"torch.utils.flop_counter on one prompt (x{scale}); matmuls and attention, causal "
-                      "attention counted at full length",
+        "attention counted at full length",
     }
     results.doc["distill"] = doc
     print(json.dumps({"distill": {k: _round(v) for k, v in doc.items() if k != "times_s"}}), flush=True)
@@ -592,8 +753,10 @@ def distill_section(musicgen, prompts, shape, device, guard, est, results) -> No
     free_memory(device, student)
 
 
-def distill_step(student, teacher, encode, prompts, dc, shape, device, optimizer, reward_embed) -> dict[str, float]:
-    """``musicdistill.distill.distill``'s step body (on-policy, beta > 0) with a device sync closing each phase."""
+def distill_step(
+    student, teacher, encode, prompts, dc, shape, device, optimizer, reward_embed
+) -> dict[str, float]:
+    """``musicdistill.training.distill.distill``'s step body (on-policy, beta > 0) with a device sync closing each phase."""
     times: dict[str, float] = {}
     sync(device)
     t0 = time.perf_counter()
@@ -623,7 +786,9 @@ def distill_step(student, teacher, encode, prompts, dc, shape, device, optimizer
     pg = torch.zeros((), device=device)
     if advantages is not None:
         seq_lp = sequence_logprob(student_logits, targets, mask, temperature=dc.temperature)
-        pg = reinforce_loss(seq_lp, advantages.to(device), dc.reinforce_normalize, int(mask.sum()) * codes.shape[0])
+        pg = reinforce_loss(
+            seq_lp, advantages.to(device), dc.reinforce_normalize, int(mask.sum()) * codes.shape[0]
+        )
     loss = combined_loss(kl, pg, dc.beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -661,7 +826,7 @@ def count_flops(student, teacher, encode, prompts, dc, shape, device) -> dict[st
 
 
 def bench_adapter(musicgen, prompts, shape, device, guard, est, results) -> None:
-    from musicdistill.backbones import MusicgenBackbone
+    from musicdistill.model.musicgen import MusicgenBackbone
 
     backbone = MusicgenBackbone.from_musicgen(musicgen)
     dtype = next(backbone.parameters()).dtype
@@ -684,8 +849,14 @@ def adapter_row(backbone, prompts, shape, device, dtype, batch: int, cfg_scale: 
         sample_tokens(backbone, cond, frames, top_k=shape.top_k, cfg_scale=cfg_scale, generator=generator)
 
     seconds, peak = timed(run, device, 1, lambda: run(8))
-    return {"batch": batch, "cfg_scale": cfg_scale, "frames": shape.frames, "seconds": seconds,
-            "fps": batch * shape.frames / seconds, "peak_gb": peak}
+    return {
+        "batch": batch,
+        "cfg_scale": cfg_scale,
+        "frames": shape.frames,
+        "seconds": seconds,
+        "fps": batch * shape.frames / seconds,
+        "peak_gb": peak,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -711,7 +882,11 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             value = ours["fps"] / base["fps"] if ours and base else None
             add(f"native / MusicGen generate, batch {batch}, cfg {cfg_scale:g} (x)", value, goal)
     plain, guided = _find(doc["native"], 256, 1.0), _find(doc["native"], 256, CFG)
-    add("no CFG / CFG frames/s at batch 256 (x)", plain["fps"] / guided["fps"] if plain and guided else None, 1.5)
+    add(
+        "no CFG / CFG frames/s at batch 256 (x)",
+        plain["fps"] / guided["fps"] if plain and guided else None,
+        1.5,
+    )
     largest = {r["cfg_scale"]: r for r in doc["largest"] if "fps" in r}
     value = largest[1.0]["fps"] / largest[CFG]["fps"] if 1.0 in largest and CFG in largest else None
     add("no CFG / CFG frames/s at each largest batch (x)", value, 1.8)
@@ -724,12 +899,16 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_table(doc: dict[str, Any]) -> None:
     meta = doc["meta"]
-    print(f"\n== {meta['device_name']} | {meta['shape']} | torch {meta['torch']} | transformers {meta['transformers']}")
+    print(
+        f"\n== {meta['device_name']} | {meta['shape']} | torch {meta['torch']} | transformers {meta['transformers']}"
+    )
     if doc.get("matmul"):
         print(f"bf16 matmul {doc['matmul']['n']}^3: {doc['matmul']['tflops']:.4g} TFLOP/s")
     print(f"\nframes/s, {meta['frames']} frames, top-k {meta['top_k']} (CFG {CFG:g} where cfg > 1)")
-    print(f"{'batch':>5} {'cfg':>4} {'generate':>9} {'adapter':>8} {'reference':>9} {'native':>8} {'ms/step':>8}"
-          f" {'x generate':>10} {'peak GB':>8}")
+    print(
+        f"{'batch':>5} {'cfg':>4} {'generate':>9} {'adapter':>8} {'reference':>9} {'native':>8} {'ms/step':>8}"
+        f" {'x generate':>10} {'peak GB':>8}"
+    )
     batches = sorted({r["batch"] for s in ("native", "baseline", "adapter", "reference") for r in doc[s]})
     for batch in batches:
         for cfg_scale in (1.0, CFG):
@@ -741,27 +920,37 @@ def print_table(doc: dict[str, Any]) -> None:
             speed = f"{ours['fps'] / base['fps']:.1f}x" if ours and base else "-"
             step = f"{ours['ms_per_step']:.2f}" if ours else "-"
             peak = f"{ours['peak_gb']:.1f}" if ours else "-"
-            print(f"{batch:5d} {cfg_scale:4g} {fps[0]:>9} {fps[1]:>8} {fps[2]:>9} {fps[3]:>8} {step:>8} {speed:>10} "
-                  f"{peak:>8}")
+            print(
+                f"{batch:5d} {cfg_scale:4g} {fps[0]:>9} {fps[1]:>8} {fps[2]:>9} {fps[3]:>8} {step:>8} {speed:>10} "
+                f"{peak:>8}"
+            )
     if doc.get("greedy_agreement"):
         ga = doc["greedy_agreement"]
-        print(f"greedy fast vs reference ({ga['dtype']}, batch 4, CFG): {100 * ga['equal_fraction']:.1f}% equal tokens, "
-              f"first differing frame {ga['first_differing_frame']}")
+        print(
+            f"greedy fast vs reference ({ga['dtype']}, batch 4, CFG): {100 * ga['equal_fraction']:.1f}% equal tokens, "
+            f"first differing frame {ga['first_differing_frame']}"
+        )
     for row in doc["largest"]:
         if "fps" in row:
-            print(f"largest batch in {row['budget_gb']:g} GB, cfg {row['cfg_scale']:g}: {row['batch']} "
-                  f"({row['total_gb']:.3g} GB, {row['measured']}): {row['fps']:.0f} frames/s")
+            print(
+                f"largest batch in {row['budget_gb']:g} GB, cfg {row['cfg_scale']:g}: {row['batch']} "
+                f"({row['total_gb']:.3g} GB, {row['measured']}): {row['fps']:.0f} frames/s"
+            )
     if doc.get("distill"):
         d = doc["distill"]
         split = ", ".join(f"{k} {v:.3f} s" for k, v in d["times_s"].items())
-        print(f"distillation step {d['prompts']}x{d['group_size']}x{d['frames']}: {d['step_s']:.2f} s ({split}); "
-              f"{d['frames_per_s']:.0f} frames/s; teacher {d['teacher_tflops']:.3g} TFLOP/s, "
-              f"student {d['student_tflops']:.3g} TFLOP/s; reward: {d['reward']}")
+        print(
+            f"distillation step {d['prompts']}x{d['group_size']}x{d['frames']}: {d['step_s']:.2f} s ({split}); "
+            f"{d['frames_per_s']:.0f} frames/s; teacher {d['teacher_tflops']:.3g} TFLOP/s, "
+            f"student {d['student_tflops']:.3g} TFLOP/s; reward: {d['reward']}"
+        )
     print("\ntargets:")
     for t in doc.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
         print(f"  {t['status']:>12}  {t['target']}: {value} (goal {t['goal']:g})")
-    print(f"peak memory: {doc['meta'].get('peak_gb', float('nan')):.1f} GB; elapsed {meta['elapsed_s']:.0f} s")
+    print(
+        f"peak memory: {doc['meta'].get('peak_gb', float('nan')):.1f} GB; elapsed {meta['elapsed_s']:.0f} s"
+    )
     for skip in doc["skipped"]:
         print(f"SKIPPED {skip}")
     for error in doc["errors"]:
@@ -775,13 +964,25 @@ def print_table(doc: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, every section, a few seconds")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes on the CPU, every section, a few seconds"
+    )
     ap.add_argument("--out", default="", help="JSON path (default: $OUT/gpu.json, else bench/gpu.json)")
-    ap.add_argument("--budget-s", type=float, default=None,
-                    help="time guard in seconds: later items are skipped (and listed) past it (default 420; smoke 120)")
-    ap.add_argument("--budget-gb", type=float, default=None, help="memory budget of the largest-batch search "
-                    "(default 40; smoke 0.005)")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="time guard in seconds: later items are skipped (and listed) past it (default 420; smoke 120)",
+    )
+    ap.add_argument(
+        "--budget-gb",
+        type=float,
+        default=None,
+        help="memory budget of the largest-batch search (default 40; smoke 0.005)",
+    )
+    ap.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
     ap.add_argument("--device", default="", help="default: cuda when available (cpu with --smoke)")
     args = ap.parse_args(argv)
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -800,16 +1001,27 @@ def main(argv: list[str] | None = None) -> None:
     budget_s = args.budget_s if args.budget_s is not None else (120.0 if args.smoke else 420.0)
     budget_gb = args.budget_gb if args.budget_gb is not None else (0.005 if args.smoke else 40.0)
     sections = set(args.sections.split(","))
-    out = Path(args.out or (Path(os.environ["OUT"]) / "gpu.json" if os.environ.get("OUT") else "bench/gpu.json"))
+    out = Path(
+        args.out or (Path(os.environ["OUT"]) / "gpu.json" if os.environ.get("OUT") else "bench/gpu.json")
+    )
     guard, est = Guard(budget_s), Estimates(shape.estimates)
     import transformers
 
     meta = {
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "shape": shape.name, "frames": shape.frames, "top_k": shape.top_k, "cfg_scale": CFG,
-        "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
-        "transformers": transformers.__version__, "budget_s": budget_s, "budget_gb": budget_gb,
-        "sections": sorted(sections), "shape_detail": asdict(shape),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "shape": shape.name,
+        "frames": shape.frames,
+        "top_k": shape.top_k,
+        "cfg_scale": CFG,
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "budget_s": budget_s,
+        "budget_gb": budget_gb,
+        "sections": sorted(sections),
+        "shape_detail": asdict(shape),
     }
     results = Results(out, meta, guard)
     torch.manual_seed(0)
@@ -818,8 +1030,10 @@ def main(argv: list[str] | None = None) -> None:
     native = build_native(shape, device)
     if dtype == torch.float16:
         native = native.half()
-    meta.update(native_params=sum(p.numel() for p in native.parameters()),
-                musicgen_decoder_params=sum(p.numel() for p in musicgen.decoder.parameters()))
+    meta.update(
+        native_params=sum(p.numel() for p in native.parameters()),
+        musicgen_decoder_params=sum(p.numel() for p in musicgen.decoder.parameters()),
+    )
     print(json.dumps({k: v for k, v in meta.items() if k != "shape_detail"}), flush=True)
     if "matmul" in sections:
         with results.attempt("matmul", device):
@@ -828,8 +1042,14 @@ def main(argv: list[str] | None = None) -> None:
     steps: list[tuple[str, Callable[[], None]]] = [
         ("native", lambda: bench_native(native, prompts, shape, device, dtype, guard, est, results)),
         ("baseline", lambda: bench_baseline(musicgen, prompts, shape, device, guard, est, results)),
-        ("largest", lambda: bench_largest(native, prompts, shape, device, dtype, budget_gb, guard, est, results)),
-        ("distill", lambda: bench_distill(musicgen, prompts, shape, device, guard, est, results)),  # own attempt
+        (
+            "largest",
+            lambda: bench_largest(native, prompts, shape, device, dtype, budget_gb, guard, est, results),
+        ),
+        (
+            "distill",
+            lambda: bench_distill(musicgen, prompts, shape, device, guard, est, results),
+        ),  # own attempt
         ("adapter", lambda: bench_adapter(musicgen, prompts, shape, device, guard, est, results)),
     ]
     for name, run in steps:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from musicdistill.merge import merge_state_dicts
+from musicdistill.merging import merge_state_dicts
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -48,9 +48,14 @@ def musicgen_small_shapes(
     return shapes
 
 
-def random_state(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, seed: int) -> dict[str, torch.Tensor]:
+def random_state(
+    shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, seed: int
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.empty(s, dtype=torch.float32).normal_(generator=g).mul_(0.02).to(dtype) for k, s in shapes.items()}
+    return {
+        k: torch.empty(s, dtype=torch.float32).normal_(generator=g).mul_(0.02).to(dtype)
+        for k, s in shapes.items()
+    }
 
 
 def peak_rss_gib() -> float:
@@ -58,9 +63,13 @@ def peak_rss_gib() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float32", "float16"])
-    parser.add_argument("--repeats", type=int, default=2, help="timed merges per method and dtype (best is kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="timed merges per method and dtype (best is kept)"
+    )
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     args = parser.parse_args()
@@ -83,8 +92,11 @@ def main() -> None:
                 runs.append((time.perf_counter() - start, time.process_time() - cpu))
                 del merged
             best = min(runs)
-            print(f"| {name} | {method} | {best[0]:.2f} | {best[1]:.2f} | {', '.join(f'{w:.2f}' for w, _ in runs)} "
-                  f"| {peak_rss_gib():.1f} |", flush=True)
+            print(
+                f"| {name} | {method} | {best[0]:.2f} | {best[1]:.2f} | {', '.join(f'{w:.2f}' for w, _ in runs)} "
+                f"| {peak_rss_gib():.1f} |",
+                flush=True,
+            )
         del base, a, b
 
 

@@ -19,7 +19,7 @@ import resource
 import tempfile
 import time
 
-from musicdistill.synth import synth_record, synthesize_dataset
+from musicdistill.data.synth import synth_record, synthesize_dataset
 
 
 def render_cpu_ms(clips: int, sample_rate: int, duration: float) -> float:

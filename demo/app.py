@@ -1,7 +1,7 @@
 """Run the quality ↔ diversity demo from a source checkout: ``python demo/app.py --run runs/default``.
 
-A thin entry point: the page lives in :mod:`musicdistill.demo_app` (``build_demo(engine) -> gr.Blocks``)
-and the models in :mod:`musicdistill.demo_engine`, so ``musicdistill demo`` works from an installed
+A thin entry point: the page lives in :mod:`musicdistill.demo.app` (``build_demo(engine) -> gr.Blocks``)
+and the models in :mod:`musicdistill.demo.engine`, so ``musicdistill demo`` works from an installed
 package too. Arguments are those of ``musicdistill demo --help``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from musicdistill.demo_app import build_demo, launch_demo
+from musicdistill.demo.app import build_demo, launch_demo
 
 __all__ = ["build_demo", "launch_demo", "main"]
 

@@ -13,6 +13,7 @@ import os
 import pkgutil
 import sys
 
+import musicdistill.commands as pkg
 from musicdistill import __version__
 from musicdistill.config import ConfigError
 
@@ -20,14 +21,24 @@ log = logging.getLogger("musicdistill")
 
 #: command groups listed first in ``--help``, in this order; any other module in
 #: ``musicdistill/commands`` that has ``register`` follows alphabetically
-PREFERRED_ORDER = ("run", "data", "codec", "embed", "pretrain", "generate", "distill", "merge", "evaluate",
-                   "listening", "demo", "config")
+PREFERRED_ORDER = (
+    "run",
+    "data",
+    "codec",
+    "embed",
+    "pretrain",
+    "generate",
+    "distill",
+    "merge",
+    "evaluate",
+    "listening",
+    "demo",
+    "config",
+)
 
 
 def command_modules() -> list[str]:
     """Names of the command-group modules in ``musicdistill/commands``."""
-    import musicdistill.commands as pkg
-
     found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in ("common",)}
     ordered = [n for n in PREFERRED_ORDER if n in found]
     return ordered + sorted(found - set(ordered))

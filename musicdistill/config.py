@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from musicdistill.atomic import atomic_write_text
+from musicdistill.storage.atomic import atomic_write_text
 
 
 class ConfigError(ValueError):
@@ -58,10 +58,14 @@ def section(cls: type, doc: str) -> Any:
 class DataConfig:
     """Training audio: the built-in synthesised set, or the user's own manifest."""
 
-    manifest: str = opt("", "user manifest (JSONL/CSV) or folder of audio + .txt captions; empty = built-in data")
+    manifest: str = opt(
+        "", "user manifest (JSONL/CSV) or folder of audio + .txt captions; empty = built-in data"
+    )
     num_clips: int = opt(8000, "number of clips the built-in synthesiser writes", ge=10, le=1_000_000)
     sample_rate: int = opt(16000, "sample rate every clip is resampled to (Hz)", ge=8000, le=96000)
-    duration: float = opt(4.0, "clip length in seconds; longer clips are cropped, shorter padded", gt=0.25, le=60.0)
+    duration: float = opt(
+        4.0, "clip length in seconds; longer clips are cropped, shorter padded", gt=0.25, le=60.0
+    )
     seed: int = opt(0, "seed of the built-in synthesiser (splits come from a hash of each caption)", ge=0)
     workers: int = opt(2, "processes used by the synthesiser; reader threads for user audio", ge=1, le=64)
     strict: bool = opt(False, "fail on the first bad clip instead of skipping it")
@@ -73,14 +77,20 @@ class CodecConfig:
     """The audio tokenizer: the offline default codec, or EnCodec."""
 
     kind: str = opt("melrvq", "codec family", choices=("melrvq", "encodec_hf", "encodec"))
-    pretrained: str = opt("", "local directory (or hub id when online) of an EnCodec model; only for encodec kinds")
+    pretrained: str = opt(
+        "", "local directory (or hub id when online) of an EnCodec model; only for encodec kinds"
+    )
     n_mels: int = opt(128, "mel bands of the default codec", ge=16, le=512)
     n_fft: int = opt(1024, "FFT size of the default codec", ge=64, le=8192)
     hop_length: int = opt(640, "hop in samples; frame rate = sample_rate / hop_length", ge=32, le=8192)
     fmin: float = opt(30.0, "lowest mel frequency (Hz)", ge=0.0)
     fmax: float = opt(8000.0, "highest mel frequency (Hz), at most sample_rate / 2", gt=0.0)
-    power: float = opt(0.25, "the codebooks quantise mel power ** power (loudness-like compression)", gt=0.0, le=1.0)
-    num_codebooks: int = opt(4, "codebooks K (residual for melrvq; for EnCodec it picks the bandwidth)", ge=1, le=4)
+    power: float = opt(
+        0.25, "the codebooks quantise mel power ** power (loudness-like compression)", gt=0.0, le=1.0
+    )
+    num_codebooks: int = opt(
+        4, "codebooks K (residual for melrvq; for EnCodec it picks the bandwidth)", ge=1, le=4
+    )
     cardinality: int = opt(256, "entries per codebook V", ge=2, le=1024)
     kmeans_iters: int = opt(20, "Lloyd iterations per codebook", ge=1, le=500)
     max_fit_frames: int = opt(150_000, "frames sampled from the training audio to fit the codebooks", ge=1000)
@@ -92,7 +102,9 @@ class CodecConfig:
 class TextConfig:
     """The frozen text encoder that conditions the generator."""
 
-    encoder: str = opt("minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face encoder directory")
+    encoder: str = opt(
+        "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face encoder directory"
+    )
     max_tokens: int = opt(64, "text tokens kept per prompt", ge=1, le=512)
     max_prompt_chars: int = opt(512, "longest prompt accepted, in characters", ge=1, le=100_000)
     cache_size: int = opt(4096, "prompt encodings kept in memory (LRU); 0 = no cache", ge=0, le=10_000_000)
@@ -102,10 +114,17 @@ class TextConfig:
 class ModelConfig:
     """The token decoder: our native generator, or a pretrained MusicGen."""
 
-    backbone: str = opt("native", "'native' (built from the fields below) or 'musicgen' (a transformers MusicGen "
-                        "from model.pretrained, with its own T5 and EnCodec)", choices=("native", "musicgen"))
-    pretrained: str = opt("", "with backbone=musicgen: local MusicGen directory (hub id only when online); "
-                          "the shape fields below are then ignored")
+    backbone: str = opt(
+        "native",
+        "'native' (built from the fields below) or 'musicgen' (a transformers MusicGen "
+        "from model.pretrained, with its own T5 and EnCodec)",
+        choices=("native", "musicgen"),
+    )
+    pretrained: str = opt(
+        "",
+        "with backbone=musicgen: local MusicGen directory (hub id only when online); "
+        "the shape fields below are then ignored",
+    )
     dim: int = opt(256, "model width D", ge=8, le=8192)
     layers: int = opt(4, "decoder layers", ge=1, le=96)
     heads: int = opt(4, "attention heads; must divide dim", ge=1, le=128)
@@ -113,11 +132,16 @@ class ModelConfig:
     dropout: float = opt(0.0, "dropout in attention and feed-forward", ge=0.0, lt=1.0)
     positions: str = opt("rope", "position encoding", choices=("rope", "learned"))
     activation: str = opt("gelu", "feed-forward activation", choices=("gelu", "swiglu"))
-    text_fusion: str = opt("cross", "how text enters: cross-attention to the encoder states (MusicGen), 'sum' (their "
-                           "masked mean, projected, added to every input step: audiocraft's sum fuser) or 'both'",
-                           choices=("cross", "sum", "both"))
+    text_fusion: str = opt(
+        "cross",
+        "how text enters: cross-attention to the encoder states (MusicGen), 'sum' (their "
+        "masked mean, projected, added to every input step: audiocraft's sum fuser) or 'both'",
+        choices=("cross", "sum", "both"),
+    )
     delays: list = opt([0, 1, 2, 3], "per-codebook delay (MusicGen's delay pattern); all zero = parallel")
-    max_frames: int = opt(256, "longest sequence in frames (context length, delay steps included)", ge=8, le=100_000)
+    max_frames: int = opt(
+        256, "longest sequence in frames (context length, delay steps included)", ge=8, le=100_000
+    )
 
 
 @dataclass
@@ -148,8 +172,12 @@ class GenerateConfig:
     duration: float = opt(4.0, "seconds of audio per sample", gt=0.0)
     temperature: float = opt(1.0, "softmax temperature; 0 = greedy", ge=0.0, le=10.0)
     top_k: int = opt(0, "keep the k most likely tokens; 0 = all", ge=0)
-    top_p: float = opt(0.0, "nucleus sampling mass; 0 = off (takes precedence over top_k when > 0)", ge=0.0, le=1.0)
-    cfg_scale: float = opt(3.0, "classifier-free guidance scale; 1 = off (one model row per sample)", ge=0.0, le=50.0)
+    top_p: float = opt(
+        0.0, "nucleus sampling mass; 0 = off (takes precedence over top_k when > 0)", ge=0.0, le=1.0
+    )
+    cfg_scale: float = opt(
+        3.0, "classifier-free guidance scale; 1 = off (one model row per sample)", ge=0.0, le=50.0
+    )
     batch_size: int = opt(32, "sequences decoded together", ge=1, le=65536)
     seed: int = opt(0, "sampling seed", ge=0)
 
@@ -159,24 +187,39 @@ class DistillConfig:
     """Diversity-rewarded CFG distillation (method.md sections 2-3)."""
 
     steps: int = opt(150, "optimizer steps", ge=1)
-    prompts_per_step: int = opt(16, "prompts B per step (split across ranks when distributed)", ge=1, le=65536)
+    prompts_per_step: int = opt(
+        16, "prompts B per step (split across ranks when distributed)", ge=1, le=65536
+    )
     group_size: int = opt(2, "rollouts G per prompt; the diversity reward compares them", ge=2, le=64)
     beta: float = opt(0.0, "weight of the diversity reward; 0 = the quality model", ge=0.0, le=1000.0)
-    diversity_beta: float = opt(15.0, "beta of the diversity model in the main job (musicdistill run)", ge=0.0,
-                                le=1000.0)
+    diversity_beta: float = opt(
+        15.0, "beta of the diversity model in the main job (musicdistill run)", ge=0.0, le=1000.0
+    )
     gamma: float = opt(3.0, "CFG scale of the frozen teacher", ge=0.0, le=50.0)
-    divergence: str = opt("reverse_kl", "distillation divergence", choices=("reverse_kl", "forward_kl", "jeffreys",
-                                                                             "gjsd"))
-    divergence_beta: float = opt(0.5, "mixing weight of jeffreys / gjsd (TRL GKD semantics for gjsd)", ge=0.0,
-                                 le=1.0)
+    divergence: str = opt(
+        "reverse_kl", "distillation divergence", choices=("reverse_kl", "forward_kl", "jeffreys", "gjsd")
+    )
+    divergence_beta: float = opt(
+        0.5, "mixing weight of jeffreys / gjsd (TRL GKD semantics for gjsd)", ge=0.0, le=1.0
+    )
     temperature: float = opt(1.0, "student sampling temperature during rollouts", gt=0.0, le=10.0)
-    compare_offline: bool = opt(False, "main job: also distil offline (mode=teacher, beta=0) into <run>/offline for "
-                                "claim C5 (on-policy against offline)")
-    mode: str = opt("on_policy", "where sequences come from: the student (on_policy), the CFG teacher sampled once "
-                    "(teacher), or the dataset (dataset)", choices=("on_policy", "teacher", "dataset"))
+    compare_offline: bool = opt(
+        False,
+        "main job: also distil offline (mode=teacher, beta=0) into <run>/offline for "
+        "claim C5 (on-policy against offline)",
+    )
+    mode: str = opt(
+        "on_policy",
+        "where sequences come from: the student (on_policy), the CFG teacher sampled once "
+        "(teacher), or the dataset (dataset)",
+        choices=("on_policy", "teacher", "dataset"),
+    )
     offline_pool: int = opt(512, "sequences sampled once from the teacher in mode=teacher", ge=1)
-    reinforce_normalize: str = opt("tokens", "REINFORCE term per valid token (comparable with the KL) or per "
-                                   "sequence", choices=("tokens", "sequence"))
+    reinforce_normalize: str = opt(
+        "tokens",
+        "REINFORCE term per valid token (comparable with the KL) or per sequence",
+        choices=("tokens", "sequence"),
+    )
     lr: float = opt(2e-4, "peak AdamW learning rate", gt=0.0, le=1.0)
     warmup_steps: int = opt(10, "linear warm-up steps, then constant", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0.0, le=1.0)
@@ -193,19 +236,36 @@ class DistillConfig:
 class ListeningConfig:
     """Listening-test export: systems x prompts -> anonymised, loudness-matched stimuli and a rating page."""
 
-    systems: list = opt([], "systems to compare: mappings with name and checkpoint, optional cfg_scale, temperature, "
-                        "top_k, top_p (default: the generate section) and codec (default: the checkpoint's)")
+    systems: list = opt(
+        [],
+        "systems to compare: mappings with name and checkpoint, optional cfg_scale, temperature, "
+        "top_k, top_p (default: the generate section) and codec (default: the checkpoint's)",
+    )
     prompts: list = opt([], "text prompts every system generates clips for")
     prompts_file: str = opt("", "text file with one prompt per line, added after listening.prompts")
-    samples_per_prompt: int = opt(2, "generations per system and prompt; >= 2 for diversity trials", ge=1, le=64)
+    samples_per_prompt: int = opt(
+        2, "generations per system and prompt; >= 2 for diversity trials", ge=1, le=64
+    )
     duration: float = opt(4.0, "seconds per stimulus", gt=0.0, le=60.0)
-    seed: int = opt(0, "export seed: sampling, stimulus ids, attention checks and every rater's trial order", ge=0)
+    seed: int = opt(
+        0, "export seed: sampling, stimulus ids, attention checks and every rater's trial order", ge=0
+    )
     out: str = opt("", "export folder; empty = <runs_dir>/<name>/listening")
-    sample_rate: int = opt(0, "sample rate of the stimuli (Hz); 0 = the highest of the systems' codecs", ge=0, le=192000)
-    loudness_lufs: float = opt(-23.0, "integrated loudness of every stimulus (LUFS, ITU-R BS.1770)", ge=-60.0, le=-5.0)
-    peak_dbfs: float = opt(-1.0, "sample-peak ceiling the limiter enforces after normalisation (dBFS)", ge=-20.0, le=0.0)
-    diversity_pairs: int = opt(1, "pairs per system and prompt rated for how different they are; 0 = none", ge=0, le=100)
-    attention_checks: int = opt(1, "stimuli shown twice to check that a rater answers consistently", ge=0, le=20)
+    sample_rate: int = opt(
+        0, "sample rate of the stimuli (Hz); 0 = the highest of the systems' codecs", ge=0, le=192000
+    )
+    loudness_lufs: float = opt(
+        -23.0, "integrated loudness of every stimulus (LUFS, ITU-R BS.1770)", ge=-60.0, le=-5.0
+    )
+    peak_dbfs: float = opt(
+        -1.0, "sample-peak ceiling the limiter enforces after normalisation (dBFS)", ge=-20.0, le=0.0
+    )
+    diversity_pairs: int = opt(
+        1, "pairs per system and prompt rated for how different they are; 0 = none", ge=0, le=100
+    )
+    attention_checks: int = opt(
+        1, "stimuli shown twice to check that a rater answers consistently", ge=0, le=20
+    )
     require_playback: bool = opt(True, "raters must play every clip of a trial before they can answer")
     title: str = opt("Music listening test", "title shown on the rating page")
 
@@ -216,17 +276,22 @@ class EmbedConfig:
 
     dim: int = opt(128, "embedding width E (outputs are L2-normalised)", ge=8, le=4096)
     channels: int = opt(96, "channels of the 1-D conv encoder over log-mel frames", ge=8, le=4096)
-    chunk_seconds: float = opt(1.5, "length of each chunk of a positive pair; two must fit in one clip", gt=0.1,
-                               le=60.0)
+    chunk_seconds: float = opt(
+        1.5, "length of each chunk of a positive pair; two must fit in one clip", gt=0.1, le=60.0
+    )
     temperature: float = opt(0.1, "InfoNCE temperature", gt=0.0, le=10.0)
     steps: int = opt(300, "optimizer steps", ge=1)
-    batch_size: int = opt(128, "clips per step: one positive pair each, the other clips are negatives", ge=2,
-                          le=65536)
+    batch_size: int = opt(
+        128, "clips per step: one positive pair each, the other clips are negatives", ge=2, le=65536
+    )
     lr: float = opt(2e-3, "peak AdamW learning rate (linear warm-up, cosine decay)", gt=0.0, le=1.0)
     weight_decay: float = opt(1e-4, "AdamW weight decay", ge=0.0, le=1.0)
-    reconstructions: bool = opt(True, "also train on codec reconstructions: each chunk is real or reconstructed")
-    gain_jitter: float = opt(0.3, "std of a random log-gain added to each training chunk (log mel-power units)",
-                             ge=0.0, le=10.0)
+    reconstructions: bool = opt(
+        True, "also train on codec reconstructions: each chunk is real or reconstructed"
+    )
+    gain_jitter: float = opt(
+        0.3, "std of a random log-gain added to each training chunk (log mel-power units)", ge=0.0, le=10.0
+    )
     max_minutes: float = opt(0.0, "stop after this many minutes of training; 0 = no limit", ge=0.0)
     seed: int = opt(0, "seed of initialisation, batching and augmentation", ge=0)
 
@@ -235,16 +300,24 @@ class EmbedConfig:
 class ScorerConfig:
     """The joint text-audio scorer (the MuLan/CLAP part): text adherence = cosine of the two towers."""
 
-    text_encoder: str = opt("minilm", "frozen sentence encoder: 'minilm' or a local Hugging Face encoder directory")
+    text_encoder: str = opt(
+        "minilm", "frozen sentence encoder: 'minilm' or a local Hugging Face encoder directory"
+    )
     dim: int = opt(128, "joint embedding width", ge=8, le=4096)
     channels: int = opt(96, "channels of the audio tower's conv encoder", ge=8, le=4096)
     text_hidden: int = opt(256, "hidden width of the text projection MLP", ge=8, le=8192)
-    crop_seconds: float = opt(2.4, "random crop of each training clip (seconds); whole clips at inference",
-                              gt=0.1, le=600.0)
-    init_temperature: float = opt(0.07, "initial temperature of the (learned) contrastive logit scale", gt=0.0,
-                                  le=10.0)
-    max_clips: int = opt(4000, "training clips used at most (a seeded random subset): the frozen text encoder "
-                         "encoding every caption once is the main cost", ge=2)
+    crop_seconds: float = opt(
+        2.4, "random crop of each training clip (seconds); whole clips at inference", gt=0.1, le=600.0
+    )
+    init_temperature: float = opt(
+        0.07, "initial temperature of the (learned) contrastive logit scale", gt=0.0, le=10.0
+    )
+    max_clips: int = opt(
+        4000,
+        "training clips used at most (a seeded random subset): the frozen text encoder "
+        "encoding every caption once is the main cost",
+        ge=2,
+    )
     steps: int = opt(300, "optimizer steps", ge=1)
     batch_size: int = opt(128, "caption-clip pairs per step", ge=2, le=65536)
     lr: float = opt(2e-3, "peak AdamW learning rate (linear warm-up, cosine decay)", gt=0.0, le=1.0)
@@ -259,9 +332,13 @@ class ScorerConfig:
 class OracleConfig:
     """The attribute oracle: softmax regressions on hand-made log-mel features (built-in data attributes)."""
 
-    heads: list = opt(["instrument", "tempo", "key+mode", "register", "drums"],
-                      "one classifier per entry; 'a+b' classifies the pair jointly and predicts both")
-    l2: float = opt(1e-3, "L2 penalty on the weights (per feature, features are standardised)", ge=0.0, le=100.0)
+    heads: list = opt(
+        ["instrument", "tempo", "key+mode", "register", "drums"],
+        "one classifier per entry; 'a+b' classifies the pair jointly and predicts both",
+    )
+    l2: float = opt(
+        1e-3, "L2 penalty on the weights (per feature, features are standardised)", ge=0.0, le=100.0
+    )
     iters: int = opt(100, "L-BFGS iterations per classifier", ge=1, le=10000)
     reconstructions: bool = opt(True, "also train on codec reconstructions of the clips")
 
@@ -270,8 +347,11 @@ class OracleConfig:
 class EvaluateConfig:
     """Evaluation of systems on held-out prompts (musicdistill evaluate; the main job's evaluate stage)."""
 
-    systems: list = opt([], "systems: mappings with name, checkpoint, optional family, cfg_scale, temperature, "
-                        "top_k, top_p; empty in the main job = base, CFG and temperature sweeps, distilled, merges")
+    systems: list = opt(
+        [],
+        "systems: mappings with name, checkpoint, optional family, cfg_scale, temperature, "
+        "top_k, top_p; empty in the main job = base, CFG and temperature sweeps, distilled, merges",
+    )
     split: str = opt("test", "held-out split the prompts come from", choices=("valid", "test"))
     num_prompts: int = opt(32, "held-out prompts (distinct captions)", ge=1, le=100_000)
     samples_per_prompt: int = opt(4, "samples per prompt and system; >= 2 for diversity", ge=2, le=256)
@@ -378,7 +458,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         if key not in names:
             full = prefix + str(key)
             while isinstance(value, dict) and len(value) == 1:  # name the leaf: 'train.steps', not 'train'
-                (sub, value), = value.items()
+                ((sub, value),) = value.items()
                 full += f".{sub}"
             raise ConfigError(f"unknown config key '{full}'{_suggest(full, _all_dotted_keys(Config))}")
     kwargs = {}
@@ -483,7 +563,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
         raw = loaded or {}
     raw = apply_overrides(raw, list(overrides or []))
     try:

@@ -52,8 +52,10 @@ def bf16_enabled(device: torch.device, requested: bool) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _warn_slow_bf16() -> None:
-    log.warning("bf16 was requested, but this CPU has no native bf16 matrix multiply (avx512_bf16/amx); "
-                "running in float32, which is much faster here")
+    log.warning(
+        "bf16 was requested, but this CPU has no native bf16 matrix multiply (avx512_bf16/amx); "
+        "running in float32, which is much faster here"
+    )
 
 
 @contextlib.contextmanager

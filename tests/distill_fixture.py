@@ -15,21 +15,39 @@ import torch
 import torch.nn.functional as F
 
 from musicdistill.config import load_config
-from musicdistill.distill import DistillParts, PromptSet, distill, frozen_copy
-from musicdistill.generator import build_generator
-from musicdistill.text import TextCondition
+from musicdistill.model.generator import build_generator
+from musicdistill.model.text import TextCondition
+from musicdistill.training.distill import DistillParts, PromptSet, distill, frozen_copy
 
 K, V, T, TEXT_DIM = 2, 16, 6, 8
 
 
 def tiny_config(tmp: Path, steps: int, beta: float = 0.5, gamma: float = 3.0, extra: list[str] | None = None):
-    return load_config(None, [
-        f"runs_dir={tmp}", "name=t", "model.dim=16", "model.layers=1", "model.heads=2", "model.delays=[0,1]",
-        "model.max_frames=16", "codec.num_codebooks=2", f"distill.steps={steps}", "distill.prompts_per_step=4",
-        "distill.group_size=2", f"distill.beta={beta}", f"distill.gamma={gamma}", "distill.eval_every=2",
-        "distill.eval_prompts=8", "distill.ckpt_every=2", "distill.bf16=false", "distill.lr=0.01",
-        "distill.warmup_steps=0", *(extra or []),
-    ])
+    return load_config(
+        None,
+        [
+            f"runs_dir={tmp}",
+            "name=t",
+            "model.dim=16",
+            "model.layers=1",
+            "model.heads=2",
+            "model.delays=[0,1]",
+            "model.max_frames=16",
+            "codec.num_codebooks=2",
+            f"distill.steps={steps}",
+            "distill.prompts_per_step=4",
+            "distill.group_size=2",
+            f"distill.beta={beta}",
+            f"distill.gamma={gamma}",
+            "distill.eval_every=2",
+            "distill.eval_prompts=8",
+            "distill.ckpt_every=2",
+            "distill.bf16=false",
+            "distill.lr=0.01",
+            "distill.warmup_steps=0",
+            *(extra or []),
+        ],
+    )
 
 
 def fake_encode(prompts: list[str]) -> TextCondition:
@@ -57,8 +75,15 @@ def tiny_parts(cfg, seed: int = 0) -> DistillParts:
     student.load_state_dict(base.state_dict())
     prompts = PromptSet([f"prompt {i}" for i in range(8)], [None] * 8)
     held = prompts  # the loop's optimisation is what these tests check, not generalisation to new prompts
-    return DistillParts(student=student, teacher=frozen_copy(base), encode=fake_encode, train=prompts,
-                        held_out=held, num_frames=T, reward_embed=fake_reward_embed)
+    return DistillParts(
+        student=student,
+        teacher=frozen_copy(base),
+        encode=fake_encode,
+        train=prompts,
+        held_out=held,
+        num_frames=T,
+        reward_embed=fake_reward_embed,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +94,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--step-sleep", type=float, default=0.0, help="sleep after each snapshot (kill tests)")
     a = ap.parse_args(argv)
-    from musicdistill.distributed import init_distributed, shutdown_distributed
+    from musicdistill.training.distributed import init_distributed, shutdown_distributed
 
     out = Path(a.out)
     cfg = tiny_config(out.parent, a.steps, beta=a.beta)
@@ -78,7 +103,7 @@ def main(argv: list[str]) -> int:
     if a.step_sleep:
         import time
 
-        import musicdistill.distill as d
+        import musicdistill.training.distill as d
 
         original = d.save_snapshot
 
@@ -91,7 +116,10 @@ def main(argv: list[str]) -> int:
     distill(cfg, parts, out, {"base_hash": "test"}, device, info, resume=a.resume)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in parts.student.state_dict().items()}, str(out / f"rank{info.rank}.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in parts.student.state_dict().items()},
+        str(out / f"rank{info.rank}.safetensors"),
+    )
     shutdown_distributed()
     return 0
 

@@ -9,7 +9,9 @@ from musicdistill.config import Config, load_config
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and trailing ``section.key=value`` overrides."""
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults; see configs/)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config (default: built-in defaults; see configs/)"
+    )
     parser.add_argument(
         "overrides",
         nargs="*",

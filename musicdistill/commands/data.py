@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from musicdistill.config import DataConfig
+from musicdistill.data.manifest import check_entries, read_manifest
+from musicdistill.data.synth import synthesize_dataset
 
 _DEFAULTS = DataConfig()
 
@@ -100,8 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from musicdistill.synth import synthesize_dataset
-
     manifest = synthesize_dataset(
         args.out,
         args.num_clips,
@@ -115,8 +115,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from musicdistill.data import check_entries, read_manifest
-
     entries = read_manifest(args.manifest)
     report = check_entries(entries, args.sample_rate, args.duration, args.min_duration, workers=args.workers)
     print(report.format())

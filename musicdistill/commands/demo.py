@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from musicdistill.demo.app import launch_demo
+from musicdistill.demo.engine import DemoPaths, find_run_checkpoints, load_engine
+from musicdistill.runtime import resolve_device
+
 DESCRIPTION = """\
 Serve a web page that generates music with a merge of two CFG-distilled students:
 λ = 0 is the quality model (distilled with beta=0), λ = 1 the diversity model. Merged weights are
@@ -101,8 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _paths(args: argparse.Namespace):
     from pathlib import Path
 
-    from musicdistill.demo_engine import DemoPaths, find_run_checkpoints
-
     if args.run:
         found = find_run_checkpoints(args.run)
         pick = lambda given, default: Path(given) if given else default  # noqa: E731
@@ -134,9 +136,6 @@ def _run(args: argparse.Namespace) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError("the demo needs gradio: pip install 'musicdistill[demo]'") from None
-    from musicdistill.demo_app import launch_demo
-    from musicdistill.demo_engine import load_engine
-    from musicdistill.runtime import resolve_device
 
     if not 1 <= args.merge_cache <= 1000:
         raise ValueError(f"--merge-cache {args.merge_cache} must lie in [1, 1000]")

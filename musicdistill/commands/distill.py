@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.data.tokens import load_token_set
+from musicdistill.runtime import resolve_device, seed_everything
+from musicdistill.training.distill import distill
+from musicdistill.training.distill_setup import assemble
+from musicdistill.training.distributed import init_distributed, shutdown_distributed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,12 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.add_argument("--base", metavar="DIR", help="base checkpoint (default: <run_dir>/base)")
-    p.add_argument("--tokens", metavar="DIR",
-                   help="encoded dataset for prompts (default: <run_dir>/tokens, else BASE/tokens)")
-    p.add_argument("--embedder", metavar="DIR", help="reward embedder (default: <run_dir>/embedder when present; "
-                   "required when distill.beta > 0)")
-    p.add_argument("--oracle", metavar="DIR", help="attribute oracle for the golden metric (default: "
-                   "<run_dir>/oracle when present)")
+    p.add_argument(
+        "--tokens",
+        metavar="DIR",
+        help="encoded dataset for prompts (default: <run_dir>/tokens, else BASE/tokens)",
+    )
+    p.add_argument(
+        "--embedder",
+        metavar="DIR",
+        help="reward embedder (default: <run_dir>/embedder when present; required when distill.beta > 0)",
+    )
+    p.add_argument(
+        "--oracle",
+        metavar="DIR",
+        help="attribute oracle for the golden metric (default: <run_dir>/oracle when present)",
+    )
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/distill_beta<beta>)")
     p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT/checkpoints")
     p.set_defaults(func=_run)
@@ -38,12 +52,6 @@ def _existing(path: Path) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from musicdistill.distill import distill
-    from musicdistill.distill_setup import assemble
-    from musicdistill.distributed import init_distributed, shutdown_distributed
-    from musicdistill.runtime import resolve_device, seed_everything
-    from musicdistill.tokens import load_token_set
-
     cfg = config_from_args(args)
     run_dir = cfg.run_dir
     base = Path(args.base or run_dir / "base")

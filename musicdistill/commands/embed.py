@@ -7,8 +7,13 @@ import json
 import logging
 from pathlib import Path
 
+from musicdistill.codec.factory import load_codec
 from musicdistill.commands.common import add_config_args, config_from_args
 from musicdistill.config import save_config
+from musicdistill.judges.embedder import fit_and_save_embedder
+from musicdistill.judges.log_mel import load_labelled_mels
+from musicdistill.judges.oracle import fit_and_save_oracle
+from musicdistill.judges.scorer import fit_and_save_scorer
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace):
     """The resolved config, the train and held-out log-mels, and the output folder."""
-    from musicdistill.clip_mels import load_labelled_mels
-
     cfg = config_from_args(args)
     codec = None
     if args.codec:
-        from musicdistill.codec import load_codec
-
         codec = load_codec(args.codec)
     else:
         log.info(
@@ -106,21 +107,15 @@ def _print(kind: str, out: Path, metrics: dict) -> int:
 
 
 def _train_embedder(args: argparse.Namespace) -> int:
-    from musicdistill.embedding import fit_and_save_embedder
-
     cfg, train, held_out, out = _prepare(args)
     return _print("embedder", out, fit_and_save_embedder(cfg, train, held_out, out))
 
 
 def _train_scorer(args: argparse.Namespace) -> int:
-    from musicdistill.scorer import fit_and_save_scorer
-
     cfg, train, held_out, out = _prepare(args)
     return _print("scorer", out, fit_and_save_scorer(cfg, train, held_out, out))
 
 
 def _fit_oracle(args: argparse.Namespace) -> int:
-    from musicdistill.oracle import fit_and_save_oracle
-
     cfg, train, held_out, out = _prepare(args)
     return _print("oracle", out, fit_and_save_oracle(cfg, train, held_out, out))

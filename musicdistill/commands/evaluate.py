@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.evaluation.setup import run_evaluation
+from musicdistill.evaluation.systems import parse_systems
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_args(p)
-    p.add_argument("--tokens", metavar="DIR", help="encoded dataset with the held-out prompts (default: <run_dir>/tokens)")
-    p.add_argument("--embedder", metavar="DIR", help="reward embedder (default: <run_dir>/embedder when present)")
-    p.add_argument("--oracle", metavar="DIR", help="attribute oracle (default: <run_dir>/oracle when present)")
-    p.add_argument("--scorer", metavar="DIR", help="text-audio scorer (default: <run_dir>/scorer when present)")
+    p.add_argument(
+        "--tokens",
+        metavar="DIR",
+        help="encoded dataset with the held-out prompts (default: <run_dir>/tokens)",
+    )
+    p.add_argument(
+        "--embedder", metavar="DIR", help="reward embedder (default: <run_dir>/embedder when present)"
+    )
+    p.add_argument(
+        "--oracle", metavar="DIR", help="attribute oracle (default: <run_dir>/oracle when present)"
+    )
+    p.add_argument(
+        "--scorer", metavar="DIR", help="text-audio scorer (default: <run_dir>/scorer when present)"
+    )
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/evaluate)")
     p.set_defaults(func=_run)
 
@@ -39,17 +51,19 @@ def _existing(path: str | None, default: Path) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from musicdistill.evaluation_run import run_evaluation
-    from musicdistill.systems import parse_systems
-
     cfg = config_from_args(args)
     run_dir = cfg.run_dir
     systems = parse_systems(cfg.evaluate.systems, cfg.generate, section="evaluate.systems")
     out = Path(args.out or run_dir / "evaluate")
-    report = run_evaluation(cfg, systems, Path(args.tokens or run_dir / "tokens"), out,
-                            embedder=_existing(args.embedder, run_dir / "embedder"),
-                            oracle=_existing(args.oracle, run_dir / "oracle"),
-                            scorer=_existing(args.scorer, run_dir / "scorer"))
+    report = run_evaluation(
+        cfg,
+        systems,
+        Path(args.tokens or run_dir / "tokens"),
+        out,
+        embedder=_existing(args.embedder, run_dir / "embedder"),
+        oracle=_existing(args.oracle, run_dir / "oracle"),
+        scorer=_existing(args.scorer, run_dir / "scorer"),
+    )
     for name, sys in report["systems"].items():
         cells = ", ".join(f"{k} {v['mean']:.3f}" for k, v in sys["metrics"].items() if "low" in v)
         print(f"{name:24s} rows/sample {sys['cost']['rows_per_sample']}  {cells}")

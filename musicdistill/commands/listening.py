@@ -6,6 +6,9 @@ import argparse
 import sys
 
 from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.listening.analysis import analyze
+from musicdistill.listening.export import run_export
+from musicdistill.listening.summary import write_summary
 
 DESCRIPTION = """\
 A human evaluation in the format of the paper's listening study: quality trials rate each clip on
@@ -45,28 +48,53 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("listening", help="export a blind listening test and analyse its ratings",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "listening",
+        help="export a blind listening test and analyse its ratings",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = p.add_subparsers(dest="listening_command", metavar="ACTION")
 
-    e = actions.add_parser("export", help="render the systems into a rating page, stimuli and a hidden key",
-                           description=DESCRIPTION, epilog=EXPORT_EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    e = actions.add_parser(
+        "export",
+        help="render the systems into a rating page, stimuli and a hidden key",
+        description=DESCRIPTION,
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_args(e)
-    e.add_argument("--out", metavar="DIR", help="export folder (default: listening.out, else <run dir>/listening)")
+    e.add_argument(
+        "--out", metavar="DIR", help="export folder (default: listening.out, else <run dir>/listening)"
+    )
     e.add_argument("--force", action="store_true", help="replace the export folder if it is not empty")
     e.set_defaults(func=_export)
 
-    a = actions.add_parser("analyze", help="summarise the raters' CSVs against the key",
-                           description=DESCRIPTION, epilog=ANALYZE_EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = actions.add_parser(
+        "analyze",
+        help="summarise the raters' CSVs against the key",
+        description=DESCRIPTION,
+        epilog=ANALYZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a.add_argument("--key", required=True, metavar="FILE", help="key.csv of the export")
-    a.add_argument("--ratings", required=True, metavar="PATH",
-                   help="folder of the CSV files the raters downloaded (searched recursively), or one CSV file")
+    a.add_argument(
+        "--ratings",
+        required=True,
+        metavar="PATH",
+        help="folder of the CSV files the raters downloaded (searched recursively), or one CSV file",
+    )
     a.add_argument("--out", metavar="DIR", help="folder for the summary (default: analysis/ beside the key)")
-    a.add_argument("--tolerance", type=float, default=1.0, metavar="POINTS",
-                   help="largest difference between a rater's two ratings of the repeated stimulus (default: 1)")
-    a.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
+    a.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="largest difference between a rater's two ratings of the repeated stimulus (default: 1)",
+    )
+    a.add_argument(
+        "--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)"
+    )
     a.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     a.set_defaults(func=_analyze)
     p.set_defaults(func=lambda args: _usage(p))
@@ -78,8 +106,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from musicdistill.listening_export import run_export
-
     result = run_export(config_from_args(args), out=args.out, force=args.force)
     print(f"test {result.test_id}: {result.num_stimuli} stimuli, {len(result.trials)} trials")
     print(f"hand out: {result.raters_dir}")
@@ -88,14 +114,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from musicdistill.listening_analysis import analyze
-    from musicdistill.listening_report import write_summary
-
     result = analyze(args.key, args.ratings, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed)
     paths = write_summary(result, args.out)
     counts = result.ratings.problem_counts()
-    print(f"{len(result.ratings.files)} file(s), {result.ratings.rows_read} rows, "
-          f"{len(result.ratings.ratings)} accepted" + (f"; rejected: {counts}" if counts else ""))
+    print(
+        f"{len(result.ratings.files)} file(s), {result.ratings.rows_read} rows, "
+        f"{len(result.ratings.ratings)} accepted" + (f"; rejected: {counts}" if counts else "")
+    )
     for rater, res in sorted(result.attention.items()):
         if res.excluded:
             print(f"rater {rater} excluded: attention check {res.status} ({res.detail()})")

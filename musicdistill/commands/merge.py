@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-#: kept in sync with musicdistill.merge.MERGE_METHODS (imported lazily: torch is slow to import)
+from musicdistill.merging import merge_checkpoints
+
+#: kept in sync with musicdistill.merging.MERGE_METHODS (imported lazily: torch is slow to import)
 METHODS = ("lerp", "slerp")
 
 DESCRIPTION = """\
@@ -34,9 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--a", required=True, metavar="DIR", help="checkpoint folder at λ = 0 (e.g. the quality model)")
-    p.add_argument("--b", required=True, metavar="DIR", help="checkpoint folder at λ = 1 (e.g. the diversity model)")
-    p.add_argument("--lam", type=float, default=0.5, metavar="λ", help="merge coefficient in [0, 1] (default: 0.5)")
+    p.add_argument(
+        "--a", required=True, metavar="DIR", help="checkpoint folder at λ = 0 (e.g. the quality model)"
+    )
+    p.add_argument(
+        "--b", required=True, metavar="DIR", help="checkpoint folder at λ = 1 (e.g. the diversity model)"
+    )
+    p.add_argument(
+        "--lam", type=float, default=0.5, metavar="λ", help="merge coefficient in [0, 1] (default: 0.5)"
+    )
     p.add_argument("--method", choices=METHODS, default="lerp", help="interpolation (default: lerp)")
     p.add_argument(
         "--base",
@@ -55,8 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from musicdistill.merge import merge_checkpoints
-
     out = merge_checkpoints(
         args.a,
         args.b,

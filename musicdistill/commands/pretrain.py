@@ -7,7 +7,11 @@ import logging
 import os
 from pathlib import Path
 
+from musicdistill.codec.factory import load_codec
 from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.config import save_config
+from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
+from musicdistill.training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_args(p)
-    p.add_argument("--data", metavar="MANIFEST",
-                   help="manifest or audio folder (default: data.manifest, else <run_dir>/data/manifest.jsonl)")
+    p.add_argument(
+        "--data",
+        metavar="MANIFEST",
+        help="manifest or audio folder (default: data.manifest, else <run_dir>/data/manifest.jsonl)",
+    )
     p.add_argument("--codec", metavar="DIR", help="codec directory (default: <run_dir>/codec)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/base)")
     p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT/checkpoints")
@@ -41,22 +48,21 @@ def relative_to(path: Path, start: Path) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from musicdistill.codec import load_codec
-    from musicdistill.config import save_config
-    from musicdistill.pretrain import pretrain
-    from musicdistill.tokens import encode_manifest, load_token_set, save_token_set
-
     cfg = config_from_args(args)
     if cfg.model.backbone == "musicgen":
-        raise ValueError("model.backbone=musicgen: MusicGen is already pretrained and 'musicdistill pretrain' trains "
-                         "the native generator; export the base checkpoint with 'musicdistill run CONFIG --only "
-                         "codec --only base' instead")
+        raise ValueError(
+            "model.backbone=musicgen: MusicGen is already pretrained and 'musicdistill pretrain' trains "
+            "the native generator; export the base checkpoint with 'musicdistill run CONFIG --only "
+            "codec --only base' instead"
+        )
     run_dir = cfg.run_dir
     manifest = Path(args.data or cfg.data.manifest or run_dir / "data" / "manifest.jsonl")
     codec_dir = Path(args.codec or run_dir / "codec")
     out = Path(args.out or run_dir / "base")
     if not manifest.exists():
-        raise FileNotFoundError(f"manifest {manifest} does not exist; pass --data or run 'musicdistill data synth'")
+        raise FileNotFoundError(
+            f"manifest {manifest} does not exist; pass --data or run 'musicdistill data synth'"
+        )
     codec = load_codec(codec_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "resolved_config.yaml")
@@ -64,10 +70,23 @@ def _run(args: argparse.Namespace) -> int:
     try:
         tokens = load_token_set(token_dir)
     except FileNotFoundError:
-        tokens = encode_manifest(manifest, codec, cfg.data.sample_rate, cfg.data.duration, cfg.data.workers,
-                                 cfg.data.strict, cfg.data.min_duration)
+        tokens = encode_manifest(
+            manifest,
+            codec,
+            cfg.data.sample_rate,
+            cfg.data.duration,
+            cfg.data.workers,
+            cfg.data.strict,
+            cfg.data.min_duration,
+        )
         save_token_set(tokens, token_dir)
-    pretrain(cfg, tokens.select("train"), tokens.select("valid"), out, resume=args.resume,
-             provenance={"codec_dir": relative_to(codec_dir, out.parent), "manifest": str(manifest.resolve())})
+    pretrain(
+        cfg,
+        tokens.select("train"),
+        tokens.select("valid"),
+        out,
+        resume=args.resume,
+        provenance={"codec_dir": relative_to(codec_dir, out.parent), "manifest": str(manifest.resolve())},
+    )
     print(f"base model: {out}")
     return 0

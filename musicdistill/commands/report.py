@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from musicdistill.pipeline.report import demo_command, run_claims, write_report
+
 DESCRIPTION = """\
 Write RUN_DIR/report.html from what the main job left in RUN_DIR: the claims table (C1-C5 checked
 against evaluate/metrics.json), the quality-diversity plot, every system's metrics with 95 %
@@ -27,8 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from musicdistill.report import demo_command, run_claims, write_report
-
     run_dir = Path(args.run_dir)
     path = write_report(run_dir)
     for claim in run_claims(run_dir):

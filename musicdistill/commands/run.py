@@ -7,6 +7,9 @@ import shlex
 from pathlib import Path
 
 from musicdistill.config import load_config
+from musicdistill.pipeline.report import REPORT_FILE, demo_command
+from musicdistill.pipeline.runner import run_stages
+from musicdistill.pipeline.stages import main_job_stages
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,19 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
             "whose config (and upstream stages) are unchanged is skipped; an interrupted stage resumes."
         ),
     )
-    p.add_argument("config", nargs="?", default=None, metavar="CONFIG",
-                   help="YAML config (e.g. configs/default.yaml; default: built-in defaults)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. pretrain.steps=200")
-    p.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun this stage (repeatable)")
-    p.add_argument("--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)")
+    p.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        metavar="CONFIG",
+        help="YAML config (e.g. configs/default.yaml; default: built-in defaults)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. pretrain.steps=200"
+    )
+    p.add_argument(
+        "--force", action="append", default=[], metavar="STAGE", help="rerun this stage (repeatable)"
+    )
+    p.add_argument(
+        "--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)"
+    )
     p.add_argument("--list", action="store_true", help="list the stages and exit")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from musicdistill.pipeline import run_stages
-    from musicdistill.stages import main_job_stages
-
     stages = main_job_stages()
     if args.list:
         for s in stages:
@@ -53,8 +64,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_next_steps(run_dir: Path) -> None:
     """Where the report is and how to open the demo on this run's checkpoints (what exists so far)."""
-    from musicdistill.report import REPORT_FILE, demo_command
-
     report = run_dir / REPORT_FILE
     if report.is_file():
         print(f"\nreport: {report}  (rewrite it with: musicdistill report {shlex.quote(str(run_dir))})")

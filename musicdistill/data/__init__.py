@@ -1,0 +1,1 @@
+"""Captioned audio: the built-in synthesised set (captions, render, synth), user manifests and audio loading, token sets, encoded captions."""

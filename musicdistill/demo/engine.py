@@ -1,0 +1,573 @@
+"""The model side of the merge-slider demo: loading the systems, checking requests, generating.
+
+Systems in memory: ONE student model, into which the merged weights of the chosen λ are loaded
+(λ = 0 the quality finetune, λ = 1 the diversity finetune; :class:`musicdistill.demo.merge_cache.MergeCache`
+merges each slider step once), and optionally the CFG teacher (the base model) for comparison. A
+request makes G variations of one prompt with each system, times the token sampling (where CFG's
+second model row costs) and the decoding separately, and measures the batch's diversity as the mean
+pairwise ``1 - cos`` of audio embeddings.
+
+Embeddings come from the contrastive reward embedder when one is given (``--embedder``); without
+one, a documented hand-made feature is used instead (:func:`spectral_embedding`). Nothing here
+imports gradio; :mod:`musicdistill.demo.app` builds the page on top of :class:`DemoEngine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musicdistill.codec.factory import load_codec
+from musicdistill.config import Config, section_from_dict
+from musicdistill.demo.merge_cache import MergeCache
+from musicdistill.generation.guidance import MAX_CFG_SCALE, is_guided
+from musicdistill.generation.sampling import frames_for_duration, generate
+from musicdistill.judges.embedder import embed_audio, load_embedder
+from musicdistill.judges.spectral import spectral_embedding
+from musicdistill.merging import config_differences, shared_base_hash
+from musicdistill.model.loading import (
+    LoadedGenerator,
+    generator_from_state_dict,
+    load_generator,
+    resolve_codec_dir,
+    text_encoder_name,
+)
+from musicdistill.model.text import build_text_encoder
+from musicdistill.storage.checkpoint import MODEL_FILE, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+#: folder names inside a pipeline run (``musicdistill run``)
+RUN_QUALITY = "distill_beta0"
+RUN_DIVERSITY_PREFIX = "distill_beta"
+#: the main job's folders (musicdistill run), tried before the distill_beta<β> names of 'musicdistill distill'
+MAIN_JOB_QUALITY, MAIN_JOB_DIVERSITY = "quality", "diversity"
+RUN_TEACHER = "base"
+RUN_EMBEDDER = "embedder"
+
+MAX_VARIATIONS = 8
+MAX_SEED = 2**31 - 1
+MAX_TEMPERATURE = 3.0
+
+#: ``(wav [N, samples], sample_rate) -> embeddings [N, E]``
+EmbedFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+class DemoInputError(ValueError):
+    """A demo request is invalid; the message is shown to the user as is."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where the checkpoints are
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Checkpoint folders of the systems the demo serves (teacher and embedder are optional)."""
+
+    quality: Path
+    diversity: Path
+    teacher: Path | None = None
+    embedder: Path | None = None
+
+
+def _run_beta(path: Path) -> float | None:
+    """β of a ``distill_beta<β>`` folder name, or None when the suffix is not a number."""
+    try:
+        beta = float(path.name[len(RUN_DIVERSITY_PREFIX) :])
+    except ValueError:
+        return None
+    return beta if math.isfinite(beta) else None
+
+
+def find_run_checkpoints(run: str | Path) -> DemoPaths:
+    """The demo's folders in a pipeline run: quality ``quality`` (else ``distill_beta0``), diversity
+    ``diversity`` (else the ``distill_beta<β>`` with the largest β > 0), teacher ``base`` and embedder
+    ``embedder``.
+
+    Raises FileNotFoundError listing every missing folder when the quality or diversity model is
+    missing; a missing teacher or embedder is logged and left out.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"--run {run}: no such folder; pass the folder of a 'musicdistill run' pipeline run"
+        )
+    teacher, embedder = run / RUN_TEACHER, run / RUN_EMBEDDER
+    main_q, main_d = run / MAIN_JOB_QUALITY, run / MAIN_JOB_DIVERSITY
+    if (main_q / MODEL_FILE).is_file() and (main_d / MODEL_FILE).is_file():
+        return DemoPaths(
+            quality=main_q,
+            diversity=main_d,
+            teacher=teacher if (teacher / MODEL_FILE).is_file() else None,
+            embedder=embedder if embedder.is_dir() else None,
+        )
+    distilled = sorted(
+        (beta, path)
+        for path in run.glob(f"{RUN_DIVERSITY_PREFIX}*")
+        if (path / MODEL_FILE).is_file() and (beta := _run_beta(path)) is not None and beta >= 0
+    )
+    zero = [path for beta, path in distilled if beta == 0]  # distill_beta0 (or distill_beta0.0)
+    quality = zero[0] if zero else run / RUN_QUALITY
+    candidates = [(beta, path) for beta, path in distilled if beta > 0]
+    missing = []
+    if not (quality / MODEL_FILE).is_file():
+        missing.append(f"{quality} (the quality model, distilled with beta=0)")
+    if not candidates:
+        missing.append(f"{run / (RUN_DIVERSITY_PREFIX + '<beta>')} with beta > 0 (the diversity model)")
+    if not (teacher / MODEL_FILE).is_file():
+        missing.append(f"{teacher} (the base model, the CFG teacher; optional)")
+    if not embedder.is_dir():
+        missing.append(f"{embedder} (the reward embedder; optional)")
+    if not (quality / MODEL_FILE).is_file() or not candidates:
+        raise FileNotFoundError(
+            f"--run {run} is missing: "
+            + "; ".join(missing)
+            + ". Finish the run with 'musicdistill run', or pass --quality and --diversity explicitly."
+        )
+    for item in missing:
+        log.warning("--run %s: not found, continuing without it: %s", run, item)
+    if len(candidates) > 1:
+        log.info(
+            "--run %s has several diversity models %s; using beta=%g",
+            run,
+            [p.name for _, p in candidates],
+            candidates[-1][0],
+        )
+    return DemoPaths(
+        quality=quality,
+        diversity=candidates[-1][1],
+        teacher=teacher if (teacher / MODEL_FILE).is_file() else None,
+        embedder=embedder if embedder.is_dir() else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """What a request may ask for; the page's widgets use the same bounds."""
+
+    max_prompt_chars: int
+    max_duration: float
+    min_duration: float
+    max_variations: int = MAX_VARIATIONS
+    max_seed: int = MAX_SEED
+    max_temperature: float = MAX_TEMPERATURE
+    max_cfg_scale: float = MAX_CFG_SCALE
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    """One validated request: G = ``num_variations`` samples of ``prompt`` per system."""
+
+    prompt: str
+    lam: float
+    num_variations: int
+    duration: float
+    seed: int
+    temperature: float
+    compare_teacher: bool = False
+    cfg_scale: float = 3.0
+
+
+def _number(name: str, value: object) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DemoInputError(f"{name} is empty; enter a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DemoInputError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise DemoInputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise DemoInputError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _in_range(name: str, value: object, low: float, high: float, integer: bool = False) -> float:
+    number = _number(name, value)
+    if integer and not number.is_integer():
+        raise DemoInputError(f"{name} must be a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise DemoInputError(f"{name}={number:g} is out of range; it must lie in [{low:g}, {high:g}]")
+    return number
+
+
+def validate_request(
+    limits: DemoLimits,
+    prompt: object,
+    lam: object,
+    num_variations: object,
+    duration: object,
+    seed: object,
+    temperature: object,
+    compare_teacher: object = False,
+    cfg_scale: object = 3.0,
+) -> DemoRequest:
+    """Check raw widget values against ``limits``; raises :class:`DemoInputError` naming field and range."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DemoInputError("The prompt is empty; describe the music you want (or pick an example).")
+    prompt = prompt.strip()
+    if len(prompt) > limits.max_prompt_chars:
+        raise DemoInputError(
+            f"The prompt has {len(prompt)} characters; the limit is {limits.max_prompt_chars}. Shorten it."
+        )
+    if not isinstance(compare_teacher, bool):
+        raise DemoInputError(f"compare with the teacher must be true or false, got {compare_teacher!r}")
+    return DemoRequest(
+        prompt=prompt,
+        lam=_in_range("λ", lam, 0.0, 1.0),
+        num_variations=int(_in_range("variations", num_variations, 1, limits.max_variations, integer=True)),
+        duration=_in_range("duration (s)", duration, limits.min_duration, limits.max_duration),
+        seed=int(_in_range("seed", seed, 0, limits.max_seed, integer=True)),
+        temperature=_in_range("temperature", temperature, 0.0, limits.max_temperature),
+        compare_teacher=compare_teacher,
+        cfg_scale=_in_range("CFG scale", cfg_scale, 0.0, limits.max_cfg_scale) if compare_teacher else 1.0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Diversity
+# --------------------------------------------------------------------------------------------
+
+
+def mean_pairwise_diversity(embeddings: torch.Tensor) -> float | None:
+    """Mean of ``1 - cos(e_i, e_j)`` over all pairs i < j of ``embeddings [N, E]``; None when N < 2."""
+    n = embeddings.shape[0]
+    if n < 2:
+        return None
+    unit = F.normalize(embeddings.float(), dim=-1)
+    rows, cols = torch.triu_indices(n, n, offset=1)
+    return float((1.0 - (unit[rows] * unit[cols]).sum(-1)).mean())
+
+
+def load_embed_fn(embedder_dir: Path | None, device: torch.device) -> tuple[EmbedFn, str]:
+    """The embedding used for the diversity read-out and its description."""
+    if embedder_dir is None:
+        return spectral_embedding, "hand-made log-mel features (envelope + variation; no embedder given)"
+    embedder = load_embedder(embedder_dir).to(device)
+    return (lambda wav, sr: embed_audio(embedder, wav.to(device), sr)), f"the reward embedder {embedder_dir}"
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SystemOutput:
+    """G variations from one system: ``audio [G, samples]`` float32 in [-1, 1] on the CPU."""
+
+    name: str
+    description: str
+    audio: np.ndarray
+    sample_rate: int
+    num_frames: int
+    rows_per_sample: int
+    sampling_seconds: float
+    decode_seconds: float
+    diversity: float | None
+
+    @property
+    def frames_per_second(self) -> float:
+        """Token frames sampled per second of wall clock (all G variations together)."""
+        return self.audio.shape[0] * self.num_frames / max(self.sampling_seconds, 1e-9)
+
+
+@dataclass
+class DemoResult:
+    """A request and what each system produced (the student first, then the teacher if asked)."""
+
+    request: DemoRequest
+    systems: list[SystemOutput]
+    embedding: str
+
+
+# --------------------------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------------------------
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def max_duration(loaded: LoadedGenerator) -> float:
+    """Longest request (seconds) that fits the model's context at its codec's frame rate."""
+    model = loaded.model
+    return (model.max_steps - max(model.delays)) / float(loaded.codec.frame_rate)
+
+
+class DemoEngine:
+    """The systems in memory and the generation they serve; one instance per demo.
+
+    ``student`` is the single model the merged weights are loaded into (it starts with the quality
+    weights, λ = 0); ``teacher`` the optional base model sampled with CFG (it may share the
+    student's text encoder and codec). Model work is serialised by one lock, so a queue that lets
+    several requests run at once stays correct; merging ahead of time (:meth:`prepare`) does not
+    take that lock and overlaps with generation.
+    """
+
+    def __init__(
+        self,
+        student: LoadedGenerator,
+        cache: MergeCache,
+        teacher: LoadedGenerator | None = None,
+        embed: EmbedFn = spectral_embedding,
+        embedding_name: str = "hand-made log-mel features",
+        paths: DemoPaths | None = None,
+    ) -> None:
+        for name, loaded in (("student", student), ("teacher", teacher)):
+            if loaded is not None and loaded.codec is None:
+                raise ValueError(
+                    f"the {name} has no codec, so its tokens cannot be played; give it a codec_dir"
+                )
+        self.student, self.cache, self.teacher = student, cache, teacher
+        self.embed, self.embedding_name, self.paths = embed, embedding_name, paths
+        self.device = next(student.model.parameters()).device
+        self._model_lock = threading.Lock()
+        self._loaded_lam: float | None = None
+        durations = [max_duration(m) for m in (student, teacher) if m is not None]
+        frame_rate = float(student.codec.frame_rate)
+        self.limits = DemoLimits(
+            max_prompt_chars=student.text_encoder.max_prompt_chars,
+            max_duration=math.floor(min(durations) * 10) / 10,
+            min_duration=math.ceil(10 / frame_rate) / 10,  # at least one frame, on the 0.1 s grid
+        )
+        if self.limits.max_duration < self.limits.min_duration:
+            raise ValueError(
+                f"the model's context holds only {min(durations):.3f} s of audio; nothing to demo"
+            )
+        self.default_duration = min(
+            max(student.cfg.generate.duration, self.limits.min_duration), self.limits.max_duration
+        )
+
+    @property
+    def loaded_lam(self) -> float | None:
+        """λ of the weights currently in the student model (None before the first request)."""
+        return self._loaded_lam
+
+    def prepare(self, lam: float) -> float:
+        """Merge the weights at ``lam`` ahead of time (the slider moved); returns the seconds it took."""
+        start = time.perf_counter()
+        self.cache.get(lam)
+        return time.perf_counter() - start
+
+    def _student_at(self, lam: float) -> torch.nn.Module:
+        """The student with the merged weights at ``lam`` loaded (call with the model lock held)."""
+        key = self.cache.key(lam)
+        if self._loaded_lam != key:
+            self.student.model.load_state_dict(self.cache.get(key))
+            self._loaded_lam = key
+        return self.student.model
+
+    def run(self, request: DemoRequest) -> DemoResult:
+        """Generate ``request.num_variations`` samples with the student (and the teacher if asked)."""
+        if request.compare_teacher and self.teacher is None:
+            raise DemoInputError("No CFG teacher is loaded; restart the demo with --teacher (or --run).")
+        with self._model_lock:
+            model = self._student_at(request.lam)
+            outputs = [
+                self._sample(
+                    "student",
+                    f"merged λ={self._loaded_lam:g}, no CFG",
+                    model,
+                    self.student,
+                    request,
+                    cfg_scale=1.0,
+                )
+            ]
+            if request.compare_teacher:
+                outputs.append(
+                    self._sample(
+                        "CFG teacher",
+                        f"base, CFG {request.cfg_scale:g}",
+                        self.teacher.model,
+                        self.teacher,
+                        request,
+                        cfg_scale=request.cfg_scale,
+                    )
+                )
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return DemoResult(request=request, systems=outputs, embedding=self.embedding_name)
+
+    def _sample(
+        self,
+        name: str,
+        description: str,
+        model: torch.nn.Module,
+        loaded: LoadedGenerator,
+        request: DemoRequest,
+        cfg_scale: float,
+    ) -> SystemOutput:
+        codec, settings = loaded.codec, loaded.cfg.generate
+        frame_rate = float(codec.frame_rate)
+        loaded.text_encoder.encode([request.prompt])  # cached now, so the timing below is token sampling only
+        _synchronize(self.device)
+        start = time.perf_counter()
+        result = generate(
+            model,
+            [request.prompt],
+            num_samples=request.num_variations,
+            duration=request.duration,
+            temperature=request.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            cfg_scale=cfg_scale,
+            seed=request.seed,
+            codec=None,
+            text_encoder=loaded.text_encoder,
+            frame_rate=frame_rate,
+        )
+        _synchronize(self.device)
+        sampled = time.perf_counter()
+        with torch.inference_mode():
+            audio = torch.as_tensor(codec.decode(result.codes.cpu())).float().cpu()
+        decoded = time.perf_counter()
+        audio = audio.reshape(audio.shape[0], -1).clamp(-1.0, 1.0)  # [G, 1, samples] -> [G, samples]
+        with torch.inference_mode():
+            diversity = mean_pairwise_diversity(self.embed(audio, codec.sample_rate).cpu())
+        log.info(
+            "%s: %d x %d frames in %.2f s (+%.2f s decoding), diversity %s",
+            name,
+            request.num_variations,
+            result.settings["num_frames"],
+            sampled - start,
+            decoded - sampled,
+            diversity,
+        )
+        return SystemOutput(
+            name=name,
+            description=description,
+            audio=audio.numpy(),
+            sample_rate=int(codec.sample_rate),
+            num_frames=int(result.settings["num_frames"]),
+            rows_per_sample=2 if is_guided(cfg_scale) else 1,
+            sampling_seconds=sampled - start,
+            decode_seconds=decoded - sampled,
+            diversity=diversity,
+        )
+
+    def warm_up(self) -> None:
+        """One short request per system, so the first user's timings do not include one-off start-up costs."""
+        request = DemoRequest(
+            prompt="warm-up",
+            lam=0.0,
+            num_variations=2,
+            duration=self.limits.min_duration,
+            seed=0,
+            temperature=1.0,
+            compare_teacher=self.teacher is not None,
+        )
+        self.run(request)
+
+    def num_frames(self, duration: float) -> int:
+        """Frames a request of ``duration`` seconds samples."""
+        return frames_for_duration(duration, float(self.student.codec.frame_rate))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _load_teacher(
+    teacher_dir: Path, student: LoadedGenerator, student_codec_dir: Path | None, device: torch.device
+) -> LoadedGenerator:
+    """The base model, sharing the student's text encoder and codec when it uses the same ones."""
+    ckpt = load_checkpoint(teacher_dir)
+    cfg = section_from_dict(Config, ckpt.config)
+    if cfg.model.backbone == "musicgen":  # a pretrained MusicGen brings its own T5 (and EnCodec)
+        shared = student.text_encoder if student.text_encoder.name == text_encoder_name(teacher_dir) else None
+        return load_generator(teacher_dir, device, text_encoder=shared)
+    model = generator_from_state_dict(cfg.model, ckpt.state_dict).to(device).eval()
+    encoder = student.text_encoder if cfg.text == student.cfg.text else build_text_encoder(cfg.text, device)
+    if encoder.dim != model.text_dim:
+        raise ValueError(
+            f"teacher {teacher_dir}: its text encoder {cfg.text.encoder!r} has width {encoder.dim} "
+            f"but the generator was trained on width {model.text_dim}"
+        )
+    codec_dir = resolve_codec_dir(teacher_dir, ckpt.provenance)
+    if codec_dir is None or not codec_dir.is_dir():
+        raise FileNotFoundError(
+            f"teacher checkpoint {teacher_dir} records no existing codec_dir ({codec_dir}), "
+            "so its samples cannot be played; restore the codec folder next to it"
+        )
+    if student_codec_dir is not None and codec_dir.resolve() == student_codec_dir.resolve():
+        codec = student.codec
+    else:
+        codec = load_codec(codec_dir)
+    if (codec.num_codebooks, codec.cardinality) != (model.num_codebooks, model.cardinality):
+        raise ValueError(
+            f"teacher {teacher_dir}: codec {codec_dir} has {codec.num_codebooks} codebooks of "
+            f"{codec.cardinality} entries but the generator expects {model.num_codebooks} of "
+            f"{model.cardinality}"
+        )
+    return LoadedGenerator(model=model, text_encoder=encoder, codec=codec, cfg=cfg)
+
+
+def load_engine(
+    paths: DemoPaths,
+    device: torch.device | str = "cpu",
+    method: str = "lerp",
+    cache_size: int = 11,
+    force: bool = False,
+) -> DemoEngine:
+    """Load the student (quality weights), the diversity weights, the optional teacher and embedder.
+
+    The two finetunes must share a base model (their provenance's ``base_hash``) unless ``force``;
+    SLERP needs the teacher, which is that base. Raises FileNotFoundError / ValueError naming the
+    folder and the fix.
+    """
+    device = torch.device(device)
+    if method == "slerp" and paths.teacher is None:
+        raise ValueError(
+            "--method slerp interpolates task vectors relative to the base model; pass it with --teacher"
+        )
+    student = load_generator(paths.quality, device)
+    if student.codec is None:
+        raise FileNotFoundError(
+            f"quality checkpoint {paths.quality} records no codec_dir, so samples cannot be played"
+        )
+    quality, diversity = load_checkpoint(paths.quality), load_checkpoint(paths.diversity)
+    shared_base_hash(quality, diversity, force)
+    diffs = config_differences(quality, diversity)
+    if diffs:
+        log.warning(
+            "quality and diversity configs differ (%s); the student uses the quality model's config",
+            "; ".join(diffs[:5]),
+        )
+    teacher = None
+    if paths.teacher is not None:
+        student_codec_dir = resolve_codec_dir(paths.quality, quality.provenance)
+        teacher = _load_teacher(paths.teacher, student, student_codec_dir, device)
+    base = None
+    if method == "slerp":
+        base = {k: v.to(device) for k, v in load_checkpoint(paths.teacher).state_dict.items()}
+    cache = MergeCache(
+        {k: v.to(device) for k, v in quality.state_dict.items()},
+        {k: v.to(device) for k, v in diversity.state_dict.items()},
+        method,
+        base,
+        cache_size,
+    )
+    embed, embedding_name = load_embed_fn(paths.embedder, device)
+    engine = DemoEngine(student, cache, teacher, embed, embedding_name, paths)
+    engine.warm_up()
+    return engine

@@ -1,0 +1,1 @@
+"""Signal processing in torch: resampling, the log-mel spectrogram and its inverse, loudness."""

@@ -1,0 +1,126 @@
+"""Systems under comparison: a checkpoint plus the sampling settings it is judged with.
+
+Shared by ``musicdistill evaluate`` and ``musicdistill listening export``; ``section`` names the
+config list (e.g. ``evaluate.systems``) so every error points at the exact field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from musicdistill.config import GenerateConfig
+from musicdistill.generation.guidance import is_guided
+
+SYSTEM_KEYS = ("name", "checkpoint", "cfg_scale", "temperature", "top_k", "top_p", "codec", "family")
+
+
+# --------------------------------------------------------------------------------------------
+# Systems and prompts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """One system under test: a checkpoint folder and the settings it samples with."""
+
+    name: str
+    checkpoint: str
+    cfg_scale: float
+    temperature: float
+    top_k: int
+    top_p: float
+    codec: str = ""
+    index: int = 0
+    family: str = ""
+    section: str = "listening.systems"
+
+    @property
+    def where(self) -> str:
+        return f"{self.section}[{self.index}]"
+
+    @property
+    def rows_per_sample(self) -> int:
+        """Model rows each sample costs per step: 2 with CFG (conditional + null), 1 without."""
+        return 2 if is_guided(self.cfg_scale) else 1
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "cfg_scale": self.cfg_scale,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+        }
+
+
+def _number(
+    raw: dict[str, Any], key: str, default: float, where: str, lo: float, hi: float, integer: bool = False
+) -> Any:
+    value = raw.get(key, default)
+    kind = "an integer" if integer else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not float(value).is_integer())
+    ):
+        raise ValueError(f"{where}.{key}={value!r} must be {kind} in [{lo:g}, {hi:g}]")
+    if not lo <= value <= hi:
+        raise ValueError(f"{where}.{key}={value!r} is out of range; it must lie in [{lo:g}, {hi:g}]")
+    return int(value) if integer else float(value)
+
+
+def _text(raw: dict[str, Any], key: str, where: str, required: bool) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ValueError(
+            f"{where}.{key}={value!r} must be a non-empty string"
+            if required
+            else f"{where}.{key}={value!r} must be a string"
+        )
+    return value.strip()
+
+
+def parse_system(
+    raw: Any, index: int, defaults: GenerateConfig, section: str = "listening.systems"
+) -> SystemSpec:
+    """Validate one entry of a systems list; unspecified sampling settings come from ``defaults``."""
+    where = f"{section}[{index}]"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a mapping with at least name and checkpoint, got {raw!r}")
+    for key in raw:
+        if key not in SYSTEM_KEYS:
+            close = difflib.get_close_matches(str(key), SYSTEM_KEYS, n=1, cutoff=0.4)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(SYSTEM_KEYS)}"
+            raise ValueError(f"{where}.{key} is not a system setting{hint}")
+    return SystemSpec(
+        name=_text(raw, "name", where, required=True),
+        checkpoint=_text(raw, "checkpoint", where, required=True),
+        cfg_scale=_number(raw, "cfg_scale", defaults.cfg_scale, where, 0.0, 50.0),
+        temperature=_number(raw, "temperature", defaults.temperature, where, 0.0, 10.0),
+        top_k=_number(raw, "top_k", defaults.top_k, where, 0, 1_000_000, integer=True),
+        top_p=_number(raw, "top_p", defaults.top_p, where, 0.0, 1.0),
+        codec=_text(raw, "codec", where, required=False),
+        index=index,
+        family=_text(raw, "family", where, required=False),
+        section=section,
+    )
+
+
+def parse_systems(raw: Any, defaults: GenerateConfig, section: str = "listening.systems") -> list[SystemSpec]:
+    """Validate a systems list: a non-empty list of systems with unique names."""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(
+            f"{section} is empty; list the systems to compare, e.g. "
+            "[{name: base_cfg3, checkpoint: runs/x/base, cfg_scale: 3.0}, ...]"
+        )
+    systems = [parse_system(item, i, defaults, section) for i, item in enumerate(raw)]
+    seen: dict[str, int] = {}
+    for s in systems:
+        if s.name in seen:
+            raise ValueError(
+                f"{s.where}.name={s.name!r} is already used by {section}[{seen[s.name]}]; "
+                "give every system its own name"
+            )
+        seen[s.name] = s.index
+    return systems

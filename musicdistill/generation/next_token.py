@@ -1,0 +1,103 @@
+"""Next-token selection: argument checks, temperature with top-k / top-p truncation, and the draw.
+
+Shared by the reference sampler (:mod:`musicdistill.generation.sampling`) and the static-shape fast
+decoder (:mod:`musicdistill.generation.fast_decode`). Shapes: N rows, V entries.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from musicdistill.model.generator import TokenGenerator
+
+
+def check_sampling_args(temperature: float, top_k: int, top_p: float, cardinality: int) -> None:
+    """Raise ValueError naming the argument and its allowed range for any bad sampling setting."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not 0.0 <= temperature <= 10.0
+    ):
+        raise ValueError(f"temperature={temperature!r} is out of range; it must lie in [0, 10] (0 = greedy)")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= cardinality:
+        raise ValueError(
+            f"top_k={top_k!r} is out of range; it must be an integer in [0, {cardinality}] (0 = all)"
+        )
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r} is out of range; it must lie in [0, 1] (0 = off)")
+
+
+def _mask_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def _mask_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely entries whose mass reaches p (audiocraft ``sample_top_p``)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    drop_sorted = probs.cumsum(dim=-1) - probs > p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, -math.inf)
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row and codebook: ``logits [N, K, V]`` -> (tokens ``[N, K]``, logprobs ``[N, K]``).
+
+    temperature 0 is greedy (argmax; log-probability 0, the sampler being deterministic). Otherwise
+    the logits are divided by the temperature, truncated to the top-p nucleus when ``top_p > 0``
+    (which takes precedence, as in audiocraft) or else to the ``top_k`` largest when ``top_k > 0``,
+    and sampled; the log-probability is that of the renormalised truncated distribution.
+    """
+    n, k, v = logits.shape
+    check_sampling_args(temperature, top_k, top_p, v)
+    if temperature == 0.0:
+        return logits.argmax(dim=-1), logits.new_zeros(n, k, dtype=torch.float32)
+    logp = truncated_logprobs(logits, temperature, top_k, top_p)
+    return race_draw(logp, torch.empty_like(logp).exponential_(1.0, generator=generator))
+
+
+def truncated_logprobs(
+    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 0.0
+) -> torch.Tensor:
+    """Log-probabilities ``[..., V]`` (float32) of the distribution :func:`sample_next_token` draws from
+    at ``temperature > 0``: tempered, truncated to the top-p nucleus (when ``0 < top_p < 1``) or else
+    to the ``top_k`` largest (when ``0 < top_k < V``), renormalised. Arguments are not checked here."""
+    scaled = logits.float() / temperature
+    if 0.0 < top_p < 1.0:
+        scaled = _mask_top_p(scaled, top_p)
+    elif 0 < top_k < logits.shape[-1]:
+        scaled = _mask_top_k(scaled, top_k)
+    return scaled.log_softmax(dim=-1)
+
+
+def race_draw(logp: torch.Tensor, race: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row from ``logp [..., V]`` given noise ``race`` (same shape, i.i.d. Exp(1)):
+    -> (tokens ``[...]``, their log-probabilities ``[...]``).
+
+    The exponential race: argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (cheaper than multinomial).
+    """
+    tokens = (logp.exp() / race).argmax(dim=-1)
+    return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def model_device(model: TokenGenerator) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_num_frames(model: TokenGenerator, num_frames: int) -> None:
+    """A sequence of ``num_frames`` plus the largest delay must fit the model's context."""
+    steps = num_frames + max(model.delays)
+    if num_frames < 1 or steps > model.max_steps:
+        raise ValueError(
+            f"num_frames={num_frames} needs {steps} steps with delays {list(model.delays)}; it must lie in "
+            f"[1, {model.max_steps - max(model.delays)}] (model.max_frames={model.max_steps} minus the largest delay)"
+        )

@@ -1,0 +1,228 @@
+"""The frozen models that judge generations, as plain functions of codes.
+
+- the reward embedder (the diversity reward of distillation, and one diversity metric);
+- the attribute oracle (the golden quality metric) and its hand-made features (the independent
+  embedding that shows reward hacking);
+- the joint text-audio scorer (text adherence).
+
+Every judge reads clips as :class:`CodedClips` (codes ``[N, K, T]`` and their codec) and follows one
+rule, :func:`judge_rendering`: a judge whose log-mel front end the codec shares (the default mel-RVQ
+codec) reads the log-mel the codes decode to (``decode_mel``), which is the spectrogram Griffin-Lim
+would resynthesise, without the cost of resynthesising it nor the error of reading it back; with any
+other codec (EnCodec) the judge reads the decoded audio. Distillation (:func:`reward_embed_fn`,
+:func:`golden_metric_fn`) and evaluation (:func:`build_judges`) share these judges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musicdistill.judges.embedder import embed_audio, embed_mel, load_embedder
+from musicdistill.judges.log_mel import codec_shares_front_end
+from musicdistill.judges.oracle import (
+    attribute_adherence,
+    hand_features,
+    hand_features_mel,
+    load_oracle,
+    predict_attributes,
+    predict_attributes_mel,
+)
+from musicdistill.judges.scorer import load_scorer, text_adherence, text_adherence_mel
+from musicdistill.judges.spectral import spectral_embedding, spectral_features
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+@dataclass
+class CodedClips:
+    """Clips as codes ``[N, K, T]`` of ``codec``, with what they decode to, each decoded once on first use.
+
+    Judges that read the same rendering of the same clips share it (:meth:`mel`, :meth:`audio`).
+    """
+
+    codec: Any
+    codes: torch.Tensor
+    _mel: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _audio: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    def mel(self) -> torch.Tensor:
+        """The log-mel the codes decode to, ``[N, D, T]`` (a codec with ``decode_mel`` only)."""
+        if self._mel is None:
+            with torch.no_grad():
+                self._mel = self.codec.decode_mel(self.codes).float()
+        return self._mel
+
+    def audio(self) -> torch.Tensor:
+        """The decoded audio ``[N, samples]`` (float32, CPU) at :attr:`sample_rate`."""
+        if self._audio is None:
+            self._audio = self._decode(self.codes)
+        return self._audio
+
+    def audio_rows(self, count: int) -> torch.Tensor:
+        """The first ``count`` clips' audio ``[min(count, N), samples]``, decoding only those unless all
+        the audio is decoded already."""
+        if self._audio is not None or count >= len(self):
+            return self.audio()[:count]
+        return self._decode(self.codes[:count])
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.codec.decode(codes).float().reshape(codes.shape[0], -1).cpu()
+
+
+def judge_rendering(
+    clips: CodedClips,
+    settings: dict[str, Any] | None,
+    on_mel: Callable[[torch.Tensor], R] | None,
+    on_audio: Callable[[torch.Tensor, int], R],
+) -> R:
+    """A judge's output on ``clips``: ``on_mel(log-mel [N, D, T])`` when it can read the decoded log-mel,
+    else ``on_audio(wav [N, samples], sample_rate)``.
+
+    It reads the log-mel when it has a log-mel entry (``on_mel``) and either the codec quantises the
+    log-mel of its front end ``settings`` (:func:`musicdistill.judges.log_mel.codec_shares_front_end`), or
+    ``settings`` is None, which marks features that suit any log-mel, so any codec with ``decode_mel``.
+    """
+    if on_mel is not None and hasattr(clips.codec, "decode_mel"):
+        if settings is None or codec_shares_front_end(clips.codec, settings):
+            return on_mel(clips.mel())
+    return on_audio(clips.audio(), clips.sample_rate)
+
+
+#: clips -> embeddings ``[N, E]``, L2-normalised
+Embed = Callable[[CodedClips], torch.Tensor]
+#: (clips, one attribute dict or None per clip) -> adherence ``[N]`` in [0, 1], NaN where undefined
+Adherence = Callable[[CodedClips, list[dict[str, Any] | None]], np.ndarray]
+#: (one prompt per clip, clips) -> text-clip cosine ``[N]``
+TextAdherence = Callable[[list[str], CodedClips], np.ndarray]
+
+
+@dataclass
+class Judges:
+    """Frozen models that score generations; any may be None except the independent embedding."""
+
+    independent: Embed
+    reward: Embed | None = None
+    adherence: Adherence | None = None
+    text_adherence: TextAdherence | None = None
+
+
+def reward_judge(embedder) -> Embed:
+    """The reward embedder (:class:`musicdistill.judges.embedder.AudioEmbedder`) as a judge."""
+
+    def reward(clips: CodedClips) -> torch.Tensor:
+        return judge_rendering(
+            clips,
+            embedder.settings,
+            lambda mel: embed_mel(embedder, mel),
+            lambda wav, sr: embed_audio(embedder, wav, sr),
+        )
+
+    return reward
+
+
+def oracle_judges(oracle) -> tuple[Embed, Adherence]:
+    """The oracle's judges: its standardised hand-made features (L2-normalised) and attribute adherence."""
+
+    def independent(clips: CodedClips) -> torch.Tensor:
+        raw = judge_rendering(
+            clips,
+            oracle.settings,
+            lambda mel: hand_features_mel(oracle, mel.cpu()),
+            lambda wav, sr: hand_features(oracle, wav, sr),
+        )
+        return F.normalize(raw.float(), dim=-1)
+
+    def adherence(clips: CodedClips, attributes: list[dict[str, Any] | None]) -> np.ndarray:
+        if len(attributes) != len(clips):
+            raise ValueError(
+                f"got {len(attributes)} attribute entries for {len(clips)} clips; give one per clip"
+            )
+        predicted = judge_rendering(
+            clips,
+            oracle.settings,
+            lambda mel: predict_attributes_mel(oracle, mel.cpu()),
+            lambda wav, sr: predict_attributes(oracle, wav, sr),
+        )
+        return np.array([attribute_adherence(p, a) if a else np.nan for p, a in zip(predicted, attributes)])
+
+    return independent, adherence
+
+
+def spectral_judge(clips: CodedClips) -> torch.Tensor:
+    """The independent embedding without an oracle: band envelope and variation of a log-mel
+    (:func:`musicdistill.judges.spectral.spectral_features`), of whatever log-mel the codec decodes to."""
+    return judge_rendering(clips, None, lambda mel: spectral_features(mel.cpu()), spectral_embedding)
+
+
+def text_judge(scorer) -> TextAdherence:
+    """A joint text-audio scorer as a judge (a CLAP scorer has no log-mel entry: it reads audio)."""
+    settings = getattr(scorer, "settings", None)
+    has_mel = settings is not None and hasattr(scorer, "embed_mel")
+
+    def text_adherence_of(prompts: list[str], clips: CodedClips) -> np.ndarray:
+        on_mel = (lambda mel: text_adherence_mel(scorer, prompts, mel)) if has_mel else None
+        return judge_rendering(
+            clips, settings, on_mel, lambda wav, sr: text_adherence(scorer, prompts, wav, sr)
+        ).numpy()
+
+    return text_adherence_of
+
+
+def build_judges(
+    device: torch.device,
+    embedder_dir: Path | None = None,
+    oracle_dir: Path | None = None,
+    scorer_dir: Path | None = None,
+) -> Judges:
+    """The judges of :mod:`musicdistill.evaluation.evaluate` from their folders.
+
+    The independent embedding is the oracle's standardised hand-made features when an oracle is
+    given, else :func:`spectral_judge`; the reward embedder, oracle and scorer are optional.
+    """
+    judges = Judges(independent=spectral_judge)
+    if embedder_dir is not None:
+        judges.reward = reward_judge(load_embedder(embedder_dir, device=device))
+    if oracle_dir is not None:
+        judges.independent, judges.adherence = oracle_judges(load_oracle(oracle_dir))
+    if scorer_dir is not None:
+        judges.text_adherence = text_judge(load_scorer(scorer_dir, device=device))
+    return judges
+
+
+def reward_embed_fn(
+    embedder_dir: Path, codec, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """codes ``[N, K, T]`` of ``codec`` -> reward-embedder embeddings ``[N, E]`` (L2-normalised)."""
+    reward = reward_judge(load_embedder(embedder_dir, device=device))
+    return lambda codes: reward(CodedClips(codec, codes))
+
+
+def golden_metric_fn(oracle_dir: Path, codec) -> Callable[[torch.Tensor, list[dict[str, Any] | None]], float]:
+    """(codes ``[N, K, T]`` of ``codec``, attribute dicts) -> mean attribute adherence under the oracle
+    (NaN when no clip's adherence is defined)."""
+    _, adherence = oracle_judges(load_oracle(oracle_dir))
+
+    def golden(codes: torch.Tensor, attributes: list[dict[str, Any] | None]) -> float:
+        values = adherence(CodedClips(codec, codes), attributes)
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if values.size else float("nan")
+
+    return golden

@@ -1,0 +1,1 @@
+"""The main job (musicdistill run): the stage runner, the stages, the HTML report."""

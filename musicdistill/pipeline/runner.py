@@ -1,0 +1,283 @@
+"""The main job: every stage in order, skipping stages whose outputs match their config.
+
+A stage reruns when its marker is missing, its hash differs, it is forced, or a stage it depends
+on ran in this invocation.
+
+Consecutive stages marked ``concurrent`` that do not depend on each other (the two distillation
+runs) run at the same time in separate processes when the run is on the CPU and the machine has
+more cores than one process can use well: each process gets ``cores // n`` torch threads. Small
+models spend most of a sampling step in per-operation overhead that a second thread does not
+shorten, so two one-thread processes finish sooner than two two-thread runs in turn. On a GPU the
+stages run one after the other (they would share the card). Their progress bars are off in the
+child processes; each logs its own lines.
+
+Each stage writes into ``<run_dir>/<stage>/`` and, when it finishes, a ``stage.json`` marker holding
+the hash of the config sections it reads plus the hashes of the stages it depends on. A stage is
+skipped when its marker matches; ``force`` reruns named stages (and so everything downstream,
+whose upstream hash changes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musicdistill.config import Config, config_hash, config_to_dict, save_config
+from musicdistill.runtime import resolve_device
+from musicdistill.storage.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MARKER = "stage.json"
+STARTED = "stage.started.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the main job.
+
+    ``run(cfg, run_dir, out_dir, resume)`` does the work and returns a JSON-serialisable summary;
+    ``resume`` is True when an earlier attempt with the same hash started and did not finish.
+    ``reads`` names the config sections whose values decide whether it must rerun.
+    """
+
+    name: str
+    run: Callable[[Config, Path, Path, bool], dict[str, Any]]
+    reads: tuple[str, ...]
+    after: tuple[str, ...] = ()
+    estimate_s: float = 30.0
+    doc: str = ""
+    concurrent: bool = False
+
+
+@dataclass
+class StageResult:
+    name: str
+    skipped: bool
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def stage_hash(stage: Stage, cfg: Config, upstream: dict[str, str]) -> str:
+    parts: dict[str, Any] = {}
+    for name in stage.reads:
+        value = getattr(cfg, name)
+        parts[name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
+    parts["__upstream__"] = {name: upstream[name] for name in stage.after}
+    return config_hash(parts)
+
+
+def _read_marker(out_dir: Path, name: str = MARKER) -> dict[str, Any] | None:
+    path = out_dir / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def _order(stages: list[Stage]) -> list[Stage]:
+    names = {s.name for s in stages}
+    for s in stages:
+        missing = [a for a in s.after if a not in names]
+        if missing:
+            raise ValueError(f"stage {s.name} depends on unknown stage(s) {missing}")
+    done: list[Stage] = []
+    pending = list(stages)
+    while pending:
+        ready = [s for s in pending if all(a in {d.name for d in done} for a in s.after)]
+        if not ready:
+            raise ValueError(f"stage dependencies form a cycle among {[s.name for s in pending]}")
+        done.append(ready[0])
+        pending.remove(ready[0])
+    return done
+
+
+def _plan(
+    stage: Stage,
+    cfg: Config,
+    hashes: dict[str, str],
+    ran: set[str],
+    force: tuple[str, ...],
+    only: tuple[str, ...],
+) -> tuple[str, str | None]:
+    """(hash, why it is skipped or None when it runs) of one stage, given what ran before it."""
+    h = stage_hash(stage, cfg, hashes)
+    marker = _read_marker(cfg.run_dir / stage.name)
+    if only and stage.name not in only:
+        return h, "not selected"
+    upstream_ran = any(a in ran for a in stage.after)
+    if marker and marker.get("hash") == h and stage.name not in force and not upstream_ran:
+        return h, "up to date"
+    return h, None
+
+
+def concurrency_threads(cfg: Config, count: int) -> int:
+    """Torch threads per process when ``count`` stages may run together; 0 = run them one by one."""
+    cores = os.cpu_count() or 1
+    if count < 2 or cores < count or resolve_device(cfg.device).type != "cpu":
+        return 0
+    return max(1, cores // count)
+
+
+def _child_stage(
+    stage: Stage, cfg: Config, out_dir: Path, resume: bool, threads: int, level: int
+) -> tuple[dict[str, Any], float]:
+    """Run one stage in a worker process (spawned: fresh interpreter, own torch threads, no progress bars)."""
+    import torch
+
+    os.environ["TQDM_DISABLE"] = "1"
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s %(levelname)s [{stage.name}] %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    summary = stage.run(cfg, cfg.run_dir, out_dir, resume) or {}
+    return summary, time.perf_counter() - t0
+
+
+def _start(stage: Stage, cfg: Config, h: str, force: tuple[str, ...]) -> tuple[Path, bool]:
+    """Prepare a stage's folder and started-marker; returns (out_dir, resume)."""
+    out_dir = cfg.run_dir / stage.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = _read_marker(out_dir, STARTED)
+    resume = bool(started and started.get("hash") == h and stage.name not in force)
+    (out_dir / MARKER).unlink(missing_ok=True)
+    atomic_write_text(out_dir / STARTED, json.dumps({"stage": stage.name, "hash": h}))
+    return out_dir, resume
+
+
+def _finish(stage: Stage, out_dir: Path, h: str, summary: dict[str, Any], seconds: float) -> None:
+    marker = {
+        "stage": stage.name,
+        "hash": h,
+        "seconds": round(seconds, 2),
+        "summary": summary,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_text(out_dir / MARKER, json.dumps(marker, indent=2, sort_keys=True))
+
+
+def _run_together(
+    batch: list[tuple[Stage, str, Path, bool]], cfg: Config, threads: int
+) -> list[tuple[dict[str, Any], float]]:
+    """Run stages at the same time, one spawned process each; the first failure is raised after all end."""
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    with ProcessPoolExecutor(max_workers=len(batch), mp_context=context) as pool:
+        futures = [
+            pool.submit(_child_stage, stage, cfg, out_dir, resume, threads, level)
+            for stage, _, out_dir, resume in batch
+        ]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the other stages finish
+                outcomes.append(exc)
+    for (stage, h, out_dir, _), outcome in zip(batch, outcomes):
+        if not isinstance(outcome, Exception):
+            _finish(stage, out_dir, h, *outcome)
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    if failed:
+        raise failed[0]
+    return outcomes
+
+
+def run_stages(
+    cfg: Config,
+    stages: list[Stage],
+    force: tuple[str, ...] = (),
+    only: tuple[str, ...] = (),
+) -> list[StageResult]:
+    """Run ``stages`` in dependency order under ``cfg.run_dir``; returns what each did."""
+    known = {s.name for s in stages}
+    for name in (*force, *only):
+        if name not in known:
+            raise ValueError(f"unknown stage '{name}'; stages are: {', '.join(s.name for s in stages)}")
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    ordered = _order(stages)
+    hashes: dict[str, str] = {}
+    results: list[StageResult] = []
+    ran: set[str] = set()
+    remaining = sum(s.estimate_s for s in ordered)
+    t_start = time.perf_counter()
+    i = 0
+    while i < len(ordered):
+        stage = ordered[i]
+        h, why = _plan(stage, cfg, hashes, ran, force, only)
+        hashes[stage.name] = h
+        if why is not None:
+            log.info("[%d/%d] %s: skipped (%s)", i + 1, len(ordered), stage.name, why)
+            remaining -= stage.estimate_s
+            results.append(
+                StageResult(
+                    stage.name, True, 0.0, (_read_marker(run_dir / stage.name) or {}).get("summary", {}), why
+                )
+            )
+            i += 1
+            continue
+        batch = [(stage, h)]
+        while stage.concurrent and i + len(batch) < len(ordered) and len(batch) < (os.cpu_count() or 1):
+            nxt = ordered[i + len(batch)]
+            if not nxt.concurrent or any(a in {s.name for s, _ in batch} for a in nxt.after):
+                break
+            nh, nwhy = _plan(nxt, cfg, hashes, ran, force, only)
+            if nwhy is not None:
+                break
+            hashes[nxt.name] = nh
+            batch.append((nxt, nh))
+        threads = concurrency_threads(cfg, len(batch))
+        if not threads:
+            batch = batch[:1]
+        names = " + ".join(s.name for s, _ in batch)
+        estimate = max(s.estimate_s for s, _ in batch)
+        log.info(
+            "[%d/%d] %s: running%s (estimated %.0fs, about %.0fs left in all) - %s",
+            i + 1,
+            len(ordered),
+            names,
+            f" at the same time, {threads} thread(s) each" if len(batch) > 1 else "",
+            estimate,
+            remaining,
+            "; ".join(s.doc for s, _ in batch),
+        )
+        started = [(s, sh, *_start(s, cfg, sh, force)) for s, sh in batch]
+        if len(batch) > 1:
+            outcomes = _run_together(started, cfg, threads)
+        else:
+            t0 = time.perf_counter()
+            summary = stage.run(cfg, run_dir, started[0][2], started[0][3]) or {}
+            outcomes = [(summary, time.perf_counter() - t0)]
+            _finish(stage, started[0][2], h, summary, outcomes[0][1])
+        for (s, _), (summary, seconds) in zip(batch, outcomes):
+            remaining -= s.estimate_s
+            log.info(
+                "[%d/%d] %s: done in %.1fs (%.0fs elapsed)",
+                i + 1,
+                len(ordered),
+                s.name,
+                seconds,
+                time.perf_counter() - t_start,
+            )
+            results.append(StageResult(s.name, False, seconds, summary))
+            ran.add(s.name)
+        i += len(batch)
+    timing = {r.name: {"skipped": r.skipped, "seconds": round(r.seconds, 2)} for r in results}
+    atomic_write_text(run_dir / "timings.json", json.dumps(timing, indent=2))
+    return results

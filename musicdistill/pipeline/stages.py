@@ -1,0 +1,462 @@
+"""The stages of the main job (``musicdistill run``), each a thin call into the library.
+
+Layout of a run folder ``<runs_dir>/<name>/``::
+
+    data/       the built-in synthesised clips and manifest (or a check of the user's manifest)
+    codec/      the fitted codec
+    tokens/     every usable clip encoded by the codec
+    base/       the pretrained base generator (the CFG teacher)
+    quality/    the distilled quality model (β = 0)
+    diversity/  the distilled diversity model (β = distill.diversity_beta)
+    merges/     LERP merges of quality and diversity at each λ
+    embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
+    evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
+    report.html the self-contained report (claims C1-C5, metrics, curves, audio), by the ``report`` stage
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from musicdistill.codec.factory import fit_codec, load_codec
+from musicdistill.config import Config
+from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
+from musicdistill.data.manifest import check_entries, load_dataset, read_manifest
+from musicdistill.data.synth import dataset_is_current, synthesize_dataset
+from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
+from musicdistill.evaluation.setup import run_evaluation
+from musicdistill.evaluation.systems import parse_systems
+from musicdistill.judges.embedder import fit_and_save_embedder
+from musicdistill.judges.log_mel import load_labelled_mels
+from musicdistill.judges.oracle import fit_and_save_oracle
+from musicdistill.judges.scorer import fit_and_save_scorer
+from musicdistill.merging import merge_checkpoints
+from musicdistill.model.loading import save_musicgen_base
+from musicdistill.model.musicgen import musicgen_codec
+from musicdistill.model.text import build_text_encoder
+from musicdistill.pipeline.report import run_claims, write_report
+from musicdistill.pipeline.runner import Stage
+from musicdistill.runtime import resolve_device, seed_everything
+from musicdistill.storage.history import read_rows
+from musicdistill.training.distill import distill
+from musicdistill.training.distill_setup import assemble
+from musicdistill.training.pretrain import pretrain
+
+log = logging.getLogger(__name__)
+
+
+def manifest_path(cfg: Config, run_dir: Path) -> Path:
+    """The user's manifest when ``data.manifest`` is set, else the built-in data's."""
+    return Path(cfg.data.manifest) if cfg.data.manifest else run_dir / "data" / "manifest.jsonl"
+
+
+def stage_data(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Synthesise the built-in data, or check the user's manifest; report what is usable."""
+    d = cfg.data
+    if not d.manifest and not (
+        resume and dataset_is_current(out, d.num_clips, d.seed, d.sample_rate, d.duration)
+    ):
+        synthesize_dataset(out, d.num_clips, d.seed, d.sample_rate, d.duration, d.workers)
+    manifest = manifest_path(cfg, run_dir)
+    report = check_entries(
+        read_manifest(manifest), d.sample_rate, d.duration, d.min_duration, workers=d.workers
+    )
+    log.info("data: %s", report.summary())
+    if report.usable == 0:
+        raise ValueError(
+            f"{manifest}: no usable clip; run 'musicdistill data check {manifest}' for the reasons"
+        )
+    if d.strict and report.bad:
+        raise ValueError(f"{manifest}: {report.bad} bad clips with data.strict=true: {report.summary()}")
+    return {
+        "manifest": str(manifest),
+        "clips": report.total,
+        "usable": report.usable,
+        "seconds": round(report.seconds, 1),
+    }
+
+
+def stage_codec(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Fit the offline codec on the train split (or load EnCodec) and save it.
+
+    With ``model.backbone: musicgen`` the codec is the EnCodec the MusicGen reads (see
+    :func:`musicdistill.model.musicgen.musicgen_codec`).
+    """
+    if cfg.model.backbone == "musicgen":
+        codec = musicgen_codec(cfg.codec, cfg.model.pretrained, cfg.data.sample_rate)
+    else:
+        audio = None
+        if cfg.codec.kind == "melrvq":
+            _, clips = load_dataset(
+                manifest_path(cfg, run_dir),
+                cfg.data.sample_rate,
+                cfg.data.duration,
+                split="train",
+                workers=cfg.data.workers,
+                min_duration=cfg.data.min_duration,
+            )
+            audio = torch.from_numpy(clips)
+        codec = fit_codec(cfg.codec, audio, cfg.data.sample_rate)
+    codec.save(out)
+    return {
+        "frame_rate": codec.frame_rate,
+        "num_codebooks": codec.num_codebooks,
+        "cardinality": codec.cardinality,
+    }
+
+
+def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Encode every usable clip with the codec, on the run's device."""
+    codec = load_codec(run_dir / "codec").to(resolve_device(cfg.device))
+    tokens = encode_manifest(
+        manifest_path(cfg, run_dir),
+        codec,
+        cfg.data.sample_rate,
+        cfg.data.duration,
+        cfg.data.workers,
+        cfg.data.strict,
+        cfg.data.min_duration,
+    )
+    save_token_set(tokens, out)
+    return {
+        "clips": len(tokens),
+        "frames": tokens.num_frames,
+        "splits": {s: tokens.splits.count(s) for s in sorted(set(tokens.splits))},
+    }
+
+
+def stage_captions(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Encode every distinct caption once with the frozen text encoder (read by pretraining and the scorer).
+
+    With ``model.backbone: musicgen`` the generator brings its own T5; nothing is encoded here and
+    the scorer encodes its captions itself.
+    """
+    if cfg.model.backbone == "musicgen":
+        return {"captions": 0, "reason": "model.backbone=musicgen encodes with its own T5"}
+    captions = [e.caption for e in read_manifest(manifest_path(cfg, run_dir))]
+    encoded = encode_captions(build_text_encoder(cfg.text, resolve_device(cfg.device)), captions)
+    save_captions(encoded, out)
+    return {"captions": len(encoded.captions), "encoder": encoded.encoder}
+
+
+def run_captions(cfg: Config, run_dir: Path):
+    """The captions stage's encodings when they exist and match ``text.encoder``, else None."""
+    folder = run_dir / "captions"
+    return load_captions(folder, cfg.text.encoder) if (folder / META_FILE).is_file() else None
+
+
+def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Pretrain the base generator (the CFG teacher); a pretrained MusicGen is exported as it is."""
+    if cfg.model.backbone == "musicgen":
+        return _export_musicgen_base(cfg, run_dir, out)
+    tokens = load_token_set(run_dir / "tokens")
+    pretrain(
+        cfg,
+        tokens.select("train"),
+        tokens.select("valid"),
+        out,
+        resume=resume,
+        provenance={"codec_dir": os.path.relpath(run_dir / "codec", out.parent)},
+        captions=run_captions(cfg, run_dir),
+    )
+    last = _last_history_row(out)
+    return {k: last[k] for k in ("step", "loss", "val_loss", "val_loss_null") if k in last}
+
+
+def _export_musicgen_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, Any]:
+    """The base stage with ``model.backbone: musicgen``: the pretrained decoder becomes the base checkpoint.
+
+    MusicGen is already pretrained, so ``pretrain.*`` is not used: finetuning it on the run's data
+    before distillation is not supported (the pretraining loop builds the native generator).
+    """
+    log.info(
+        "model.backbone=musicgen: the base model is %s as it is; the pretrain section is not used "
+        "(finetuning MusicGen on your data before distillation is not supported)",
+        cfg.model.pretrained,
+    )
+    codec_dir = run_dir / "codec"
+    provenance = {"codec_dir": os.path.relpath(codec_dir, out.parent)} if codec_dir.is_dir() else {}
+    save_musicgen_base(cfg, out, provenance)
+    return {"backbone": "musicgen", "pretrained": cfg.model.pretrained, "step": 0}
+
+
+JUDGE_DIRS = ("embedder", "oracle", "scorer")
+
+
+def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Train the reward embedder, the attribute oracle and the text-audio scorer on the same log-mels.
+
+    They are written to ``<run>/embedder``, ``<run>/oracle`` and ``<run>/scorer``; the oracle needs
+    attribute labels, so it is skipped for user data without them.
+    """
+    train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
+    summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
+    if any(e.attributes for e in train.entries):
+        summary["oracle"] = fit_and_save_oracle(cfg, train, held_out, run_dir / "oracle")
+    else:
+        log.info("the training data has no attribute labels: no oracle (attribute adherence is not measured)")
+    captions = run_captions(cfg, run_dir) if cfg.scorer.text_encoder == cfg.text.encoder else None
+    summary["scorer"] = fit_and_save_scorer(cfg, train, held_out, run_dir / "scorer", captions=captions)
+    return summary
+
+
+def _distill_stage(
+    cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float, mode: str = "on_policy"
+) -> dict[str, Any]:
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta, mode=mode))
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.distill.seed)
+    embedder = run_dir / "embedder"
+    oracle = run_dir / "oracle"
+    parts = assemble(
+        cfg,
+        run_dir / "base",
+        load_token_set(run_dir / "tokens"),
+        out,
+        device,
+        embedder if embedder.is_dir() else None,
+        oracle if oracle.is_dir() else None,
+    )
+    distill(cfg, parts.parts, out, parts.provenance, device, resume=resume)
+    rows = read_rows(out)
+    evals = [r for r in rows if "eval_teacher_kl" in r]
+    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps}
+    if evals:
+        summary.update(
+            {
+                "eval_teacher_kl_start": evals[0]["eval_teacher_kl"],
+                "eval_teacher_kl_end": evals[-1]["eval_teacher_kl"],
+            }
+        )
+    return summary
+
+
+def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Distil the CFG teacher with β = 0: the quality model."""
+    return _distill_stage(cfg, run_dir, out, resume, beta=0.0)
+
+
+def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Distil with the diversity reward, β = distill.diversity_beta: the diversity model."""
+    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.distill.diversity_beta)
+
+
+def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Optional (``distill.compare_offline``): β = 0 distillation on sequences the CFG teacher sampled once
+    (``distill.mode=teacher``), for claim C5 (on-policy against offline: teacher hacking)."""
+    if not cfg.distill.compare_offline:
+        return {"ran": False, "reason": "distill.compare_offline=false"}
+    return _distill_stage(cfg, run_dir, out, resume, beta=0.0, mode="teacher")
+
+
+MERGE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def merge_dir(run_dir: Path, lam: float) -> Path:
+    return run_dir / "merges" / f"lam_{lam:.2f}"
+
+
+def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """LERP the quality and diversity models at each λ."""
+    for lam in MERGE_LAMBDAS:
+        merge_checkpoints(
+            run_dir / "quality", run_dir / "diversity", lam, method="lerp", out=merge_dir(run_dir, lam)
+        )
+    return {"lambdas": list(MERGE_LAMBDAS)}
+
+
+def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
+    """The systems the main job compares: base (temperature and CFG sweeps), distilled, merges."""
+    base = str(run_dir / "base")
+    systems: list[dict[str, Any]] = [
+        {
+            "name": "base",
+            "checkpoint": base,
+            "family": "base, temperature",
+            "cfg_scale": 1.0,
+            "temperature": 1.0,
+        }
+    ]
+    systems += [
+        {
+            "name": f"base T={t:g}",
+            "checkpoint": base,
+            "family": "base, temperature",
+            "cfg_scale": 1.0,
+            "temperature": float(t),
+        }
+        for t in cfg.evaluate.temperatures
+    ]
+    systems += [
+        {
+            "name": f"base CFG {g:g}",
+            "checkpoint": base,
+            "family": "base + CFG",
+            "cfg_scale": float(g),
+            "temperature": 1.0,
+        }
+        for g in cfg.evaluate.cfg_scales
+    ]
+    systems += [
+        {
+            "name": "quality (beta=0)",
+            "checkpoint": str(run_dir / "quality"),
+            "family": "distilled",
+            "cfg_scale": 1.0,
+            "temperature": 1.0,
+        },
+        {
+            "name": f"diversity (beta={cfg.distill.diversity_beta:g})",
+            "checkpoint": str(run_dir / "diversity"),
+            "family": "distilled",
+            "cfg_scale": 1.0,
+            "temperature": 1.0,
+        },
+    ]
+    systems += [
+        {
+            "name": f"merge lambda={lam:g}",
+            "checkpoint": str(merge_dir(run_dir, lam)),
+            "family": "merged",
+            "cfg_scale": 1.0,
+            "temperature": 1.0,
+        }
+        for lam in MERGE_LAMBDAS
+        if 0.0 < lam < 1.0
+    ]
+    return systems
+
+
+def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Every system on the same held-out prompts and seeds."""
+    raw = cfg.evaluate.systems or main_job_systems(cfg, run_dir)
+    systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
+    optional = {
+        name: (run_dir / name if (run_dir / name).is_dir() else None)
+        for name in ("embedder", "oracle", "scorer")
+    }
+    report = run_evaluation(cfg, systems, run_dir / "tokens", out, **optional)
+    return {"systems": len(report["systems"]), "prompts": report["num_prompts"]}
+
+
+def stage_report(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Write ``<run>/report.html``: the claims table, metrics, curves, audio and timings in one page."""
+    path = write_report(run_dir)
+    return {"report": str(path), "claims": {c.id: c.verdict for c in run_claims(run_dir)}}
+
+
+def _last_history_row(out: Path) -> dict[str, Any]:
+    rows = read_rows(out)
+    evaluated = [r for r in rows if "val_loss" in r]
+    return evaluated[-1] if evaluated else (rows[-1] if rows else {})
+
+
+def main_job_stages() -> list[Stage]:
+    """Every stage of the main job, in order."""
+    return [
+        Stage(
+            "data",
+            stage_data,
+            reads=("data",),
+            estimate_s=60,
+            doc="synthesise the built-in captioned music (or check the user's manifest)",
+        ),
+        Stage(
+            "codec",
+            stage_codec,
+            reads=("data", "codec"),
+            after=("data",),
+            estimate_s=40,
+            doc="fit the offline codec on the training audio",
+        ),
+        Stage(
+            "tokens",
+            stage_tokens,
+            reads=("data", "codec"),
+            after=("codec",),
+            estimate_s=40,
+            doc="encode every clip to codec tokens",
+        ),
+        Stage(
+            "captions",
+            stage_captions,
+            reads=("data", "text", "model"),
+            after=("data",),
+            estimate_s=45,
+            doc="encode every caption once with the frozen text encoder",
+        ),
+        Stage(
+            "judges",
+            stage_judges,
+            reads=("data", "embed", "oracle", "scorer"),
+            after=("codec", "captions"),
+            estimate_s=120,
+            doc="train the reward embedder, attribute oracle and text-audio scorer",
+        ),
+        Stage(
+            "base",
+            stage_pretrain,
+            reads=("text", "model", "pretrain", "device"),
+            after=("tokens", "captions"),
+            estimate_s=280,
+            doc="pretrain the base generator with condition dropout",
+        ),
+        Stage(
+            "quality",
+            stage_quality,
+            reads=("distill", "device"),
+            after=("base", "judges"),
+            estimate_s=150,
+            doc="distil the CFG teacher into a CFG-free student (beta = 0)",
+            concurrent=True,
+        ),
+        Stage(
+            "diversity",
+            stage_diversity,
+            reads=("distill", "device"),
+            after=("base", "judges"),
+            estimate_s=150,
+            doc="distil with the diversity reward (beta = distill.diversity_beta)",
+            concurrent=True,
+        ),
+        Stage(
+            "offline",
+            stage_offline,
+            reads=("distill", "device"),
+            after=("base", "judges"),
+            estimate_s=120,
+            doc="optional: offline distillation on teacher samples, for claim C5",
+            concurrent=True,
+        ),
+        Stage(
+            "merges",
+            stage_merges,
+            reads=(),
+            after=("quality", "diversity"),
+            estimate_s=5,
+            doc="LERP the quality and diversity models at each lambda",
+        ),
+        Stage(
+            "evaluate",
+            stage_evaluate,
+            reads=("evaluate", "generate", "device"),
+            after=("merges", "judges"),
+            estimate_s=150,
+            doc="evaluate every system on held-out prompts; Pareto plot",
+        ),
+        Stage(
+            "report",
+            stage_report,
+            reads=("distill",),
+            after=("evaluate", "offline"),
+            estimate_s=10,
+            doc="write report.html: claims C1-C5, metrics, curves, audio, timings",
+        ),
+    ]

@@ -1,0 +1,431 @@
+"""Diversity-rewarded CFG distillation: THE finetuning loop, readable top to bottom.
+
+Each step (method.md sections 2-3):
+
+1. take B prompts and draw G rollouts per prompt from the student, without CFG, with the KV cache
+   and no gradient (``mode="on_policy"``; the offline modes take sequences sampled once from the
+   CFG teacher, or dataset clips, to compare against: teacher hacking);
+2. run the frozen teacher teacher-forced on those rollouts, conditional and null rows in one
+   batch-doubled forward, combined by ``apply_cfg`` at scale γ, and the student teacher-forced with
+   gradients;
+3. distillation loss: per-position, per-codebook divergence over valid positions (reverse
+   KL(student ‖ CFG teacher) by default), averaged over valid tokens;
+4. decode the rollouts, embed them with the frozen reward embedder, reward each rollout by its
+   mean cosine distance to its siblings, leave-one-out baseline, REINFORCE on the sequence
+   log-probability, weighted by β;
+5. ``loss = KL + β · REINFORCE``, AdamW, gradient clipping.
+
+Batches and random draws are pure functions of (seed, step, rank), so a resumed run ends with
+exactly the parameters of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from musicdistill.config import Config, ConfigError, DistillConfig, config_to_dict
+from musicdistill.generation.guidance import apply_cfg, cfg_batch
+from musicdistill.generation.sampling import sample_tokens
+from musicdistill.model.delay import teacher_forcing_batch
+from musicdistill.model.text import TextCondition
+from musicdistill.runtime import autocast, device_clock
+from musicdistill.storage.checkpoint import (
+    latest_snapshot,
+    load_checkpoint,
+    load_training_state,
+    save_checkpoint,
+    save_snapshot,
+)
+from musicdistill.storage.history import append_row, trim_rows
+from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
+from musicdistill.training.losses import (
+    combined_loss,
+    leave_one_out_advantages,
+    pairwise_distances,
+    policy_entropy,
+    reinforce_loss,
+    sequence_logprob,
+    token_divergence,
+)
+
+log = logging.getLogger(__name__)
+
+#: codes [N, K, T] -> L2-normalised embeddings [N, E] of the decoded audio (the reward model)
+RewardEmbed = Callable[[torch.Tensor], torch.Tensor]
+#: (codes [N, K, T], per-row attribute dicts) -> golden quality in [0, 1] (e.g. attribute adherence)
+GoldenMetric = Callable[[torch.Tensor, list[dict[str, Any] | None]], float]
+
+
+@dataclass
+class PromptSet:
+    """Prompts with optional attribute labels (for the golden metric)."""
+
+    prompts: list[str]
+    attributes: list[dict[str, Any] | None]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass
+class DistillParts:
+    """Everything the loop needs, built by the caller (CLI, pipeline or test).
+
+    ``student`` and ``teacher`` are generators with the interface of :mod:`musicdistill.model.generator`
+    (the teacher is frozen); ``encode`` maps prompts to a :class:`TextCondition`; ``num_frames`` is
+    the rollout length; ``reward_embed`` is required when β > 0; ``golden`` is optional.
+    ``dataset_codes`` / ``dataset_prompts`` feed ``mode="dataset"``.
+    """
+
+    student: torch.nn.Module
+    teacher: torch.nn.Module
+    encode: Callable[[list[str]], TextCondition]
+    train: PromptSet
+    held_out: PromptSet
+    num_frames: int
+    reward_embed: RewardEmbed | None = None
+    golden: GoldenMetric | None = None
+    dataset_codes: torch.Tensor | None = None
+    dataset_prompts: list[str] | None = None
+
+
+@dataclass
+class Rollouts:
+    """``codes [N, K, T]`` for N = B·G rows (prompt-major) and the N prompts they answer."""
+
+    codes: torch.Tensor
+    prompts: list[str]
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces of one step
+# --------------------------------------------------------------------------------------------
+
+
+def step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
+    """The seed of one step's draws on one rank."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + salt) % (2**63 - 1)
+
+
+def step_prompts(prompts: PromptSet, dc: DistillConfig, step: int, info: DistInfo) -> list[str]:
+    """This rank's share of the step's B prompts (drawn identically on every rank, then split)."""
+    g = torch.Generator().manual_seed(step_seed(dc.seed, step, 0, salt=1))
+    idx = torch.randint(len(prompts), (dc.prompts_per_step,), generator=g).tolist()
+    share = dc.prompts_per_step // info.world_size
+    mine = idx[info.rank * share : (info.rank + 1) * share]
+    return [prompts.prompts[i] for i in mine]
+
+
+def student_rollouts(
+    student, encode, prompts: list[str], dc: DistillConfig, num_frames: int, generator: torch.Generator
+) -> Rollouts:
+    """G samples per prompt from the student without CFG (KV cache, no gradient)."""
+    cond = encode(prompts).repeat_interleave(dc.group_size)
+    codes, _ = sample_tokens(
+        student, cond, num_frames, temperature=dc.temperature, cfg_scale=1.0, generator=generator
+    )
+    return Rollouts(codes=codes, prompts=[p for p in prompts for _ in range(dc.group_size)])
+
+
+def guided_teacher_logits(teacher, inputs: torch.Tensor, cond: TextCondition, gamma: float) -> torch.Tensor:
+    """CFG teacher logits ``[N, K, S, V]``: one forward of 2N rows (conditional, then null)."""
+    logits = teacher(torch.cat([inputs, inputs]), cfg_batch(cond))
+    n = inputs.shape[0]
+    return apply_cfg(logits[:n], logits[n:], gamma)
+
+
+def reward_terms(
+    reward_embed: RewardEmbed | None, codes: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(rewards [N], leave-one-out advantages [N]) of the rollouts, or (None, None) without a reward model."""
+    if reward_embed is None:
+        return None, None
+    with torch.no_grad():
+        distances = pairwise_distances(reward_embed(codes).float(), group_size)  # [B, G, G]
+    rewards = distances.sum(-1).div(group_size - 1).reshape(-1)
+    return rewards, leave_one_out_advantages(distances)
+
+
+# --------------------------------------------------------------------------------------------
+# The offline modes
+# --------------------------------------------------------------------------------------------
+
+
+def teacher_pool(parts: DistillParts, dc: DistillConfig, device: torch.device) -> Rollouts:
+    """``offline_pool`` sequences sampled once from the CFG teacher (G per prompt)."""
+    groups = max(1, dc.offline_pool // dc.group_size)
+    g = torch.Generator().manual_seed(step_seed(dc.seed, 0, 0, salt=2))
+    idx = torch.randint(len(parts.train), (groups,), generator=g).tolist()
+    prompts = [parts.train.prompts[i] for i in idx]
+    gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, 0, 0, salt=3))
+    codes = []
+    for start in tqdm(range(0, groups, 16), desc="sampling the teacher pool", unit="batch", leave=False):
+        cond = parts.encode(prompts[start : start + 16]).repeat_interleave(dc.group_size)
+        c, _ = sample_tokens(parts.teacher, cond, parts.num_frames, cfg_scale=dc.gamma, generator=gen)
+        codes.append(c)
+    return Rollouts(torch.cat(codes), [p for p in prompts for _ in range(dc.group_size)])
+
+
+def offline_batch(pool: Rollouts, dc: DistillConfig, step: int, info: DistInfo) -> Rollouts:
+    """This rank's share of B groups of G sequences from an offline pool (teacher or dataset)."""
+    groups = pool.codes.shape[0] // dc.group_size
+    g = torch.Generator().manual_seed(step_seed(dc.seed, step, 0, salt=4))
+    idx = torch.randint(groups, (dc.prompts_per_step,), generator=g)
+    share = dc.prompts_per_step // info.world_size
+    mine = idx[info.rank * share : (info.rank + 1) * share]
+    rows = (mine[:, None] * dc.group_size + torch.arange(dc.group_size)).flatten()
+    return Rollouts(pool.codes[rows], [pool.prompts[i] for i in rows.tolist()])
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_student(parts: DistillParts, dc: DistillConfig, device: torch.device) -> dict[str, float]:
+    """On held-out prompts: student samples (no CFG), their KL to the CFG teacher, reward, golden metric."""
+    n = min(dc.eval_prompts, len(parts.held_out))
+    prompts = parts.held_out.prompts[:n]
+    gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, 0, 0, salt=5))
+    roll = student_rollouts(parts.student, parts.encode, prompts, dc, parts.num_frames, gen)
+    cond = parts.encode(roll.prompts)
+    inputs, _, mask = teacher_forcing_batch(roll.codes, parts.student.delays, parts.student.special_token)
+    parts.student.eval()
+    with autocast(device, dc.bf16):
+        teacher_logits = guided_teacher_logits(parts.teacher, inputs, cond, dc.gamma)
+        student_logits = parts.student(inputs, cond)
+    kl, _ = token_divergence(student_logits, teacher_logits, mask, kind="reverse_kl")
+    parts.student.train()
+    out = {"eval_teacher_kl": kl.item()}
+    rewards, _ = reward_terms(parts.reward_embed, roll.codes, dc.group_size)
+    if rewards is not None:
+        out["eval_diversity"] = rewards.mean().item()
+    if parts.golden is not None:
+        attrs = [parts.held_out.attributes[i] for i in range(n) for _ in range(dc.group_size)]
+        out["eval_golden"] = float(parts.golden(roll.codes, attrs))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def check_distill_config(dc: DistillConfig, parts: DistillParts, info: DistInfo) -> None:
+    """Problems that only show once the parts exist; raised before any work starts."""
+    if dc.prompts_per_step % info.world_size:
+        raise ConfigError(
+            f"distill.prompts_per_step={dc.prompts_per_step} must be divisible by the number of "
+            f"processes ({info.world_size}) so that each rank keeps whole groups of G rollouts"
+        )
+    if dc.beta > 0 and parts.reward_embed is None:
+        raise ConfigError(
+            f"distill.beta={dc.beta} needs a reward embedder (train one with 'musicdistill embed "
+            "train', then pass --embedder DIR)"
+        )
+    if dc.beta > 0 and dc.mode != "on_policy":
+        raise ConfigError(
+            f"distill.beta={dc.beta} needs distill.mode=on_policy: REINFORCE is only valid on the "
+            f"student's own samples (got mode={dc.mode})"
+        )
+    if dc.mode == "dataset" and parts.dataset_codes is None:
+        raise ConfigError("distill.mode=dataset needs the encoded dataset (tokens)")
+
+
+def lr_factor(step: int, dc: DistillConfig) -> float:
+    return min(1.0, (step + 1) / dc.warmup_steps) if dc.warmup_steps else 1.0
+
+
+def distill(
+    cfg: Config,
+    parts: DistillParts,
+    out: str | Path,
+    provenance: dict[str, Any],
+    device: torch.device,
+    info: DistInfo | None = None,
+    resume: bool = False,
+) -> Path:
+    """Finetune ``parts.student`` toward the CFG teacher (+ β · diversity); checkpoints go to ``out``."""
+    dc = cfg.distill
+    out = Path(out)
+    info = info or DistInfo()
+    check_distill_config(dc, parts, info)
+    student, teacher = parts.student, parts.teacher
+    teacher.eval().requires_grad_(False)
+    ddp = student
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        student.parameters(), lr=dc.lr, betas=(0.9, 0.95), weight_decay=dc.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, dc))
+    start, bad_streak = 0, 0
+    snap = latest_snapshot(out) if resume else None
+    if snap is not None:
+        student.load_state_dict(load_checkpoint(snap).state_dict)
+        state = load_training_state(snap)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, bad_streak = int(state["step"]), int(state["bad_streak"])
+        log.info("resumed from %s at step %d", snap, start)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        trim_rows(out, start)
+
+    pool = None
+    if dc.mode == "teacher":
+        pool = teacher_pool(parts, dc, device)
+    elif dc.mode == "dataset":
+        pool = Rollouts(parts.dataset_codes, list(parts.dataset_prompts or []))
+    config_dict = config_to_dict(cfg)
+    prov = {
+        "kind": "distilled",
+        "beta": dc.beta,
+        "gamma": dc.gamma,
+        "mode": dc.mode,
+        "divergence": dc.divergence,
+        **provenance,
+    }
+
+    if info.is_main and start == 0:
+        append_row(out, {"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
+    student.train()
+    bar = tqdm(
+        range(start, dc.steps),
+        initial=start,
+        total=dc.steps,
+        desc=f"distill β={dc.beta:g}",
+        unit="step",
+        disable=not info.is_main,
+    )
+    clock = device_clock(device)
+    for step in bar:
+        times: dict[str, float] = {}
+        t0 = clock()
+        gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, step, info.rank))
+        if pool is None:
+            roll = student_rollouts(
+                student, parts.encode, step_prompts(parts.train, dc, step, info), dc, parts.num_frames, gen
+            )
+        else:
+            roll = offline_batch(pool, dc, step, info)
+        codes = roll.codes.to(device)
+        times["rollout"] = clock() - t0
+
+        t0 = clock()
+        cond = parts.encode(roll.prompts)
+        inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
+        with torch.no_grad(), autocast(device, dc.bf16):
+            teacher_logits = guided_teacher_logits(teacher, inputs, cond, dc.gamma)
+        times["teacher"] = clock() - t0
+
+        t0 = clock()
+        rewards, advantages = (
+            reward_terms(parts.reward_embed, codes, dc.group_size) if pool is None else (None, None)
+        )
+        times["reward"] = clock() - t0
+
+        t0 = clock()
+        with autocast(device, dc.bf16):
+            student_logits = ddp(inputs, cond)
+        kl, _ = token_divergence(
+            student_logits, teacher_logits, mask, kind=dc.divergence, beta=dc.divergence_beta
+        )
+        pg = torch.zeros((), device=device)
+        if advantages is not None:
+            seq_lp = sequence_logprob(student_logits, targets, mask, temperature=dc.temperature)
+            num_tokens = int(mask.sum()) * codes.shape[0]
+            pg = reinforce_loss(seq_lp, advantages.to(device), dc.reinforce_normalize, num_tokens)
+        loss = combined_loss(kl, pg, dc.beta)
+        nonfinite = any_rank(not bool(torch.isfinite(loss)), info, device)
+        row: dict[str, Any] = {"step": step + 1}
+        if nonfinite:
+            bad_streak += 1
+            optimizer.zero_grad(set_to_none=True)
+            row["skipped"] = "non-finite loss"
+            log.warning(
+                "step %d: non-finite loss (%s); step skipped (%d in a row)", step + 1, loss.item(), bad_streak
+            )
+            if bad_streak >= dc.max_nonfinite:
+                raise FloatingPointError(
+                    f"{bad_streak} consecutive non-finite losses (distill.max_nonfinite={dc.max_nonfinite}); "
+                    f"stopping. The last good checkpoint is kept in {out / 'checkpoints'}; lower distill.lr or "
+                    "distill.beta, or set distill.bf16=false"
+                )
+        else:
+            bad_streak = 0
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                student.parameters(), dc.grad_clip if dc.grad_clip > 0 else math.inf
+            )
+            optimizer.step()
+            scheduler.step()
+            row["grad_norm"] = round(float(grad_norm), 5)
+        times["student"] = clock() - t0
+
+        with torch.no_grad():
+            entropy = policy_entropy(student_logits.detach(), mask, temperature=dc.temperature)
+        row.update(
+            {
+                "kl": _sig(all_reduce_mean(kl.detach(), info).item()),
+                "beta_term": _sig(dc.beta * pg.item()),
+                "entropy": _sig(all_reduce_mean(entropy, info).item()),
+                "lr": scheduler.get_last_lr()[0],
+                "frames_per_s": round(codes.shape[0] * codes.shape[2] / max(times["rollout"], 1e-9), 1),
+                **{f"time_{k}": round(v, 4) for k, v in times.items()},
+            }
+        )
+        if rewards is not None:
+            row["reward_mean"] = _sig(all_reduce_mean(rewards.mean(), info).item())
+            row["reward_std"] = _sig(all_reduce_mean(rewards.std(), info).item())
+        done = step + 1
+        if info.is_main and (done % dc.eval_every == 0 or done == dc.steps):
+            row.update({k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()})
+        if info.is_main:
+            append_row(out, row)
+            bar.set_postfix(kl=f"{row['kl']:.4f}", reward=f"{row.get('reward_mean', float('nan')):.3f}")
+        if done % dc.ckpt_every == 0 or done == dc.steps:
+            if info.is_main:
+                save_snapshot(
+                    out,
+                    done,
+                    student.state_dict(),
+                    config_dict,
+                    prov,
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "bad_streak": bad_streak,
+                    },
+                )
+            barrier(info)
+    bar.close()
+    if info.is_main:
+        save_checkpoint(out, student.state_dict(), config_dict, {**prov, "step": dc.steps})
+        log.info("distilled model (β=%g) saved to %s", dc.beta, out)
+    barrier(info)
+    return out
+
+
+def _sig(x: float) -> float:
+    """A float rounded to 6 significant digits for the log."""
+    return float(f"{x:.6g}")
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen, eval-mode deep copy (the teacher)."""
+    teacher = copy.deepcopy(model)
+    return teacher.eval().requires_grad_(False)

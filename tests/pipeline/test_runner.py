@@ -1,0 +1,102 @@
+"""The stage runner: order, skipping by config hash, forcing, resuming an interrupted stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from musicdistill.config import load_config
+from musicdistill.pipeline.runner import Stage, run_stages
+
+
+def _stages(calls: list[tuple[str, bool]], fail_in: str | None = None) -> list[Stage]:
+    def make(name: str):
+        def run(cfg, run_dir: Path, out: Path, resume: bool) -> dict:
+            calls.append((name, resume))
+            if name == fail_in:
+                raise RuntimeError("boom")
+            (out / "result.txt").write_text(name)
+            return {"name": name}
+
+        return run
+
+    return [
+        Stage("b", make("b"), reads=("codec",), after=("a",)),
+        Stage("a", make("a"), reads=("data",)),
+        Stage("c", make("c"), reads=("model", "device"), after=("b",)),
+    ]
+
+
+def test_order_skip_and_rerun_downstream(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=r"])
+    calls: list[tuple[str, bool]] = []
+    run_stages(cfg, _stages(calls))
+    assert [c[0] for c in calls] == ["a", "b", "c"]
+    calls.clear()
+    results = run_stages(cfg, _stages(calls))
+    assert calls == [] and all(r.skipped for r in results)
+    # a change read by stage b reruns b and everything after it, not a
+    cfg2 = load_config(None, [f"runs_dir={tmp_path}", "name=r", "codec.cardinality=64"])
+    run_stages(cfg2, _stages(calls))
+    assert [c[0] for c in calls] == ["b", "c"]
+    calls.clear()
+    run_stages(cfg2, _stages(calls), force=("a",))
+    assert [c[0] for c in calls] == ["a", "b", "c"]
+    assert (tmp_path / "r" / "config.yaml").is_file() and (tmp_path / "r" / "timings.json").is_file()
+
+
+def test_interrupted_stage_resumes(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=r"])
+    calls: list[tuple[str, bool]] = []
+    with pytest.raises(RuntimeError):
+        run_stages(cfg, _stages(calls, fail_in="b"))
+    calls.clear()
+    run_stages(cfg, _stages(calls))
+    assert calls == [("b", True), ("c", False)]
+
+
+def test_unknown_stage_named(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"runs_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="unknown stage 'z'"):
+        run_stages(cfg, _stages([]), force=("z",))
+
+
+# Stages that may run at the same time must be importable by a spawned process: module-level functions.
+def concurrent_stage(cfg, run_dir: Path, out: Path, resume: bool) -> dict:
+    import os
+
+    import torch
+
+    if out.name == "bad" and not (run_dir / "fixed").exists():
+        raise RuntimeError("bad stage failed")
+    (out / "pid.txt").write_text(f"{os.getpid()} {torch.get_num_threads()}")
+    return {"pid": os.getpid()}
+
+
+def _concurrent_stages() -> list[Stage]:
+    return [
+        Stage("good", concurrent_stage, reads=("distill",), concurrent=True),
+        Stage("bad", concurrent_stage, reads=("distill",), concurrent=True),
+    ]
+
+
+def test_concurrent_stages_run_in_separate_processes_and_a_failure_keeps_the_other(tmp_path: Path) -> None:
+    import os
+
+    from musicdistill.pipeline.runner import concurrency_threads
+
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=r", "device=cpu"])
+    threads = concurrency_threads(cfg, 2)
+    if not threads:
+        pytest.skip("one CPU core: concurrent stages run one after the other")
+    with pytest.raises(RuntimeError, match="bad stage failed"):
+        run_stages(cfg, _concurrent_stages())
+    run = tmp_path / "r"
+    pid, used = (run / "good" / "pid.txt").read_text().split()
+    assert int(pid) != os.getpid() and int(used) == threads
+    assert (run / "good" / "stage.json").is_file() and not (run / "bad" / "stage.json").is_file()
+    (run / "fixed").write_text("")
+    results = run_stages(cfg, _concurrent_stages())
+    assert [(r.name, r.skipped) for r in results] == [("good", True), ("bad", False)]
+    assert (run / "bad" / "stage.json").is_file()

@@ -1,0 +1,205 @@
+"""The distillation loop on tiny in-memory parts: smoke run, KL identities, resume after SIGKILL, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from musicdistill.config import ConfigError
+from musicdistill.storage.checkpoint import load_checkpoint
+from musicdistill.training.distill import distill
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from distill_fixture import tiny_config, tiny_parts  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[1] / "distill_fixture.py"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_changes_parameters_and_writes_checkpoints(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=3)
+    parts = tiny_parts(cfg)
+    before = {k: v.clone() for k, v in parts.student.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in parts.teacher.state_dict().items()}
+    out = distill(cfg, parts, tmp_path / "d", {"base_hash": "abc"}, torch.device("cpu"))
+    after = parts.student.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(teacher_before[k], v) for k, v in parts.teacher.state_dict().items())
+    ck = load_checkpoint(out)
+    assert ck.provenance["kind"] == "distilled" and ck.provenance["beta"] == 0.5
+    assert ck.provenance["base_hash"] == "abc" and ck.provenance["step"] == 3
+    rows = _rows(out)
+    assert rows[0]["step"] == 0 and "eval_teacher_kl" in rows[0]
+    for key in (
+        "kl",
+        "reward_mean",
+        "reward_std",
+        "beta_term",
+        "entropy",
+        "grad_norm",
+        "frames_per_s",
+        "time_rollout",
+        "time_teacher",
+        "time_student",
+        "time_reward",
+    ):
+        assert key in rows[1], key
+
+
+def test_kl_is_zero_when_student_equals_teacher_at_gamma_one(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=1, beta=0.0, gamma=1.0)
+    parts = tiny_parts(cfg)
+    distill(cfg, parts, tmp_path / "d", {}, torch.device("cpu"))
+    rows = _rows(tmp_path / "d")
+    assert rows[0]["eval_teacher_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[1]["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_quality_run_lowers_kl_to_teacher(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=20, beta=0.0, extra=["distill.eval_every=20", "distill.lr=0.003"])
+    parts = tiny_parts(cfg)
+    distill(cfg, parts, tmp_path / "d", {}, torch.device("cpu"))
+    rows = _rows(tmp_path / "d")
+    assert rows[-1]["eval_teacher_kl"] < 0.5 * rows[0]["eval_teacher_kl"]
+
+
+def test_beta_needs_reward_and_on_policy(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=1, beta=1.0)
+    parts = tiny_parts(cfg)
+    parts.reward_embed = None
+    with pytest.raises(ConfigError, match="needs a reward embedder"):
+        distill(cfg, parts, tmp_path / "d", {}, torch.device("cpu"))
+    cfg = tiny_config(tmp_path, steps=1, beta=1.0, extra=["distill.mode=teacher"])
+    with pytest.raises(ConfigError, match="mode=on_policy"):
+        distill(cfg, tiny_parts(cfg), tmp_path / "d", {}, torch.device("cpu"))
+
+
+def test_offline_teacher_mode_runs(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=2, beta=0.0, extra=["distill.mode=teacher", "distill.offline_pool=8"])
+    distill(cfg, tiny_parts(cfg), tmp_path / "d", {}, torch.device("cpu"))
+    assert "reward_mean" not in _rows(tmp_path / "d")[1]
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=10, beta=0.0, extra=["distill.max_nonfinite=2"])
+    parts = tiny_parts(cfg)
+    with torch.no_grad():
+        parts.teacher.head.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="2 consecutive non-finite"):
+        distill(cfg, parts, tmp_path / "d", {}, torch.device("cpu"))
+    rows = _rows(tmp_path / "d")
+    assert rows[1]["skipped"] == "non-finite loss"
+
+
+def _run_fixture(out: Path, steps: int, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(FIXTURE), str(out), str(steps), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path) -> None:
+    steps = 8
+    ref = _run_fixture(tmp_path / "ref" / "d", steps)
+    assert ref.wait(timeout=120) == 0, ref.stdout.read().decode()
+    killed = _run_fixture(tmp_path / "k" / "d", steps, "--step-sleep", "2")
+    pointer = tmp_path / "k" / "d" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        pointer.is_file() and pointer.read_text().strip() == "step_0000004"
+    ):
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert not (tmp_path / "k" / "d" / "model.safetensors").exists(), "the run finished before it was killed"
+    resumed = _run_fixture(tmp_path / "k" / "d", steps, "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stdout.read().decode()
+    a = load_file(str(tmp_path / "ref" / "d" / "rank0.safetensors"))
+    b = load_file(str(tmp_path / "k" / "d" / "rank0.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = _rows(tmp_path / "k" / "d")
+    assert [r["step"] for r in rows] == list(range(0, steps + 1))
+
+
+def test_two_process_ddp_keeps_ranks_equal(tmp_path: Path) -> None:
+    out = tmp_path / "ddp" / "d"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            str(FIXTURE),
+            str(out),
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = load_file(str(out / "rank0.safetensors"))
+    b = load_file(str(out / "rank1.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    initial = tiny_parts(tiny_config(tmp_path, 3)).student.state_dict()
+    assert any(not torch.equal(initial[k], a[k]) for k in a)
+
+
+def test_loop_runs_on_the_musicgen_backbone(tmp_path: Path) -> None:
+    import torch.nn.functional as F
+    from test_backbones import build_tiny_musicgen
+
+    from musicdistill.model.musicgen import load_backbone
+    from musicdistill.training.distill import DistillParts, PromptSet, frozen_copy
+    from musicdistill.training.distill_setup import cached_encoder
+
+    model, tokenizer = build_tiny_musicgen()
+    model.save_pretrained(tmp_path / "mg")
+    tokenizer.save_pretrained(tmp_path / "mg")
+    backbone, text_encoder, _ = load_backbone(tmp_path / "mg")
+    prompts = PromptSet(["a calm piano melody", "fast drums", "a slow organ", "bright bells"], [None] * 4)
+
+    def reward(codes: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.one_hot(codes[:, 0], backbone.cardinality).float().sum(1), dim=-1)
+
+    parts = DistillParts(
+        student=backbone.train(),
+        teacher=frozen_copy(backbone),
+        encode=cached_encoder(text_encoder, torch.device("cpu")),
+        train=prompts,
+        held_out=prompts,
+        num_frames=6,
+        reward_embed=reward,
+    )
+    cfg = tiny_config(tmp_path, steps=2, beta=0.5)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    distill(cfg, parts, tmp_path / "d", {"base_hash": "mg"}, torch.device("cpu"))
+    after = backbone.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = _rows(tmp_path / "d")
+    assert rows[-1]["step"] == 2 and rows[-1]["reward_mean"] >= 0
+    assert load_checkpoint(tmp_path / "d").provenance["kind"] == "distilled"
