@@ -17,7 +17,8 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 
 help:
 	@echo "make run    create .venv, install, run the main job on the built-in data ($(CONFIG))"
-	@echo "make test   create .venv, install dev deps, run ruff and the fast test suite"
+	@echo "make test   create .venv, install dev deps, run make lint (ruff check + format check) and the fast test suite"
+	@echo "make lint   ruff check and ruff format --check"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +41,13 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(VENV)/bin/musicdistill run $(CONFIG)
 
-lint: install-dev
-	$(VENV)/bin/ruff check musicdistill tests bench demo
-	$(VENV)/bin/ruff format --check musicdistill tests bench demo
+LINTED := musicdistill tests bench demo scripts
 
-test: install-dev
-	$(VENV)/bin/ruff check musicdistill tests bench demo
+lint: install-dev
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+test: lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musicdistill.config import load_config
+from musicdistill.config import load_saved_config
 from musicdistill.data.tokens import load_token_set
 from musicdistill.evaluation.metrics import bootstrap_ci
 from musicdistill.evaluation.setup import held_out_prompts
+from musicdistill.generation.guidance import guided_forward
 from musicdistill.generation.sampling import sample_tokens
 from musicdistill.model.delay import teacher_forcing_batch
 from musicdistill.model.loading import load_generator
-from musicdistill.training.distill import guided_teacher_logits
 from musicdistill.training.losses import token_divergence
 
 
@@ -44,7 +44,7 @@ def per_prompt_kl(
         inputs, _, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
         with torch.no_grad():
             kl, _ = token_divergence(
-                student(inputs, cond), guided_teacher_logits(teacher, inputs, cond, gamma), mask
+                student(inputs, cond), guided_forward(teacher, inputs, cond, gamma), mask
             )
         out.append(kl.item())
     return np.asarray(out)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt for the KL")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
-    cfg = load_config(args.run / "config.yaml")
+    cfg = load_saved_config(args.run / "config.yaml")  # runs from before a key moved load too
     base = load_generator(args.run / "base", with_codec=False)
     tokens = load_token_set(args.run / "tokens").select(cfg.evaluate.split)
     prompts = held_out_prompts(tokens, cfg.evaluate.split, args.prompts, seed=cfg.evaluate.seed + 1).prompts

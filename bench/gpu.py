@@ -59,12 +59,13 @@ import torch  # noqa: E402
 
 from musicdistill.config import DistillConfig, ModelConfig  # noqa: E402
 from musicdistill.generation import fast_decode  # noqa: E402
+from musicdistill.generation.guidance import guided_forward  # noqa: E402
 from musicdistill.generation.sampling import sample_tokens  # noqa: E402
 from musicdistill.model.delay import teacher_forcing_batch  # noqa: E402
 from musicdistill.model.generator import build_generator  # noqa: E402
 from musicdistill.model.text import TextCondition  # noqa: E402
 from musicdistill.runtime import autocast  # noqa: E402
-from musicdistill.training.distill import frozen_copy, guided_teacher_logits, reward_terms, student_rollouts  # noqa: E402
+from musicdistill.training.distill import frozen_copy, reward_terms, student_rollouts  # noqa: E402
 from musicdistill.training.losses import combined_loss, reinforce_loss, sequence_logprob, token_divergence  # noqa: E402
 
 SECTIONS = ("matmul", "native", "baseline", "largest", "distill", "adapter")
@@ -770,7 +771,7 @@ def distill_step(
     cond = encode(roll.prompts)
     inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
     with torch.no_grad(), autocast(device, dc.bf16):
-        teacher_logits = guided_teacher_logits(teacher, inputs, cond, dc.gamma)
+        teacher_logits = guided_forward(teacher, inputs, cond, dc.gamma)
     sync(device)
     times["teacher"] = time.perf_counter() - t0
 
@@ -811,7 +812,7 @@ def count_flops(student, teacher, encode, prompts, dc, shape, device) -> dict[st
     cond = encode([p for p in prompts for _ in range(dc.group_size)])
     inputs, _, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
     with FlopCounterMode(display=False) as counter, torch.no_grad(), autocast(device, dc.bf16):
-        teacher_logits = guided_teacher_logits(teacher, inputs, cond, dc.gamma)
+        teacher_logits = guided_forward(teacher, inputs, cond, dc.gamma)
     teacher_flops = counter.get_total_flops()
     with FlopCounterMode(display=False) as counter:
         with autocast(device, dc.bf16):

@@ -70,6 +70,19 @@ class DataConfig:
     workers: int = opt(2, "processes used by the synthesiser; reader threads for user audio", ge=1, le=64)
     strict: bool = opt(False, "fail on the first bad clip instead of skipping it")
     min_duration: float = opt(0.5, "user clips with less audio (s) are skipped as too short", ge=0.0, le=60.0)
+    window_hop: float = opt(
+        0.0,
+        "a file longer than duration is cut into clips starting this many seconds apart; "
+        "0 = duration (windows that touch)",
+        ge=0.0,
+        le=3600.0,
+    )
+    last_window: str = opt(
+        "drop",
+        "the final window of a long file that would run past its end: drop it, or pad it with "
+        "silence (kept when it holds at least min_duration seconds)",
+        choices=("drop", "pad"),
+    )
 
 
 @dataclass
@@ -77,6 +90,11 @@ class CodecConfig:
     """The audio tokenizer: the offline default codec, or EnCodec."""
 
     kind: str = opt("melrvq", "codec family", choices=("melrvq", "encodec_hf", "encodec"))
+    from_dir: str = opt(
+        "",
+        "a fitted codec directory to use as it is (e.g. assets/codec): the main job's codec stage copies "
+        "it instead of fitting one; '' = fit (or load EnCodec) as the fields below say",
+    )
     pretrained: str = opt(
         "", "local directory (or hub id when online) of an EnCodec model; only for encodec kinds"
     )
@@ -148,6 +166,11 @@ class ModelConfig:
 class PretrainConfig:
     """Base-model pretraining (teacher-forced cross-entropy with condition dropout)."""
 
+    from_dir: str = opt(
+        "",
+        "a pretrained base checkpoint to start from (e.g. assets/base): the main job's base stage copies it "
+        "in float32 instead of pretraining; '' = pretrain as the fields below say",
+    )
     steps: int = opt(1500, "optimizer steps", ge=1)
     batch_size: int = opt(32, "clips per step", ge=1, le=65536)
     lr: float = opt(1e-3, "peak AdamW learning rate", gt=0.0, le=1.0)
@@ -184,16 +207,19 @@ class GenerateConfig:
 
 @dataclass
 class DistillConfig:
-    """Diversity-rewarded CFG distillation (method.md sections 2-3)."""
+    """Diversity-rewarded CFG distillation (docs/method.md sections 3-4)."""
 
     steps: int = opt(150, "optimizer steps", ge=1)
     prompts_per_step: int = opt(
         16, "prompts B per step (split across ranks when distributed)", ge=1, le=65536
     )
     group_size: int = opt(2, "rollouts G per prompt; the diversity reward compares them", ge=2, le=64)
-    beta: float = opt(0.0, "weight of the diversity reward; 0 = the quality model", ge=0.0, le=1000.0)
-    diversity_beta: float = opt(
-        15.0, "beta of the diversity model in the main job (musicdistill run)", ge=0.0, le=1000.0
+    beta: float = opt(
+        0.0,
+        "weight of the diversity reward of 'musicdistill distill'; 0 = the quality model "
+        "(the main job sets beta itself: 0 and run.diversity_beta)",
+        ge=0.0,
+        le=1000.0,
     )
     gamma: float = opt(3.0, "CFG scale of the frozen teacher", ge=0.0, le=50.0)
     divergence: str = opt(
@@ -203,15 +229,10 @@ class DistillConfig:
         0.5, "mixing weight of jeffreys / gjsd (TRL GKD semantics for gjsd)", ge=0.0, le=1.0
     )
     temperature: float = opt(1.0, "student sampling temperature during rollouts", gt=0.0, le=10.0)
-    compare_offline: bool = opt(
-        False,
-        "main job: also distil offline (mode=teacher, beta=0) into <run>/offline for "
-        "claim C5 (on-policy against offline)",
-    )
     mode: str = opt(
         "on_policy",
-        "where sequences come from: the student (on_policy), the CFG teacher sampled once "
-        "(teacher), or the dataset (dataset)",
+        "where sequences come from in 'musicdistill distill': the student (on_policy), the CFG "
+        "teacher sampled once (teacher), or the dataset (dataset); the main job sets it itself",
         choices=("on_policy", "teacher", "dataset"),
     )
     offline_pool: int = opt(512, "sequences sampled once from the teacher in mode=teacher", ge=1)
@@ -272,7 +293,7 @@ class ListeningConfig:
 
 @dataclass
 class EmbedConfig:
-    """The contrastive audio embedder: the diversity reward model (method.md section 3)."""
+    """The contrastive audio embedder: the diversity reward model (docs/method.md section 4)."""
 
     dim: int = opt(128, "embedding width E (outputs are L2-normalised)", ge=8, le=4096)
     channels: int = opt(96, "channels of the 1-D conv encoder over log-mel frames", ge=8, le=4096)
@@ -292,6 +313,47 @@ class EmbedConfig:
     gain_jitter: float = opt(
         0.3, "std of a random log-gain added to each training chunk (log mel-power units)", ge=0.0, le=10.0
     )
+    eq_jitter: float = opt(
+        0.0,
+        "std (log units) of a smooth random spectral tilt/EQ added to each view independently; > 0 makes the "
+        "embedder care less about timbre (what captions fix most often) and more about notes and rhythm",
+        ge=0.0,
+        le=10.0,
+    )
+    max_minutes: float = opt(0.0, "stop after this many minutes of training; 0 = no limit", ge=0.0)
+    seed: int = opt(0, "seed of initialisation, batching and augmentation", ge=0)
+
+
+@dataclass
+class SecondEmbedConfig:
+    """The second audio embedder: evaluation-only diversity, independent of the reward (2-D conv, VICReg,
+    trained on the other half of the training split)."""
+
+    dim: int = opt(
+        128, "representation width E (embeddings are standardised and L2-normalised)", ge=8, le=4096
+    )
+    channels: int = opt(
+        8, "channels of the first 2-D conv block (the next two have twice as many)", ge=2, le=512
+    )
+    hidden: int = opt(128, "width of the per-time-step layer before pooling over time", ge=8, le=4096)
+    expander: int = opt(256, "width of the VICReg expander (training only)", ge=8, le=8192)
+    chunk_seconds: float = opt(
+        1.5, "length of each training view; at most the clip duration", gt=0.1, le=60.0
+    )
+    max_shift_seconds: float = opt(
+        0.2, "the two views of a segment start at most this far apart", ge=0.0, le=10.0
+    )
+    invariance: float = opt(25.0, "VICReg weight of the view-matching (mean squared error) term", ge=0.0)
+    variance: float = opt(25.0, "VICReg weight of the per-dimension standard-deviation hinge", ge=0.0)
+    covariance: float = opt(1.0, "VICReg weight of the off-diagonal covariance penalty", ge=0.0)
+    time_mask: float = opt(0.2, "each view has one time span of up to this fraction masked", ge=0.0, lt=1.0)
+    freq_mask: float = opt(0.15, "each view has one band span of up to this fraction masked", ge=0.0, lt=1.0)
+    steps: int = opt(200, "optimizer steps", ge=1)
+    batch_size: int = opt(64, "clips per step (two views each)", ge=2, le=65536)
+    lr: float = opt(2e-3, "peak AdamW learning rate (linear warm-up, cosine decay)", gt=0.0, le=1.0)
+    weight_decay: float = opt(1e-4, "AdamW weight decay", ge=0.0, le=1.0)
+    reconstructions: bool = opt(True, "each view is the real clip or its codec reconstruction, at random")
+    gain_jitter: float = opt(0.3, "std of a random log-gain added to each view", ge=0.0, le=10.0)
     max_minutes: float = opt(0.0, "stop after this many minutes of training; 0 = no limit", ge=0.0)
     seed: int = opt(0, "seed of initialisation, batching and augmentation", ge=0)
 
@@ -330,11 +392,20 @@ class ScorerConfig:
 
 @dataclass
 class OracleConfig:
-    """The attribute oracle: softmax regressions on hand-made log-mel features (built-in data attributes)."""
+    """The attribute oracle: softmax regressions on hand-made log-mel features, one per labelled attribute."""
 
     heads: list = opt(
-        ["instrument", "tempo", "key+mode", "register", "drums"],
-        "one classifier per entry; 'a+b' classifies the pair jointly and predicts both",
+        [],
+        "one classifier per entry; 'a+b' classifies the pair jointly and predicts both; empty = "
+        "from the data: the built-in data's tuned heads (instrument, tempo, key+mode, register, "
+        "drums), else every categorical attribute with 2+ values of min_clips_per_class clips each",
+    )
+    min_clips_per_class: int = opt(
+        8,
+        "with oracle.heads empty, an attribute becomes a head when each of its values has this many "
+        "training clips (from 2+ files)",
+        ge=1,
+        le=100_000,
     )
     l2: float = opt(
         1e-3, "L2 penalty on the weights (per feature, features are standardised)", ge=0.0, le=100.0
@@ -350,7 +421,8 @@ class EvaluateConfig:
     systems: list = opt(
         [],
         "systems: mappings with name, checkpoint, optional family, cfg_scale, temperature, "
-        "top_k, top_p; empty in the main job = base, CFG and temperature sweeps, distilled, merges",
+        "top_k, top_p; empty in the main job = base, CFG and temperature sweeps (run.cfg_scales, "
+        "run.temperatures), distilled, merges",
     )
     split: str = opt("test", "held-out split the prompts come from", choices=("valid", "test"))
     num_prompts: int = opt(32, "held-out prompts (distinct captions)", ge=1, le=100_000)
@@ -359,8 +431,38 @@ class EvaluateConfig:
     batch_size: int = opt(64, "sequences decoded together", ge=1, le=65536)
     bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals", ge=100, le=1_000_000)
     save_prompts: int = opt(4, "prompts whose samples are written as wav files", ge=0)
-    cfg_scales: list = opt([1.5, 3.0, 5.0], "CFG scales of the base-model sweep in the main job")
-    temperatures: list = opt([0.7, 0.85], "temperatures of the base-model sweep (no CFG) in the main job")
+
+
+@dataclass
+class RunConfig:
+    """Settings only the main job (``musicdistill run``) reads: which models it trains and compares.
+
+    The main job trains two students with one ``distill`` section: the quality model with β = 0 and
+    the diversity model with β = ``run.diversity_beta`` (``distill.beta`` and ``distill.mode`` are
+    read only by ``musicdistill distill``, which trains one model).
+    """
+
+    diversity_beta: float = opt(
+        15.0,
+        "beta of the diversity model the main job trains (its quality model has beta 0); "
+        "'musicdistill distill' reads distill.beta instead",
+        ge=0.0,
+        le=1000.0,
+    )
+    compare_offline: bool = opt(
+        False,
+        "also distil offline (distill.mode=teacher, beta 0) into <run>/offline, for claim C5 "
+        "(on-policy against offline)",
+    )
+    cfg_scales: list = opt(
+        [1.0, 1.5, 2.0, 3.0, 4.0, 5.0],
+        "CFG scales of the base's CFG front the main job evaluates (evaluate.systems empty); 1 and "
+        "distill.gamma are always on it",
+    )
+    temperatures: list = opt(
+        [0.7, 0.85, 1.0],
+        "temperatures of the base's temperature front (no CFG) the main job evaluates; 1 is always on it",
+    )
 
 
 @dataclass
@@ -380,8 +482,12 @@ class Config:
     evaluate: EvaluateConfig = section(EvaluateConfig, "evaluation on held-out prompts")
     listening: ListeningConfig = section(ListeningConfig, "listening-test export")
     embed: EmbedConfig = section(EmbedConfig, "contrastive audio embedder (diversity reward)")
+    second_embed: SecondEmbedConfig = section(
+        SecondEmbedConfig, "second audio embedder (evaluation diversity, independent of the reward)"
+    )
     scorer: ScorerConfig = section(ScorerConfig, "joint text-audio scorer (text adherence)")
-    oracle: OracleConfig = section(OracleConfig, "attribute oracle for the built-in data")
+    oracle: OracleConfig = section(OracleConfig, "attribute oracle (the labels of the data)")
+    run: RunConfig = section(RunConfig, "settings only the main job, musicdistill run, reads")
 
     @property
     def run_dir(self) -> Path:
@@ -411,6 +517,73 @@ def _all_dotted_keys(cls: type, prefix: str = "") -> list[str]:
 def _resolve_type(cls: type, f: dataclasses.Field) -> Any:
     hints = typing.get_type_hints(cls)
     return hints[f.name]
+
+
+#: Keys that moved to another section: old dotted key -> new dotted key. A YAML file or override that
+#: names the old key is refused with the new one; configs saved with checkpoints and runs before the
+#: move are read with the key moved (:func:`section_from_dict`, :func:`load_saved_config`).
+MOVED_KEYS: dict[str, str] = {
+    "distill.diversity_beta": "run.diversity_beta",
+    "distill.compare_offline": "run.compare_offline",
+    "evaluate.cfg_scales": "run.cfg_scales",
+    "evaluate.temperatures": "run.temperatures",
+}
+
+
+def config_keys() -> list[str]:
+    """Every dotted leaf key of :class:`Config`, e.g. ``'distill.beta'``, ``'device'``."""
+    return _all_dotted_keys(Config)
+
+
+def config_sections() -> list[str]:
+    """The names of :class:`Config`'s sections, e.g. ``'distill'``, ``'run'``."""
+    return [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(_resolve_type(Config, f))]
+
+
+def key_doc(key: str) -> str:
+    """The one-line doc of a dotted key or section of :class:`Config` (empty when unknown)."""
+    cls: Any = Config
+    doc = ""
+    for part in key.split("."):
+        found = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in found:
+            return ""
+        doc = found[part].metadata.get("doc", "")
+        cls = _resolve_type(cls, found[part])
+    return doc
+
+
+def moved_key_message(old: str, override: str | None = None) -> str:
+    """Why ``old`` (a key of :data:`MOVED_KEYS`) is refused, naming its new key; ``override``: the
+    command-line text that set it (None: a YAML file did)."""
+    new = MOVED_KEYS[old]
+    section_name, _, leaf = new.partition(".")
+    if override is None:
+        head, fix = f"config key '{old}'", f"move it to the '{section_name}' section as '{leaf}'"
+    else:
+        head, fix = f"override '{override}': '{old}'", f"write {new}={override.partition('=')[2]}"
+    return (
+        f"{head} has moved to '{new}' ({section_name}: {key_doc(section_name)}); {fix}. {new}: {key_doc(new)}"
+    )
+
+
+def migrate_moved_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved config mapping with each old key of :data:`MOVED_KEYS` at its new place.
+
+    For configs written by musicdistill itself (next to a checkpoint, a run's ``config.yaml``) before
+    a key moved; a key already at its new place wins. User files get :func:`moved_key_message` instead.
+    """
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for old, new in MOVED_KEYS.items():
+        old_section, _, old_leaf = old.partition(".")
+        new_section, _, new_leaf = new.partition(".")
+        if not isinstance(out.get(old_section), dict) or old_leaf not in out[old_section]:
+            continue
+        value = out[old_section].pop(old_leaf)
+        target = out.setdefault(new_section, {})
+        if isinstance(target, dict):
+            target.setdefault(new_leaf, value)
+    return out
 
 
 def _suggest(key: str, candidates: list[str]) -> str:
@@ -460,6 +633,8 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
             while isinstance(value, dict) and len(value) == 1:  # name the leaf: 'train.steps', not 'train'
                 ((sub, value),) = value.items()
                 full += f".{sub}"
+            if full in MOVED_KEYS:
+                raise ConfigError(moved_key_message(full))
             raise ConfigError(f"unknown config key '{full}'{_suggest(full, _all_dotted_keys(Config))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -532,6 +707,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+def override_key(text: str) -> str:
+    """The dotted key an override sets: ``'distill.beta=3'`` -> ``'distill.beta'``."""
+    return ".".join(parse_override(text)[0])
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse an override of a moved or unknown key, naming the override (not the YAML file)."""
+    keys = config_keys()
+    known = set(keys) | set(config_sections())
+    for text in overrides:
+        key = override_key(text)
+        if key in MOVED_KEYS:
+            raise ConfigError(moved_key_message(key, override=text))
+        if key not in known and not any(key.startswith(k + ".") for k in keys):
+            raise ConfigError(f"override '{text}': unknown config key '{key}'{_suggest(key, keys)}")
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set each dotted override in a nested dict (creating sections as needed)."""
     for text in overrides:
@@ -567,6 +759,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
             )
         raw = loaded or {}
+    check_override_keys(list(overrides or []))
     raw = apply_overrides(raw, list(overrides or []))
     try:
         cfg = _build(Config, raw, "")
@@ -584,10 +777,33 @@ def config_to_dict(obj: Any) -> dict[str, Any]:
 
 
 def section_from_dict(cls: type, raw: dict[str, Any]) -> Any:
-    """Rebuild a section (e.g. ModelConfig) from a dict saved next to a checkpoint."""
+    """Rebuild a section (e.g. ModelConfig) or a whole Config from a dict saved next to a checkpoint.
+
+    A whole Config saved before a key moved (:data:`MOVED_KEYS`) is read with the key at its new place.
+    """
+    if cls is Config and isinstance(raw, dict):
+        raw = migrate_moved_keys(raw)
     obj = _build(cls, raw, "")
     _check_ranges(obj)
     return obj
+
+
+def load_saved_config(path: str | Path) -> Config:
+    """A resolved config musicdistill wrote (a run's ``config.yaml``), read as :func:`section_from_dict` does.
+
+    Unlike :func:`load_config` it accepts keys that have since moved (:data:`MOVED_KEYS`).
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read the saved config ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return section_from_dict(Config, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
 
 
 def save_config(obj: Any, path: str | Path) -> Path:

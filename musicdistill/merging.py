@@ -1,4 +1,4 @@
-"""Weight merging of two finetunes of the same base model (method.md section 4).
+"""Weight merging of two finetunes of the same base model (docs/method.md section 5).
 
 ``θ_λ`` runs from checkpoint A at λ = 0 (the quality model) to checkpoint B at λ = 1 (the diversity
 model):
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from musicdistill.model.loading import BACKBONE_PROVENANCE
+from musicdistill.progress import track
 from musicdistill.storage.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -277,7 +277,7 @@ def merge_state_dicts(
         check_compatible(a, base, "A", "base")
     merged: dict[str, torch.Tensor] = {}
     fallbacks = 0
-    for key in tqdm(a, desc=f"merge {method} λ={lam:g}", unit="tensor", disable=None, leave=False):
+    for key in track(list(a), desc=f"merge {method} λ={lam:g}", unit="tensor", leave=False):
         ta, tb = a[key], b[key]
         if not ta.is_floating_point():
             inputs = {"A": ta, "B": tb} if base is None else {"A": ta, "B": tb, "base": base[key]}

@@ -101,18 +101,10 @@ def main(argv: list[str]) -> int:
     info, device = init_distributed(torch.device("cpu"))
     parts = tiny_parts(cfg)
     if a.step_sleep:
-        import time
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "training"))
+        from kill_resume import slow_snapshots
 
-        import musicdistill.training.distill as d
-
-        original = d.save_snapshot
-
-        def slow_snapshot(*args, **kwargs):
-            result = original(*args, **kwargs)
-            time.sleep(a.step_sleep)
-            return result
-
-        d.save_snapshot = slow_snapshot
+        slow_snapshots(a.step_sleep)
     distill(cfg, parts, out, {"base_hash": "test"}, device, info, resume=a.resume)
     from safetensors.torch import save_file
 

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
+from musicdistill.cli import build_parser, main
+from musicdistill.commands import codec as codec_cmd
+from musicdistill.commands import distill as distill_cmd
+from musicdistill.commands import evaluate as evaluate_cmd
+from musicdistill.commands import run as run_cmd
+from musicdistill.commands.common import check_overrides, declared_reads, load_command_config
+from musicdistill.commands.config import key_lines
 from musicdistill.config import (
+    MOVED_KEYS,
     Config,
     ConfigError,
+    DistillConfig,
     ModelConfig,
     config_hash,
+    config_keys,
+    config_sections,
     config_to_dict,
     describe_fields,
     load_config,
+    load_saved_config,
     save_config,
     section_from_dict,
 )
+from musicdistill.pipeline import stages
+from musicdistill.pipeline.runner import stage_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +112,186 @@ def test_every_field_documented() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     load_config(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Each command reads one beta: distill.beta for `musicdistill distill`, run.* for the main job
+# --------------------------------------------------------------------------------------------
+
+
+def test_main_job_settings_live_in_the_run_section() -> None:
+    assert {f.name for f in dataclasses.fields(DistillConfig)}.isdisjoint(
+        {"diversity_beta", "compare_offline"}
+    )
+    cfg = load_config(None, ["run.diversity_beta=60", "run.compare_offline=true", "run.cfg_scales=[2.0]"])
+    assert (cfg.run.diversity_beta, cfg.run.compare_offline, cfg.run.cfg_scales) == (60.0, True, [2.0])
+    assert cfg.distill.beta == 0.0  # untouched: the main job's beta is not distill.beta
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_KEYS))
+def test_moved_key_in_a_yaml_file_names_file_old_and_new_key(tmp_path: Path, old: str) -> None:
+    section, _, leaf = old.partition(".")
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({section: {leaf: 1.0}}))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    msg = str(exc.value)
+    assert str(path) in msg and f"'{old}'" in msg and f"'{MOVED_KEYS[old]}'" in msg
+    assert "did you mean" not in msg
+
+
+def test_moved_key_override_names_the_new_key_with_its_value() -> None:
+    with pytest.raises(ConfigError, match=r"write run\.diversity_beta=60"):
+        load_config(None, ["distill.diversity_beta=60"])
+
+
+def test_saved_configs_from_before_the_move_still_load(tmp_path: Path) -> None:
+    """Checkpoints and runs written before the run section keep loading, with the keys moved."""
+    old = config_to_dict(load_config())
+    del old["run"]
+    old["distill"].update(diversity_beta=7.0, compare_offline=True)
+    old["evaluate"].update(cfg_scales=[2.0], temperatures=[0.5])
+    cfg = section_from_dict(Config, old)
+    assert (cfg.run.diversity_beta, cfg.run.compare_offline) == (7.0, True)
+    assert (cfg.run.cfg_scales, cfg.run.temperatures) == ([2.0], [0.5])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert load_saved_config(path).run.diversity_beta == 7.0
+    with pytest.raises(ConfigError, match=r"config key '(distill|evaluate)\.\w+' has moved to 'run\."):
+        load_config(path)  # a user's file gets the error instead
+
+
+def test_distill_command_refuses_the_main_job_beta_naming_distill_beta() -> None:
+    reads = distill_cmd.READS
+    with pytest.raises(ConfigError) as exc:
+        check_overrides(["distill.diversity_beta=60"], reads)
+    msg = str(exc.value)
+    assert "no longer in the 'distill' section" in msg and "run.diversity_beta" in msg
+    assert "musicdistill run" in msg and "write distill.beta=60" in msg
+    with pytest.raises(ConfigError, match=r"does not read run.diversity_beta.*write distill.beta=60"):
+        check_overrides(["run.diversity_beta=60"], reads)
+    with pytest.raises(ConfigError, match="distill.mode=teacher"):
+        check_overrides(["run.compare_offline=true"], reads)
+    with pytest.raises(ConfigError, match="from the base checkpoint"):
+        check_overrides(["model.dim=64"], reads)
+    check_overrides(["distill.beta=60", "model.backbone=native", "device=cpu", "generate.top_k=5"], reads)
+
+
+def test_main_job_refuses_distill_beta_naming_run_diversity_beta() -> None:
+    reads = run_cmd.READS
+    with pytest.raises(ConfigError, match=r"does not read distill.beta.*write run.diversity_beta=5"):
+        check_overrides(["distill.beta=5"], reads)
+    with pytest.raises(ConfigError, match="run.compare_offline"):
+        check_overrides(["distill.mode=teacher"], reads)
+    with pytest.raises(ConfigError, match="listening export"):
+        check_overrides(["listening.seed=3"], reads)
+    with pytest.raises(ConfigError, match=r"has moved to 'run.diversity_beta'.*; write run.diversity_beta=5"):
+        check_overrides(["distill.diversity_beta=5"], reads)
+    check_overrides(["run.diversity_beta=5", "distill.steps=3", "pretrain.steps=2", "evaluate.seed=1"], reads)
+
+
+def test_override_of_an_unread_section_names_what_the_command_reads() -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_overrides(["pretrain.steps=3"], codec_cmd.FIT_READS)
+    msg = str(exc.value)
+    assert "`musicdistill codec fit` does not read pretrain.steps" in msg and "data.*, codec.*" in msg
+    with pytest.raises(
+        ConfigError, match=r"run section is read only by `musicdistill run`.*evaluate.systems"
+    ):
+        check_overrides(["run.cfg_scales=[2.0]"], evaluate_cmd.READS)
+
+
+def test_a_shared_yaml_file_may_hold_sections_the_command_does_not_read() -> None:
+    cfg = load_command_config(str(ROOT / "configs" / "tiny.yaml"), ["distill.beta=2"], distill_cmd.READS)
+    assert cfg.distill.beta == 2.0 and cfg.run.diversity_beta == 1.0
+
+
+def test_unknown_override_keeps_did_you_mean_under_a_command() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'distill.beta'"):
+        load_command_config(None, ["distill.betta=2"], distill_cmd.READS)
+
+
+def _config_parsers(parser: argparse.ArgumentParser, path: str = "musicdistill"):
+    """(command path, parser) of every subcommand that takes KEY=VALUE overrides."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _config_parsers(sub, f"{path} {name}")
+    if any(a.dest == "overrides" for a in parser._actions):
+        yield path, parser
+
+
+def test_every_command_with_overrides_declares_real_keys() -> None:
+    found = dict(_config_parsers(build_parser()))
+    assert {"musicdistill run", "musicdistill distill", "musicdistill codec fit"} <= set(found)
+    valid = set(config_keys()) | set(config_sections()) | {"*"}
+    for path, parser in found.items():
+        reads = parser.get_default("config_reads")
+        assert reads is not None and reads.command == path, path
+        named = [*reads.keys, *reads.ignores, *(key for key, _ in reads.instead)]
+        assert set(named) <= valid, (path, set(named) - valid)
+        assert not any(reads.reads(key) for key, _ in reads.instead), path  # hints only for unread keys
+
+
+def test_config_keys_lists_the_run_section_and_who_reads_what() -> None:
+    build_parser()
+    text = "\n".join(key_lines(declared_reads()))
+    assert "# run: settings only the main job, musicdistill run, reads (read by: run)" in text
+    beta = next(line for line in text.splitlines() if line.startswith("distill.beta "))
+    assert beta.endswith("[read by: distill]")
+    keys, moved = text.split("# moved keys")
+    assert "distill.diversity_beta" in moved and "run.diversity_beta" in moved
+    assert not any(line.startswith("distill.diversity_beta ") for line in keys.splitlines())
+
+
+def test_cli_refuses_a_misread_override_before_any_work(tmp_path: Path, capsys) -> None:
+    default = str(ROOT / "configs" / "default.yaml")
+    code = main(["distill", "--config", default, f"runs_dir={tmp_path}", "distill.diversity_beta=60"])
+    err = capsys.readouterr().err
+    assert code == 2 and "distill.beta" in err and "run.diversity_beta" in err
+    assert main(["run", default, f"runs_dir={tmp_path}", "distill.beta=60"]) == 2
+    assert "run.diversity_beta=60" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    assert main(["config", "show", "run.diversity_beta=60"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["run"]["diversity_beta"] == 60
+
+
+def test_main_job_trains_quality_at_beta_0_and_diversity_at_run_diversity_beta(
+    tmp_path: Path, monkeypatch
+) -> None:
+    calls = []
+    monkeypatch.setattr(
+        stages, "_distill_stage", lambda cfg, r, o, res, beta, mode="on_policy": calls.append((beta, mode))
+    )
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "distill.beta=99", "run.diversity_beta=7"])
+    stages.stage_quality(cfg, tmp_path, tmp_path, False)
+    stages.stage_diversity(cfg, tmp_path, tmp_path, False)
+    assert stages.stage_offline(cfg, tmp_path, tmp_path, False)["ran"] is False
+    offline = load_config(None, [f"runs_dir={tmp_path}", "run.compare_offline=true"])
+    stages.stage_offline(offline, tmp_path, tmp_path, False)
+    assert calls == [(0.0, "on_policy"), (7.0, "on_policy"), (0.0, "teacher")]
+    names = {
+        s["name"] for s in stages.main_job_systems(load_config(None, ["run.cfg_scales=[2.5]"]), tmp_path)
+    }
+    assert {"diversity (beta=15)", "base CFG 2.5"} <= names and "base CFG 1.5" not in names
+
+
+def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
+    by_name = {s.name: s for s in stages.main_job_stages()}
+    upstream = {name: "x" for name in by_name}
+
+    def hashes(*overrides: str) -> dict[str, str]:
+        cfg = load_config(None, list(overrides))
+        return {
+            n: stage_hash(by_name[n], cfg, upstream) for n in ("quality", "diversity", "offline", "evaluate")
+        }
+
+    base = hashes()
+    changed = {n for n, h in hashes("run.diversity_beta=3").items() if h != base[n]}
+    assert changed == {"diversity"}
+    # the offline student is evaluated too when it exists
+    assert {n for n, h in hashes("run.compare_offline=true").items() if h != base[n]} == {
+        "offline",
+        "evaluate",
+    }
+    assert {n for n, h in hashes("run.cfg_scales=[2.0]").items() if h != base[n]} == {"evaluate"}

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from musicdistill.codec.interface import (
     CODEC_JSON,
@@ -39,6 +38,7 @@ from musicdistill.codec.interface import (
     write_codec_json,
 )
 from musicdistill.dsp.features import LOG_FLOOR, MelSpec
+from musicdistill.progress import track
 from musicdistill.storage.atomic import atomic_write_with
 from musicdistill.storage.checkpoint import file_sha256
 
@@ -257,7 +257,7 @@ class MelRVQCodec(nn.Module):
         scale = compressed.std().clamp_min(1e-6) / band_weights(mel.filters)
         residual = (compressed - mean) / scale
         books = []
-        for k in tqdm(range(num_codebooks), desc="codec k-means", unit="codebook", leave=False):
+        for k in track(range(num_codebooks), desc="codec k-means", unit="codebook", leave=False):
             centroids = kmeans(residual, cardinality, iters, gen)
             idx, _ = nearest(residual, centroids)
             residual = residual - centroids[idx]
@@ -309,7 +309,7 @@ def _sample_frames(
     per_clip = mel.num_frames(audio.shape[1])
     order = torch.randperm(audio.shape[0], generator=gen)[: math.ceil(max_frames / per_clip)]
     chunks = []
-    for i in tqdm(range(0, len(order), batch_size), desc="codec log-mel", unit="batch", leave=False):
+    for i in track(range(0, len(order), batch_size), desc="codec log-mel", unit="batch", leave=False):
         batch = audio[order[i : i + batch_size]].float()
         chunks.append(mel(batch).transpose(1, 2).reshape(-1, mel.n_mels))
     frames = torch.cat(chunks)

@@ -12,14 +12,17 @@ import soundfile as sf
 import torch
 
 from musicdistill.codec.factory import fit_codec, load_codec
-from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.config import save_config
-from musicdistill.data.manifest import load_dataset
+from musicdistill.data.manifest import load_data
 from musicdistill.storage.atomic import atomic_write_with
 
 log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "config.yaml"
+
+#: model.delays: validated against codec.num_codebooks (one delay per codebook)
+FIT_READS = ConfigReads("musicdistill codec fit", ("data", "codec", "model.delays"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="manifest (JSONL/CSV) or audio folder; only its train split is read",
     )
     fit.add_argument("--out", metavar="DIR", required=True, help="codec directory to write")
-    add_config_args(fit)
+    add_config_args(fit, FIT_READS)
     fit.set_defaults(func=_fit)
 
     rt = g.add_parser(
@@ -68,14 +71,7 @@ def _fit(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     audio = None
     if cfg.codec.kind == "melrvq":
-        entries, clips = load_dataset(
-            args.data,
-            cfg.data.sample_rate,
-            cfg.data.duration,
-            split="train",
-            strict=cfg.data.strict,
-            workers=cfg.data.workers,
-        )
+        entries, clips = load_data(cfg.data, args.data, split="train")
         audio = torch.from_numpy(clips)
         log.info("fitting on %d train clips from %s", len(entries), args.data)
     start = time.perf_counter()

@@ -1,15 +1,17 @@
-"""``musicdistill data``: write the built-in captioned-music set, or check a user manifest."""
+"""``musicdistill data``: write the built-in captioned-music set, or check a user manifest (clips, splits, labels)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from musicdistill.config import DataConfig
+from musicdistill.config import DataConfig, OracleConfig
 from musicdistill.data.manifest import check_entries, read_manifest
 from musicdistill.data.synth import synthesize_dataset
+from musicdistill.data.windows import LAST_WINDOW, Windowing
 
 _DEFAULTS = DataConfig()
+_ORACLE = OracleConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,10 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="read every clip of a manifest and list the bad ones (missing, corrupt, silent, ...)",
         description=(
-            "Check a JSONL/CSV manifest or a folder of audio files with same-stem .txt captions: reports "
-            "missing or unreadable files, empty captions, silent, too short and non-finite audio, plus the "
-            "sample rates and channel counts seen. Exits 0 when bad clips exist (training skips them), "
-            "1 with --strict, and 1 when no clip is usable."
+            "Check a JSONL/CSV manifest or a folder of audio files with same-stem .txt captions (and "
+            "optional same-stem .json labels): cuts files longer than --duration into clips as training "
+            "does, reports missing or unreadable files, empty captions, silent, too short and non-finite "
+            "clips, the files, clips and captions per split, the sample rates and channel counts, and "
+            "every attribute (label) with its values and counts and whether the attribute oracle can "
+            "learn it. Exits 0 when bad clips exist (training skips them), 1 with --strict, and 1 when "
+            "no clip is usable."
         ),
     )
     check.add_argument(
@@ -82,7 +87,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="SEC",
         default=_DEFAULTS.duration,
-        help="seconds read per clip (default %(default)s)",
+        help="seconds per clip; longer files are cut into several (default %(default)s)",
+    )
+    check.add_argument(
+        "--window-hop",
+        type=float,
+        metavar="SEC",
+        default=_DEFAULTS.window_hop,
+        help="seconds between the starts of a long file's clips; 0 = --duration (default %(default)s)",
+    )
+    check.add_argument(
+        "--last-window",
+        choices=LAST_WINDOW,
+        default=_DEFAULTS.last_window,
+        help="a long file's final partial clip: drop it or pad it with silence (default %(default)s)",
+    )
+    check.add_argument(
+        "--min-clips-per-class",
+        type=int,
+        metavar="N",
+        default=_ORACLE.min_clips_per_class,
+        help="training clips each value of an attribute needs for the oracle to learn it (default %(default)s)",
     )
     check.add_argument(
         "--min-duration",
@@ -116,7 +141,15 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     entries = read_manifest(args.manifest)
-    report = check_entries(entries, args.sample_rate, args.duration, args.min_duration, workers=args.workers)
+    report = check_entries(
+        entries,
+        args.sample_rate,
+        args.duration,
+        args.min_duration,
+        workers=args.workers,
+        windowing=Windowing(hop=args.window_hop, last=args.last_window),
+        oracle=OracleConfig(min_clips_per_class=args.min_clips_per_class),
+    )
     print(report.format())
     if report.usable == 0:
         print(f"error: no usable clip in {args.manifest}; fix the entries listed above", file=sys.stderr)

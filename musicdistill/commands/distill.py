@@ -5,12 +5,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.data.tokens import load_token_set
 from musicdistill.runtime import resolve_device, seed_everything
 from musicdistill.training.distill import distill
 from musicdistill.training.distill_setup import assemble
 from musicdistill.training.distributed import init_distributed, shutdown_distributed
+
+_FROM_BASE = (
+    "`musicdistill distill` takes the model, its text encoder and its codec from the base checkpoint "
+    "(--base); of the model section it reads only model.backbone"
+)
+
+#: one model, with beta = distill.beta; the generate section is recorded as the checkpoint's sampling
+#: defaults; model.backbone is checked against the base checkpoint (which supplies model, text, codec)
+READS = ConfigReads(
+    "musicdistill distill",
+    ("name", "runs_dir", "device", "distill", "generate", "model.backbone"),
+    instead=(
+        (
+            "run.diversity_beta",
+            "`musicdistill distill` trains one model, whose beta is distill.beta: write distill.beta={value}",
+        ),
+        (
+            "run.compare_offline",
+            "`musicdistill distill` trains one model; distil offline with distill.mode=teacher",
+        ),
+        *((section, _FROM_BASE) for section in ("model", "text", "codec")),
+    ),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "quality model. Several processes: torchrun --nproc_per_node N -m musicdistill distill ..."
         ),
     )
-    add_config_args(p)
+    add_config_args(p, READS)
     p.add_argument("--base", metavar="DIR", help="base checkpoint (default: <run_dir>/base)")
     p.add_argument(
         "--tokens",
@@ -41,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--oracle",
         metavar="DIR",
         help="attribute oracle for the golden metric (default: <run_dir>/oracle when present)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start the student from this finetune of the same base (e.g. the beta = 0 student) instead of "
+        "the base; the teacher stays the base with CFG",
     )
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/distill_beta<beta>)")
     p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT/checkpoints")
@@ -62,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     info, device = init_distributed(resolve_device(cfg.device))
     try:
         seed_everything(cfg.distill.seed)
-        parts = assemble(cfg, base, load_token_set(tokens_dir), out, device, embedder, oracle)
+        init = Path(args.init) if args.init else None
+        parts = assemble(cfg, base, load_token_set(tokens_dir), out, device, embedder, oracle, init)
         distill(cfg, parts.parts, out, parts.provenance, device, info, resume=args.resume)
     finally:
         shutdown_distributed()

@@ -1,4 +1,5 @@
-"""``musicdistill embed``: train the reward embedder, the text-audio scorer and the attribute oracle."""
+"""``musicdistill embed``: train the reward embedder, the second embedder, the text-audio scorer and the
+attribute oracle."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import logging
 from pathlib import Path
 
 from musicdistill.codec.factory import load_codec
-from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.config import save_config
 from musicdistill.judges.embedder import fit_and_save_embedder
 from musicdistill.judges.log_mel import load_labelled_mels
 from musicdistill.judges.oracle import fit_and_save_oracle
 from musicdistill.judges.scorer import fit_and_save_scorer
+from musicdistill.judges.second_embedder import fit_and_save_second_embedder
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,15 @@ _COMMON = (
     "model.safetensors + model.json (settings and held-out metrics) + the resolved config.yaml."
 )
 
+#: data: clips; codec: the log-mel front end (model.delays is validated against codec.num_codebooks)
+_INPUT = ("data", "codec", "model.delays")
+TRAIN_READS = ConfigReads("musicdistill embed train", ("device", *_INPUT, "embed"))
+SCORER_READS = ConfigReads("musicdistill embed scorer", ("device", *_INPUT, "scorer"))
+SECOND_READS = ConfigReads("musicdistill embed second", ("device", *_INPUT, "second_embed"))
+ORACLE_READS = ConfigReads("musicdistill embed oracle", (*_INPUT, "oracle"))
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+
+def _add_common(parser: argparse.ArgumentParser, reads: ConfigReads) -> None:
     parser.add_argument(
         "--data", metavar="MANIFEST", required=True, help="manifest (JSONL/CSV) or audio folder"
     )
@@ -38,7 +47,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="codec directory ('musicdistill codec fit'); adds codec reconstructions",
     )
-    add_config_args(parser)
+    add_config_args(parser, reads)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,10 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train the contrastive audio embedder (the diversity reward model)",
         description="Train the audio embedder (embed section): two non-overlapping chunks of a clip are a "
-        "positive pair, the other clips of the batch are negatives (symmetric InfoNCE). Reports the "
+        "positive pair, the other clips of the batch are negatives (symmetric InfoNCE). It trains on one "
+        "half of the train split (a hash of each caption; 'embed second' trains on the other). Reports the "
         "held-out top-1 accuracy of finding a chunk's partner among 64 and 256 clips. " + _COMMON,
     )
-    _add_common(train)
+    _add_common(train, TRAIN_READS)
     train.set_defaults(func=_train_embedder)
 
     scorer = g.add_parser(
@@ -68,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trained projection, and a conv audio tower, aligned with a CLIP loss on caption-clip pairs. "
         "Reports held-out text-to-audio recall@1 among 100 and among all held-out clips. " + _COMMON,
     )
-    _add_common(scorer)
+    _add_common(scorer, SCORER_READS)
     scorer.set_defaults(func=_train_scorer)
 
     oracle = g.add_parser(
@@ -78,8 +88,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "log-mel features; needs manifest rows with 'attributes' (the built-in data has them). "
         "Reports per-attribute held-out accuracy. " + _COMMON,
     )
-    _add_common(oracle)
+    _add_common(oracle, ORACLE_READS)
     oracle.set_defaults(func=_fit_oracle)
+
+    second = g.add_parser(
+        "second",
+        help="train the second audio embedder (evaluation diversity, independent of the reward)",
+        description="Train the second audio embedder (second_embed section): a 2-D conv network over the "
+        "log-mel trained with VICReg (two masked, shifted views of the same segment must agree; no "
+        "negatives), on the half of the train split the reward embedder ('embed train') never sees "
+        "(a hash of each caption decides the half). It gives the evaluation's diversity_second. Reports the "
+        "held-out top-1 accuracy of finding a view's partner among 64 and 256 clips. " + _COMMON,
+    )
+    _add_common(second, SECOND_READS)
+    second.set_defaults(func=_train_second)
 
 
 def _prepare(args: argparse.Namespace):
@@ -114,6 +136,11 @@ def _train_embedder(args: argparse.Namespace) -> int:
 def _train_scorer(args: argparse.Namespace) -> int:
     cfg, train, held_out, out = _prepare(args)
     return _print("scorer", out, fit_and_save_scorer(cfg, train, held_out, out))
+
+
+def _train_second(args: argparse.Namespace) -> int:
+    cfg, train, held_out, out = _prepare(args)
+    return _print("second embedder", out, fit_and_save_second_embedder(cfg, train, held_out, out))
 
 
 def _fit_oracle(args: argparse.Namespace) -> int:

@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.evaluation.setup import run_evaluation
 from musicdistill.evaluation.systems import parse_systems
+
+_SWEEP_HINT = (
+    "`musicdistill evaluate` compares the systems listed in evaluate.systems, each with its own "
+    "cfg_scale and temperature: list one system per setting there"
+)
+READS = ConfigReads(
+    "musicdistill evaluate",
+    ("name", "runs_dir", "device", "evaluate", "generate"),
+    instead=(("run.cfg_scales", _SWEEP_HINT), ("run.temperatures", _SWEEP_HINT)),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,13 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Generate evaluate.samples_per_prompt samples for each of evaluate.num_prompts held-out prompts with "
             "every system in evaluate.systems (the same prompts and seed for all), then report attribute "
-            "adherence (oracle), text adherence (scorer), pairwise diversity under the reward embedder and an "
-            "independent hand-made embedding, Vendi score and Frechet distance, each with a bootstrap 95%% "
+            "adherence (oracle), text adherence (scorer), attribute diversity (oracle: how often two samples "
+            "differ on the attributes the prompt leaves open), pairwise diversity under the reward embedder, "
+            "the second embedder and the hand-made features, Vendi score and Frechet distance, each with a "
+            "bootstrap 95%% "
             "interval over prompts, and each system's inference cost (model rows per sample). Writes "
             "metrics.json, per_prompt.csv, samples/ and pareto.png to OUT."
         ),
     )
-    add_config_args(p)
+    add_config_args(p, READS)
     p.add_argument(
         "--tokens",
         metavar="DIR",
@@ -37,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--scorer", metavar="DIR", help="text-audio scorer (default: <run_dir>/scorer when present)"
+    )
+    p.add_argument(
+        "--second-embedder",
+        metavar="DIR",
+        help="second embedder, independent of the reward (default: <run_dir>/second_embedder when present)",
     )
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/evaluate)")
     p.set_defaults(func=_run)
@@ -63,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         embedder=_existing(args.embedder, run_dir / "embedder"),
         oracle=_existing(args.oracle, run_dir / "oracle"),
         scorer=_existing(args.scorer, run_dir / "scorer"),
+        second_embedder=_existing(args.second_embedder, run_dir / "second_embedder"),
     )
     for name, sys in report["systems"].items():
         cells = ", ".join(f"{k} {v['mean']:.3f}" for k, v in sys["metrics"].items() if "low" in v)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.listening.analysis import analyze
 from musicdistill.listening.export import run_export
 from musicdistill.listening.summary import write_summary
@@ -46,6 +46,10 @@ examples:
   musicdistill listening analyze --key runs/default/listening/key.csv --ratings ratings/
   musicdistill listening analyze --key key.csv --ratings ratings/ --out report/ --tolerance 1"""
 
+EXPORT_READS = ConfigReads(
+    "musicdistill listening export", ("name", "runs_dir", "device", "listening", "generate")
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -63,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_args(e)
+    add_config_args(e, EXPORT_READS)
     e.add_argument(
         "--out", metavar="DIR", help="export folder (default: listening.out, else <run dir>/listening)"
     )

@@ -8,12 +8,20 @@ import os
 from pathlib import Path
 
 from musicdistill.codec.factory import load_codec
-from musicdistill.commands.common import add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.config import save_config
+from musicdistill.data.manifest import windowing_of
 from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
 from musicdistill.training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
+
+#: codec: validated against model.delays and data.sample_rate; generate: recorded in the checkpoint as
+#: its sampling defaults (read by 'musicdistill generate')
+READS = ConfigReads(
+    "musicdistill pretrain",
+    ("name", "runs_dir", "device", "data", "codec", "text", "model", "pretrain", "generate"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Writes a safetensors checkpoint with its resolved config to OUT; snapshots in OUT/checkpoints."
         ),
     )
-    add_config_args(p)
+    add_config_args(p, READS)
     p.add_argument(
         "--data",
         metavar="MANIFEST",
@@ -78,6 +86,7 @@ def _run(args: argparse.Namespace) -> int:
             cfg.data.workers,
             cfg.data.strict,
             cfg.data.min_duration,
+            windowing_of(cfg.data),
         )
         save_token_set(tokens, token_dir)
     pretrain(

@@ -6,10 +6,33 @@ import argparse
 import shlex
 from pathlib import Path
 
-from musicdistill.config import load_config
+from musicdistill.commands.common import ConfigReads, declare_reads, load_command_config
 from musicdistill.pipeline.report import REPORT_FILE, demo_command
 from musicdistill.pipeline.runner import run_stages
 from musicdistill.pipeline.stages import main_job_stages
+
+#: every section but listening; the quality and diversity stages set distill.beta and distill.mode
+READS = ConfigReads(
+    "musicdistill run",
+    ("*",),
+    ignores=("listening", "distill.beta", "distill.mode"),
+    instead=(
+        (
+            "distill.beta",
+            "the main job trains its quality model with beta 0 and its diversity model with beta "
+            "run.diversity_beta: write run.diversity_beta={value}",
+        ),
+        (
+            "distill.mode",
+            "the main job distils on-policy, and also offline (distill.mode=teacher, beta 0) into "
+            "<run>/offline with run.compare_offline=true: write run.compare_offline=true",
+        ),
+        (
+            "listening",
+            "the main job exports no listening test: run `musicdistill listening export` with this override",
+        ),
+    ),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="YAML config (e.g. configs/default.yaml; default: built-in defaults)",
     )
     p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. pretrain.steps=200"
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help=f"dotted overrides, e.g. pretrain.steps=200; the main job reads {READS.describe()}",
     )
     p.add_argument(
         "--force", action="append", default=[], metavar="STAGE", help="rerun this stage (repeatable)"
@@ -39,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--list", action="store_true", help="list the stages and exit")
     p.set_defaults(func=_run)
+    declare_reads(p, READS)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     if config is not None and "=" in config:  # only overrides were given
         overrides.insert(0, config)
         config = None
-    cfg = load_config(config, overrides)
+    cfg = load_command_config(config, overrides, READS)
     results = run_stages(cfg, stages, force=tuple(args.force), only=tuple(args.only))
     print(f"\nrun folder: {cfg.run_dir}")
     for r in results:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from musicdistill.model.text import TextCondition, TextEncoder
+from musicdistill.progress import track
 from musicdistill.storage.atomic import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def encode_captions(encoder: TextEncoder, captions: Sequence[str]) -> EncodedCap
     """Encode each distinct caption once (sorted), with a progress bar; float32 states on the CPU."""
     unique = sorted(set(captions))
     parts = []
-    for start in tqdm(range(0, len(unique), _CHUNK), desc="encoding captions", unit="batch", leave=False):
+    for start in track(range(0, len(unique), _CHUNK), desc="encoding captions", unit="batch", leave=False):
         with torch.inference_mode():
             cond = encoder.encode(unique[start : start + _CHUNK])
         parts.append(TextCondition(cond.states.detach().float().cpu().clone(), cond.mask.cpu().clone()))

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from musicdistill.data.captions import ATTRIBUTE_VALUES, make_caption, sample_attributes
 from musicdistill.data.manifest import split_for_caption
 from musicdistill.data.render import render_clip
+from musicdistill.progress import Progress
 from musicdistill.storage.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -182,18 +182,18 @@ def synthesize_dataset(
         for i in range(0, num_clips, chunk)
     ]
     records: list[dict[str, Any]] = []
-    with tqdm(total=num_clips, desc="synthesizing clips", unit="clip") as bar:
-        if workers == 1:
-            results = map(_write_chunk, jobs)
-            for part in results:
+    progress = Progress("synthesizing clips", num_clips, unit="clip")
+    if workers == 1:
+        for part in map(_write_chunk, jobs):
+            records.extend(part)
+            progress.update(len(records))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_keep_arrays_on_the_heap) as pool:
+            for part in pool.imap(_write_chunk, jobs):
                 records.extend(part)
-                bar.update(len(part))
-        else:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, initializer=_keep_arrays_on_the_heap) as pool:
-                for part in pool.imap(_write_chunk, jobs):
-                    records.extend(part)
-                    bar.update(len(part))
+                progress.update(len(records))
+    progress.close()
     wanted = {Path(r["path"]).name for r in records}
     for stale in (out / AUDIO_DIR).iterdir():
         if _CLIP_NAME.match(stale.name) and stale.name not in wanted:

@@ -1,4 +1,5 @@
-"""Token datasets: a manifest's clips encoded once by a codec, with captions, splits and attributes.
+"""Token datasets: a manifest's clips (every window of every file) encoded once by a codec, with
+captions, splits and attributes.
 
 Pretraining, distillation prompts and evaluation all read the same encoded set, saved as
 ``tokens.safetensors`` (codes ``[N, K, T]`` int32) plus ``tokens.json`` (captions, splits,
@@ -15,10 +16,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from musicdistill.codec.interface import Codec
-from musicdistill.data.manifest import Entry, load_dataset
+from musicdistill.data.manifest import DEFAULT_WINDOWING, Entry, load_dataset
+from musicdistill.data.windows import Windowing
+from musicdistill.progress import track
 from musicdistill.storage.atomic import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def encode_clips(codec: Codec, audio: torch.Tensor, sample_rate: int, batch_size
     """
     chunks = []
     with torch.inference_mode():
-        for start in tqdm(
+        for start in track(
             range(0, audio.shape[0], batch_size), desc="encoding clips", unit="batch", leave=False
         ):
             wav = audio[start : start + batch_size].unsqueeze(1)
@@ -138,9 +140,17 @@ def encode_manifest(
     workers: int = 2,
     strict: bool = False,
     min_duration: float = 0.5,
+    windowing: Windowing | None = DEFAULT_WINDOWING,
 ) -> TokenSet:
-    """Load every usable clip of a manifest (all splits) and encode it."""
+    """Load every usable clip of a manifest (all splits; files longer than ``duration`` cut into windows,
+    see :func:`musicdistill.data.manifest.load_dataset`) and encode it."""
     entries, audio = load_dataset(
-        manifest, sample_rate, duration, strict=strict, workers=workers, min_duration=min_duration
+        manifest,
+        sample_rate,
+        duration,
+        strict=strict,
+        workers=workers,
+        min_duration=min_duration,
+        windowing=windowing,
     )
     return build_token_set(entries, torch.from_numpy(audio), codec, sample_rate)

@@ -10,6 +10,10 @@ The page holds no module-level state: :func:`build_demo` closes over one
 this code writes no files; Gradio caches what it serves in its temp folder, which the Blocks'
 ``delete_cache`` setting empties of files older than an hour. Bad input shows a warning and a
 message in the page; nothing a user types reaches a file path.
+
+API (``gradio_client``): ``/generate`` (the Generate button and Enter in the prompt box; one
+endpoint) and ``/prepare`` (the λ slider's merge); every output is labelled (``message``,
+``timings and diversity``, ``student variation 1``, ...). Loading an example prompt is page-only.
 """
 
 from __future__ import annotations
@@ -39,6 +43,18 @@ EXAMPLE_PROMPTS = (
 )
 #: (every seconds, older than seconds): how Gradio empties its cache of served audio and images
 DELETE_CACHE = (600, 3600)
+#: the page's public API endpoints (``gradio_client``: ``client.predict(..., api_name="/generate")``);
+#: the example prompts' loader is private (page-only)
+API_GENERATE = "generate"
+API_PREPARE = "prepare"
+API_DESCRIPTIONS = {
+    API_GENERATE: (
+        "Generate variations of a prompt with the student merged at λ (and optionally the CFG teacher); "
+        "returns a message, the timings and diversity table, then for the student and then the teacher "
+        f"{MAX_SLOTS} audio clips and {MAX_SLOTS} log-mel spectrograms (unused slots are empty)."
+    ),
+    API_PREPARE: "Merge the weights at λ ahead of the next request; returns a status line.",
+}
 
 INTRO = """\
 # Quality ↔ diversity: merged CFG-distilled students
@@ -228,13 +244,14 @@ def make_prepare(engine: DemoEngine) -> Callable[[float], str]:
 
 
 def _system_slots(prefix: str) -> tuple[list[Any], list[Any]]:
+    """``MAX_SLOTS`` audio players and spectrogram images, labelled ``<prefix> variation <i>`` (page and API)."""
     import gradio as gr
 
     audio, images = [], []
     for i in range(MAX_SLOTS):
         audio.append(
             gr.Audio(
-                label=f"variation {i + 1}",
+                label=f"{prefix} variation {i + 1}",
                 type="numpy",
                 format="wav",
                 interactive=False,
@@ -244,7 +261,7 @@ def _system_slots(prefix: str) -> tuple[list[Any], list[Any]]:
         )
         images.append(
             gr.Image(
-                label=f"variation {i + 1} log-mel",
+                label=f"{prefix} variation {i + 1} log-mel spectrogram",
                 type="numpy",
                 format="png",
                 interactive=False,
@@ -292,11 +309,16 @@ def build_demo(
                     placeholder=EXAMPLE_PROMPTS[0],
                     info=f"Describe the music (at most {limits.max_prompt_chars} characters).",
                 )
-                gr.Examples(examples=[[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                gr.Examples(
+                    examples=[[p] for p in EXAMPLE_PROMPTS],
+                    inputs=[prompt],
+                    label="Example prompts",
+                    api_visibility="private",
+                )
                 lam = gr.Slider(
                     0.0, 1.0, value=0.5, step=lam_step, label="λ: quality (0) ↔ diversity (1)", elem_id="lam"
                 )
-                weights = gr.Markdown(elem_id="weights")
+                weights = gr.Markdown(label="merge status", elem_id="weights")
                 with gr.Row():
                     variations = gr.Slider(
                         1, limits.max_variations, value=4, step=1, label="Variations", elem_id="variations"
@@ -339,9 +361,13 @@ def build_demo(
                         elem_id="cfg-scale",
                     )
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
-                message = gr.Markdown(visible=False, elem_id="message")
+                message = gr.Markdown(label="message", visible=False, elem_id="message")
             with gr.Column(scale=3, min_width=400):
-                readout = gr.Markdown("Generate to see timings and diversity here.", elem_id="readout")
+                readout = gr.Markdown(
+                    "Generate to see timings and diversity here.",
+                    label="timings and diversity",
+                    elem_id="readout",
+                )
                 with gr.Row():
                     with gr.Column():
                         gr.Markdown("### Student: merged weights, no CFG")
@@ -364,12 +390,21 @@ def build_demo(
             prepare,
             inputs=[lam],
             outputs=[weights],
+            api_name=API_PREPARE,
+            api_description=API_DESCRIPTIONS[API_PREPARE],
             concurrency_id="model",
             trigger_mode="always_last",
             show_progress="hidden",
         )
-        for trigger in (button.click, prompt.submit):
-            trigger(handle, inputs=inputs, outputs=outputs, concurrency_id="model")
+        gr.on(
+            [button.click, prompt.submit],  # one endpoint for both ways of asking
+            handle,
+            inputs=inputs,
+            outputs=outputs,
+            api_name=API_GENERATE,
+            api_description=API_DESCRIPTIONS[API_GENERATE],
+            concurrency_id="model",
+        )
     demo.queue(default_concurrency_limit=max_concurrency, max_size=queue_size)
     return demo
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, section_from_dict
 from musicdistill.demo.merge_cache import MergeCache
 from musicdistill.generation.guidance import MAX_CFG_SCALE, is_guided
 from musicdistill.generation.sampling import frames_for_duration, generate
+from musicdistill.judges.diversity import pairwise_diversity
 from musicdistill.judges.embedder import embed_audio, load_embedder
 from musicdistill.judges.spectral import spectral_embedding
 from musicdistill.merging import config_differences, shared_base_hash
@@ -247,12 +247,9 @@ def validate_request(
 
 def mean_pairwise_diversity(embeddings: torch.Tensor) -> float | None:
     """Mean of ``1 - cos(e_i, e_j)`` over all pairs i < j of ``embeddings [N, E]``; None when N < 2."""
-    n = embeddings.shape[0]
-    if n < 2:
+    if embeddings.shape[0] < 2:
         return None
-    unit = F.normalize(embeddings.float(), dim=-1)
-    rows, cols = torch.triu_indices(n, n, offset=1)
-    return float((1.0 - (unit[rows] * unit[cols]).sum(-1)).mean())
+    return float(pairwise_diversity(embeddings.float()[None])[0])
 
 
 def load_embed_fn(embedder_dir: Path | None, device: torch.device) -> tuple[EmbedFn, str]:

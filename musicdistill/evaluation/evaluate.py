@@ -5,10 +5,15 @@ the same seed and score each prompt's group: attribute adherence (oracle), text 
 text-audio scorer), pairwise diversity under the reward embedder and under an independent hand-made
 feature embedding, Vendi score. The judges read the samples' codes as distillation does
 (:mod:`musicdistill.judges.judging`): the log-mel the default codec decodes to, audio only for other codecs.
-Each metric gets a bootstrap 95 % interval over prompts. Fréchet distances compare all of a system's
-samples with real held-out clips, whose codes the judges read the same way. Outputs:
-``metrics.json``, ``per_prompt.csv``, a few samples per system decoded to audio
-(``samples/<system>/pNNN_sG.wav``, deterministic names) and ``pareto.png``.
+Every statistic comes from one joint bootstrap over prompts (:mod:`musicdistill.evaluation.paired`:
+the same draw of prompts for every system and metric): each system's means with 95 % intervals, the
+fronts and each system's diversity gain at matched quality against them
+(:mod:`musicdistill.evaluation.fronts`), and the claims C1-C5 on paired per-prompt differences
+(:mod:`musicdistill.evaluation.claims`). Fréchet distances compare all of a system's samples with
+real held-out clips, whose codes the judges read the same way. Outputs: ``metrics.json`` (display
+names as keys; means, fronts, gains, claims), ``per_prompt.csv`` (every per-prompt value), a few
+samples per system decoded to audio (``samples/<slug>/pNNN_sG.wav``, slug = ``SystemSpec.slug``) and
+``pareto.png``.
 """
 
 from __future__ import annotations
@@ -26,13 +31,18 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from tqdm.auto import tqdm
 
-from musicdistill.evaluation.metrics import bootstrap_ci, frechet_distance, pairwise_diversity, vendi_score
+from musicdistill.config import DistillConfig
+from musicdistill.evaluation.claims import all_claims, build_evidence, is_diversity
+from musicdistill.evaluation.fronts import gain_table
+from musicdistill.evaluation.metrics import frechet_distance, vendi_score
+from musicdistill.evaluation.paired import LEVEL, PromptTable, mean_estimate, resample_indices
 from musicdistill.evaluation.pareto import plot_pareto
 from musicdistill.evaluation.systems import SystemSpec
 from musicdistill.generation.sampling import generate
+from musicdistill.judges.diversity import pairwise_diversity
 from musicdistill.judges.judging import CodedClips, Judges
+from musicdistill.progress import track
 from musicdistill.storage.atomic import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -77,9 +87,14 @@ def score_system(
     if judges.text_adherence is not None:
         values = np.asarray(judges.text_adherence(rows_prompts, clips), dtype=np.float64)
         per["text_adherence"] = values.reshape(-1, group).mean(axis=1).tolist()
+    if judges.attribute_diversity is not None and any(a is not None for a in prompts.attributes):
+        values = judges.attribute_diversity(clips, list(prompts.attributes), group)
+        per["attribute_diversity"] = np.asarray(values, dtype=np.float64).tolist()
     embeddings = {"independent": judges.independent(clips)}
     if judges.reward is not None:
         embeddings["reward"] = judges.reward(clips)
+    if judges.second is not None:
+        embeddings["second"] = judges.second(clips)
     for name, emb in embeddings.items():
         grouped = group_rows(emb.float(), group)
         per[f"diversity_{name}"] = pairwise_diversity(grouped).tolist()
@@ -132,13 +147,14 @@ def run_system(
 
 
 def summarise(
-    result: SystemResult, reference: dict[str, torch.Tensor], num_resamples: int, seed: int
+    result: SystemResult, reference: dict[str, torch.Tensor], indices: np.ndarray
 ) -> dict[str, Any]:
-    """Means with bootstrap 95 % intervals over prompts, Fréchet distances, and the inference cost."""
+    """Means with 95 % intervals under the joint bootstrap draws ``indices`` ``[R, B]``, Fréchet
+    distances, and the inference cost."""
     metrics = {}
     for name, values in result.per_prompt.items():
-        est = bootstrap_ci(values, num_resamples=num_resamples, seed=seed)
-        metrics[name] = {"mean": est.mean, "low": est.low, "high": est.high, "n": est.n}
+        est = mean_estimate(np.asarray(values, dtype=np.float64), indices)
+        metrics[name] = est.as_dict()
     for name, emb in result.embeddings.items():
         if name in reference:
             metrics[f"frechet_{name}"] = {
@@ -158,11 +174,14 @@ def summarise(
     }
 
 
-def write_samples(out: Path, spec: SystemSpec, clips: CodedClips, group: int, num_prompts: int) -> None:
-    """The first ``num_prompts`` prompts' samples, decoded to audio, as ``samples/<system>/pNNN_sG.wav``."""
+def write_samples(
+    out: Path, spec: SystemSpec, clips: CodedClips, group: int, num_prompts: int
+) -> Path | None:
+    """The first ``num_prompts`` prompts' samples, decoded to audio, as ``samples/<slug>/pNNN_sG.wav``;
+    returns the folder (None when no sample is written)."""
     if num_prompts <= 0:
-        return
-    folder = out / "samples" / spec.name
+        return None
+    folder = out / "samples" / spec.slug
     audio = clips.audio_rows(num_prompts * group)
     for row in range(audio.shape[0]):
         buf = io.BytesIO()
@@ -170,6 +189,7 @@ def write_samples(out: Path, spec: SystemSpec, clips: CodedClips, group: int, nu
         peak = float(np.abs(clip).max()) or 1.0
         sf.write(buf, clip / max(1.0, peak), clips.sample_rate, format="WAV", subtype="PCM_16")
         atomic_write_bytes(folder / f"p{row // group:03d}_s{row % group}.wav", buf.getvalue())
+    return folder
 
 
 def write_per_prompt_csv(out: Path, results: list[SystemResult], prompts: EvalPrompts) -> None:
@@ -190,11 +210,45 @@ def write_per_prompt_csv(out: Path, results: list[SystemResult], prompts: EvalPr
     atomic_write_text(out / "per_prompt.csv", buf.getvalue())
 
 
+def paired_evidence(
+    table: PromptTable, summary: dict[str, Any], indices: np.ndarray, teacher_gamma: float
+) -> dict[str, Any]:
+    """The paired part of metrics.json: measures, roles, fronts, gains at matched quality, claims C1-C5.
+
+    ``table`` holds every system's per-prompt values, ``summary`` is metrics.json's ``systems`` and
+    ``indices`` ``[R, B]`` are the joint bootstrap draws.
+    """
+    evidence = build_evidence(table, summary, teacher_gamma, indices)
+    diversities = [m for m in table.measures() if is_diversity(m)]
+    gains = (
+        gain_table(table, evidence.fronts, evidence.quality, diversities, indices) if evidence.quality else []
+    )
+    return {
+        "statistics": {
+            "bootstrap": int(indices.shape[0]),
+            "level": LEVEL,
+            "resampling": "prompts, one draw per resample for every system and metric (paired)",
+        },
+        "measures": {
+            "quality": evidence.quality,
+            "primary_diversity": evidence.primary,
+            "primary_note": evidence.primary_note,
+            "teacher_gamma": teacher_gamma,
+        },
+        "roles": evidence.roles.as_dict(),
+        "fronts": {key: front.as_dict() for key, front in evidence.fronts.items()},
+        "gains": [g.as_dict() for g in gains],
+        "claims": [c.as_dict() for c in all_claims(evidence)],
+    }
+
+
 def reference_embeddings_of(reference: CodedClips, judges: Judges) -> dict[str, torch.Tensor]:
     """The embeddings ``[N, E]`` of real clips under each diversity judge, for the Fréchet distances."""
     out = {"independent": judges.independent(reference)}
     if judges.reward is not None:
         out["reward"] = judges.reward(reference)
+    if judges.second is not None:
+        out["second"] = judges.second(reference)
     return out
 
 
@@ -213,23 +267,28 @@ def evaluate_systems(
     reference: CodedClips | None = None,
     save_prompts: int = 4,
     num_resamples: int = 1000,
+    teacher_gamma: float = DistillConfig().gamma,
 ) -> dict[str, Any]:
     """Run every system on the same prompts and seed; write metrics.json, per_prompt.csv, samples, pareto.png.
 
-    ``reference`` (real held-out clips as codes) is what the Fréchet distances compare each system with.
+    ``reference`` (real held-out clips as codes) is what the Fréchet distances compare each system with;
+    ``teacher_gamma`` is the CFG scale of the distillation teacher, whom the claims compare with.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reference_embeddings = {} if reference is None else reference_embeddings_of(reference, judges)
+    indices = resample_indices(len(prompts.prompts), num_resamples, seed)  # [R, B], shared by every statistic
     results: list[SystemResult] = []
     summary: dict[str, Any] = {}
     sample_rate = None
-    for spec in tqdm(systems, desc="evaluating systems", unit="system"):
+    for spec in track(systems, desc="evaluating systems", unit="system"):
         result, clips = run_system(spec, prompts, group, duration, seed, batch_size, judges, device, loader)
         sample_rate = clips.sample_rate
-        write_samples(out, spec, clips, group, save_prompts)
+        folder = write_samples(out, spec, clips, group, save_prompts)
         results.append(result)
-        summary[spec.name] = summarise(result, reference_embeddings, num_resamples, seed)
+        summary[spec.name] = summarise(result, reference_embeddings, indices)
+        if folder is not None:
+            summary[spec.name]["samples"] = folder.relative_to(out).as_posix()
         log.info(
             "%s: %s",
             spec.name,
@@ -243,9 +302,17 @@ def evaluate_systems(
         "sample_rate": sample_rate,
         "systems": summary,
         "prompts": prompts.prompts[:save_prompts],
+        **paired_evidence(
+            PromptTable.from_lists({r.spec.name: r.per_prompt for r in results}),
+            summary,
+            indices,
+            teacher_gamma,
+        ),
     }
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
     write_per_prompt_csv(out, results, prompts)
+    for claim in report["claims"]:
+        log.info("%s: %s", claim["id"], claim["verdict"])
 
     plot_pareto(report, out / "pareto.png")
     return report

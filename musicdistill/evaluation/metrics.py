@@ -1,10 +1,11 @@
-"""Quality and diversity metrics, each summarised with a bootstrap 95 % confidence interval over prompts.
+"""Quality and diversity metrics per prompt, and a marginal bootstrap interval over prompts.
 
 Generations are grouped per prompt: ``B`` prompts x ``G`` generations. A metric is first computed per
-prompt (a ``[B]`` array, NaN where undefined), then summarised by :func:`bootstrap_ci`, which
-resamples prompts, the unit the paper averages over (method.md section 5). The per-prompt values
-come from the judges (:mod:`musicdistill.judges.judging`): text adherence from a joint text-audio scorer,
-attribute adherence from the oracle, and embeddings for
+prompt (a ``[B]`` array, NaN where undefined). The evaluation summarises and compares systems with
+the paired, joint bootstrap of :mod:`musicdistill.evaluation.paired` (one draw of prompts per
+resample for every system and measure); :func:`bootstrap_ci` is the marginal interval of one array,
+for scripts. The per-prompt values come from the judges (:mod:`musicdistill.judges.judging`): text
+adherence from a joint text-audio scorer, attribute adherence from the oracle, and embeddings for
 
 - :func:`pairwise_diversity`: mean ``1 - cos`` over the pairs of generations of a prompt, measured
   under the reward embedder and under the hand-made features (an embedding that no reward
@@ -13,7 +14,8 @@ attribute adherence from the oracle, and embeddings for
 - :func:`frechet_distance`: set level (no interval), between all generations and real held-out
   clips in one embedding space.
 
-:mod:`musicdistill.evaluation.evaluate` puts them together.
+:data:`METRIC_LABELS` gives each metric key its display name. :mod:`musicdistill.evaluation.evaluate`
+puts them together.
 """
 
 from __future__ import annotations
@@ -24,6 +26,29 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from musicdistill.judges.diversity import grouped_unit
+
+#: display names of the per-prompt and set-level metric keys (others: :func:`metric_label`)
+METRIC_LABELS = {
+    "attribute_adherence": "attribute adherence",
+    "text_adherence": "text adherence",
+    "attribute_diversity": "attribute diversity",
+    "diversity_second": "diversity (second embedder)",
+    "diversity_reward": "diversity (reward embedder)",
+    "diversity_independent": "diversity (hand-made features)",
+    "vendi_reward": "Vendi (reward embedder)",
+    "vendi_independent": "Vendi (hand-made features)",
+    "vendi_second": "Vendi (second embedder)",
+    "frechet_reward": "Fréchet (reward embedder)",
+    "frechet_independent": "Fréchet (hand-made features)",
+    "frechet_second": "Fréchet (second embedder)",
+}
+
+
+def metric_label(key: str) -> str:
+    """The display name of a metric key (its words when it has none)."""
+    return METRIC_LABELS.get(key, key.replace("_", " "))
 
 
 @dataclass(frozen=True)
@@ -78,28 +103,6 @@ def bootstrap_ci(
 # --------------------------------------------------------------------------------------------
 
 
-def _grouped(embeddings: torch.Tensor | np.ndarray, name: str = "embeddings") -> torch.Tensor:
-    """``[B, G, E]`` -> L2-normalised float64 tensor; G >= 2 is required."""
-    x = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
-    if x.dim() != 3 or x.shape[0] < 1 or x.shape[2] < 1:
-        raise ValueError(f"{name} must have shape [B prompts, G generations, E], got {tuple(x.shape)}")
-    if x.shape[1] < 2:
-        raise ValueError(f"{name} has G={x.shape[1]} generation(s) per prompt; diversity needs G >= 2")
-    return torch.nn.functional.normalize(x.detach().cpu().double(), dim=-1)
-
-
-def pairwise_diversity(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Mean ``1 - cos`` over the ``G (G - 1) / 2`` pairs of each prompt's generations: ``[B, G, E] -> [B]``.
-
-    Identical generations give 0, mutually orthogonal ones 1.
-    """
-    x = _grouped(embeddings)
-    g = x.shape[1]
-    cosine = x @ x.transpose(1, 2)  # [B, G, G]
-    upper = torch.triu(torch.ones(g, g, dtype=torch.bool), diagonal=1)
-    return (1.0 - cosine[:, upper]).mean(-1).numpy()
-
-
 def vendi_score(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
     """Vendi score of each prompt's generations with the cosine kernel: ``[B, G, E] -> [B]``, in [1, G].
 
@@ -107,7 +110,7 @@ def vendi_score(embeddings: torch.Tensor | np.ndarray) -> np.ndarray:
     (Friedman & Dieng 2023): the effective number of distinct generations. Identical generations give
     1, G mutually orthogonal ones give G.
     """
-    x = _grouped(embeddings)
+    x = grouped_unit(embeddings)
     kernel = x @ x.transpose(1, 2) / x.shape[1]  # [B, G, G]
     eigenvalues = torch.linalg.eigvalsh(kernel).clamp_min(0.0)
     terms = torch.where(

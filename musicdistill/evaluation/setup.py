@@ -78,6 +78,7 @@ def run_evaluation(
     embedder: Path | None,
     oracle: Path | None,
     scorer: Path | None,
+    second_embedder: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``systems`` on held-out prompts of ``tokens_dir``; see :func:`evaluate_systems`."""
     ec = cfg.evaluate
@@ -88,7 +89,7 @@ def run_evaluation(
     codec = pool(systems[0].checkpoint).codec
     if codec is None:
         raise FileNotFoundError(f"{systems[0].checkpoint} records no codec; evaluation decodes generations")
-    judges = build_judges(device, embedder, oracle, scorer)
+    judges = build_judges(device, embedder, oracle, scorer, second_embedder)
     # real held-out clips as codes: the judges read them as they read generations
     reference = CodedClips(codec, tokens.codes[: ec.num_prompts * ec.samples_per_prompt])
     duration = tokens.num_frames / tokens.frame_rate
@@ -106,4 +107,5 @@ def run_evaluation(
         reference=reference,
         save_prompts=ec.save_prompts,
         num_resamples=ec.bootstrap,
+        teacher_gamma=cfg.distill.gamma,
     )

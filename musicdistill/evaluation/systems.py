@@ -7,6 +7,8 @@ config list (e.g. ``evaluate.systems``) so every error points at the exact field
 from __future__ import annotations
 
 import difflib
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,20 @@ from musicdistill.config import GenerateConfig
 from musicdistill.generation.guidance import is_guided
 
 SYSTEM_KEYS = ("name", "checkpoint", "cfg_scale", "temperature", "top_k", "top_p", "codec", "family")
+
+
+def slug(name: str) -> str:
+    """A system's file/folder name: lowercase ASCII ``[a-z0-9._-]`` only.
+
+    One rule: accents are stripped (other non-ASCII letters dropped), a separator between a letter
+    and a number is removed (``CFG 3`` -> ``cfg3``, ``beta=15`` -> ``beta15``), every other run of
+    characters outside ``[a-z0-9.-]`` becomes one ``_``, and ``_ . -`` are trimmed from both ends.
+    ``"base CFG 1.5"`` -> ``base_cfg1.5``, ``"diversity (beta=15)"`` -> ``diversity_beta15``,
+    ``"merge lambda=0.5"`` -> ``merge_lambda0.5``. The display name stays ``name``; "" means no slug.
+    """
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"(?<=[a-z])[^a-z0-9.-]+(?=[0-9])", "", text)
+    return re.sub(r"[^a-z0-9.-]+", "_", text).strip("_.-")
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,6 +55,11 @@ class SystemSpec:
     @property
     def where(self) -> str:
         return f"{self.section}[{self.index}]"
+
+    @property
+    def slug(self) -> str:
+        """The system's folder/file name (:func:`slug` of its display name)."""
+        return slug(self.name)
 
     @property
     def rows_per_sample(self) -> int:
@@ -117,10 +138,15 @@ def parse_systems(raw: Any, defaults: GenerateConfig, section: str = "listening.
     systems = [parse_system(item, i, defaults, section) for i, item in enumerate(raw)]
     seen: dict[str, int] = {}
     for s in systems:
-        if s.name in seen:
+        if not s.slug:
             raise ValueError(
-                f"{s.where}.name={s.name!r} is already used by {section}[{seen[s.name]}]; "
-                "give every system its own name"
+                f"{s.where}.name={s.name!r} has no letters or digits to name its files by; "
+                "use a name with ASCII letters or digits, e.g. 'base CFG 3'"
             )
-        seen[s.name] = s.index
+        if s.slug in seen:
+            raise ValueError(
+                f"{s.where}.name={s.name!r} is already used by {section}[{seen[s.slug]}] "
+                f"(both file names would be {s.slug!r}); give every system its own name"
+            )
+        seen[s.slug] = s.index
     return systems

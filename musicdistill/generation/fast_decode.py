@@ -49,7 +49,6 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from musicdistill.generation.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
 from musicdistill.generation.next_token import (
@@ -61,6 +60,7 @@ from musicdistill.generation.next_token import (
 from musicdistill.model.delay import valid_mask
 from musicdistill.model.generator import Generator
 from musicdistill.model.text import TextCondition
+from musicdistill.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +322,8 @@ class StaticDecoder:
                 if self.graphs and not self._graphs:
                     self._capture(model)
                 self._restart()
-                for s in tqdm(
-                    range(self.steps), desc="sampling", unit="step", disable=not progress, leave=False
+                for s in track(
+                    range(self.steps), desc="sampling", unit="step", enabled=progress, leave=False
                 ):
                     if self.race is not None:
                         self.race.exponential_(1.0, generator=generator)

@@ -59,7 +59,7 @@ def combine_cfg_batch(logits: torch.Tensor, scale: float) -> torch.Tensor:
 def guided_forward(
     model: TokenGenerator, inputs: torch.Tensor, cond: TextCondition, scale: float
 ) -> torch.Tensor:
-    """Teacher-forced guided logits: ``inputs [N, K, S]`` -> ``[N, K, S, V]`` float32.
+    """Teacher-forced guided logits: ``inputs [N, K, S]`` -> ``[N, K, S, V]`` (distillation's CFG teacher).
 
     ``model`` is any generator with ``forward(inputs, cond)``. Scale 1 runs the conditional rows
     only; any other scale runs one doubled batch and combines it with :func:`apply_cfg`.

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from musicdistill.generation import fast_decode
 from musicdistill.generation.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
@@ -33,6 +32,7 @@ from musicdistill.generation.next_token import (
 from musicdistill.model.delay import undo_delay, valid_mask
 from musicdistill.model.generator import TokenGenerator
 from musicdistill.model.text import TextCondition, TextEncoder
+from musicdistill.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, gener
     seq = torch.full((n, k, steps), special, dtype=torch.long, device=device)
     logps = torch.zeros(n, k, steps, dtype=torch.float32, device=device)
     cache = model.init_cache(rows_cond, steps) if use_cache else None
-    for s in tqdm(range(steps), desc="sampling", unit="step", disable=not progress, leave=False):
+    for s in track(range(steps), desc="sampling", unit="step", enabled=progress, leave=False):
         if cache is not None:
             logits = model.forward_step(inputs[:, :, s], cache, s)
         else:

@@ -1,1 +1,1 @@
-"""Frozen models that judge generations: the shared log-mel front end, reward embedder, text-audio scorer, attribute oracle, spectral features, judging codes."""
+"""Frozen models that judge generations: the shared log-mel front end, reward embedder, second embedder (and the disjoint halves the two train on), text-audio scorer, attribute oracle, attribute diversity, spectral features, reference groups of real clips, judging codes."""

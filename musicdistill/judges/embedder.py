@@ -1,4 +1,4 @@
-"""The contrastive audio embedder: the diversity reward model (method.md section 3).
+"""The contrastive audio embedder: the diversity reward model (docs/method.md section 4).
 
 A small 1-D conv encoder reads log-mel frames (the same front end as the default codec, see
 :mod:`musicdistill.judges.log_mel`, so the generator's decoded log-mels can be embedded without
@@ -12,7 +12,8 @@ it came from.
 Inference embeds a whole clip as the normalised mean of the embeddings of overlapping windows of the
 training chunk length. The embedder is frozen once trained and saved as a model folder
 (:mod:`musicdistill.storage.model_files`). The scorer (:mod:`musicdistill.judges.scorer`) reuses the
-:class:`ConvEncoder` and the training helpers (:func:`lr_at`, :func:`run_steps`, :func:`take_chunks`).
+:class:`ConvEncoder` and the training helpers (:func:`judge_optimizer`, :func:`training_view`,
+:func:`record_step`); both train with the kit of :mod:`musicdistill.loop_kit`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from musicdistill.config import Config, EmbedConfig
+from musicdistill.judges.halves import select_half
 from musicdistill.judges.log_mel import (
     BATCH,
     MEL_KEYS,
@@ -41,12 +41,24 @@ from musicdistill.judges.log_mel import (
     mel_spec,
     waveform_mels,
 )
+from musicdistill.loop_kit import (
+    JUDGE_BETAS,
+    deadline,
+    make_optimizer,
+    make_scheduler,
+    optimizer_step,
+    past,
+    step_generator,
+)
+from musicdistill.progress import Progress
 from musicdistill.runtime import resolve_device
 from musicdistill.storage.model_files import load_model_folder, save_model_folder
 
 log = logging.getLogger(__name__)
 
 KIND = "embedder"
+#: the half of the training split the reward embedder trains on (:mod:`musicdistill.judges.halves`)
+REWARD_HALF = "reward"
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +99,14 @@ class ConvEncoder(nn.Module):
         flat = log_mel.float().transpose(0, 1).reshape(self.n_mels, -1)
         self.mean.copy_(flat.mean(1))
         self.std.copy_(flat.std(1).clamp_min(1e-3))
+
+    def architecture(self) -> dict[str, int]:
+        """The constructor's arguments, as saved in ``model.json``."""
+        return {
+            "n_mels": self.n_mels,
+            "channels": self.conv[0][0].out_channels,
+            "dim": self.head[-1].out_features,
+        }
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         x = (log_mel.float() - self.mean[:, None]) / self.std[:, None]
@@ -229,12 +249,30 @@ def training_view(
     return x
 
 
-def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 10 % of it."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def random_eq(x: torch.Tensor, strength: float, gen: torch.Generator, harmonics: int = 3) -> torch.Tensor:
+    """Log-mels ``[B, D, T]`` each tilted by its own smooth random curve over the D bands (a random EQ).
+
+    The curve is a sum of ``harmonics`` cosines over the band axis with random phases and amplitudes
+    of standard deviation ``strength / k`` for the k-th, so it changes the spectral envelope (timbre)
+    and leaves the fine structure (which bands carry the notes, when they start) in place.
+    """
+    if strength <= 0:
+        return x
+    b, d, _ = x.shape
+    bands = torch.linspace(0.0, math.pi, d)  # [D]
+    k = torch.arange(1, harmonics + 1, dtype=torch.float32)  # [H]
+    amplitude = strength * torch.randn(b, harmonics, generator=gen) / k  # [B, H]
+    phase = 2 * math.pi * torch.rand(b, harmonics, generator=gen)  # [B, H]
+    curve = (amplitude[:, :, None] * torch.cos(k[None, :, None] * bands + phase[:, :, None])).sum(1)  # [B, D]
+    return x + curve[:, :, None].to(x.dtype)
+
+
+def judge_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The judges' AdamW and schedule: warm-up over a tenth of the steps (at most 20), cosine to 10 %."""
+    optimizer = make_optimizer(model, lr, weight_decay, JUDGE_BETAS)
+    return optimizer, make_scheduler(optimizer, steps, min(20, max(1, steps // 10)), min_ratio=0.1)
 
 
 def check_training_mels(mels: ClipMels, batch_size: int, name: str) -> int:
@@ -252,23 +290,36 @@ def check_training_mels(mels: ClipMels, batch_size: int, name: str) -> int:
     return min(batch_size, len(mels))
 
 
-def run_steps(
-    step_fn: Callable[[int], float], steps: int, max_minutes: float, desc: str
-) -> list[dict[str, float]]:
-    """Call ``step_fn(step) -> loss`` for ``steps`` steps (or until ``max_minutes``) with a progress bar."""
-    history = []
-    start = time.monotonic()
-    bar = tqdm(range(steps), desc=desc, unit="step")
-    for step in bar:
-        loss = step_fn(step)
-        history.append({"step": step + 1, "loss": loss, "seconds": round(time.monotonic() - start, 2)})
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
-        if max_minutes > 0 and time.monotonic() - start > 60 * max_minutes:
-            log.info("%s: stopped after %d steps (max_minutes=%g)", desc, step + 1, max_minutes)
-            break
-    bar.close()
-    return history
+def step_batch(seed: int, step: int, num_clips: int, batch: int) -> tuple[torch.Generator, torch.Tensor]:
+    """A training step's generator (:func:`~musicdistill.loop_kit.step_generator`) and the ``[batch]``
+    distinct clip rows it draws first."""
+    gen = step_generator(seed, step)
+    return gen, torch.randperm(num_clips, generator=gen)[:batch]
+
+
+def uses_reconstructions(wanted: bool, mels: ClipMels, section: str) -> bool:
+    """Whether training mixes in codec reconstructions: ``wanted`` and present (a warning when missing)."""
+    if wanted and mels.recon is None:
+        log.warning(
+            "%s.reconstructions=true but no codec reconstructions were given; training on real clips only",
+            section,
+        )
+    return wanted and mels.recon is not None
+
+
+def record_step(
+    history: list[dict[str, float]], progress: Progress, loss: torch.Tensor, stop_at: float
+) -> bool:
+    """Append a step's history row (step, loss, seconds) and report it; True once ``stop_at`` has passed."""
+    done = len(history) + 1
+    history.append(
+        {"step": done, "loss": float(loss.detach()), "seconds": round(time.monotonic() - progress.started, 2)}
+    )
+    progress.update(done, loss=history[-1]["loss"])
+    if past(stop_at):
+        log.info("%s: stopped after %d steps (max_minutes)", progress.desc, done)
+        return True
+    return False
 
 
 def train_embedder(
@@ -280,29 +331,22 @@ def train_embedder(
     embedder = build_embedder(cfg, mels.settings)
     embedder.encoder.set_statistics(mels.real[: min(len(mels), 2048)])
     embedder.to(device).train()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(embedder.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer, scheduler = judge_optimizer(embedder.encoder, cfg.lr, cfg.weight_decay, cfg.steps)
     length = embedder.chunk_frames
-    use_recon = cfg.reconstructions and mels.recon is not None
-    if cfg.reconstructions and mels.recon is None:
-        log.warning(
-            "embed.reconstructions=true but no codec reconstructions were given; training on real clips only"
-        )
-
-    def step_fn(step: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, min(20, max(1, cfg.steps // 10)))
-        rows = torch.randperm(len(mels), generator=gen)[:batch]
+    use_recon = uses_reconstructions(cfg.reconstructions, mels, "embed")
+    history: list[dict[str, float]] = []
+    progress, stop_at = Progress("embedder", cfg.steps), deadline(cfg.max_minutes)
+    for step in range(cfg.steps):
+        gen, rows = step_batch(cfg.seed, step, len(mels), batch)
         first, second = chunk_pair_starts(batch, mels.num_frames, length, gen)
-        a = training_view(mels, rows, first, length, use_recon, cfg.gain_jitter, gen).to(device)
-        b = training_view(mels, rows, second, length, use_recon, cfg.gain_jitter, gen).to(device)
+        a = training_view(mels, rows, first, length, use_recon, cfg.gain_jitter, gen)
+        b = training_view(mels, rows, second, length, use_recon, cfg.gain_jitter, gen)
+        a, b = random_eq(a, cfg.eq_jitter, gen).to(device), random_eq(b, cfg.eq_jitter, gen).to(device)
         loss = info_nce(embedder.encoder(a), embedder.encoder(b), cfg.temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    history = run_steps(step_fn, cfg.steps, cfg.max_minutes, "embedder")
+        optimizer_step(loss, embedder.encoder, optimizer, scheduler, max_norm=0.0)
+        if record_step(history, progress, loss, stop_at):
+            break
+    progress.close()
     embedder.eval().requires_grad_(False)
     return embedder, history
 
@@ -358,7 +402,10 @@ def evaluate_embedder(embedder: AudioEmbedder, held_out: ClipMels) -> dict[str, 
 def fit_and_save_embedder(
     cfg: Config, train: LabelledMels, held_out: LabelledMels | None, out: str | Path
 ) -> dict[str, Any]:
-    """Train the embedder (``embed`` section), evaluate it on the held-out clips, save it to ``out``."""
+    """Train the embedder (``embed`` section) on the ``"reward"`` half of the training clips (the other
+    half is the second embedder's, :mod:`musicdistill.judges.halves`), evaluate it on the held-out clips,
+    save it to ``out``."""
+    train = select_half(train, REWARD_HALF, "embedder")
     start = time.monotonic()
     embedder, history = train_embedder(cfg.embed, train.mels, resolve_device(cfg.device))
     metrics: dict[str, Any] = {
@@ -366,6 +413,7 @@ def fit_and_save_embedder(
         "steps": len(history),
         "final_loss": round(history[-1]["loss"], 4),
         "train_clips": len(train),
+        "train_half": REWARD_HALF,
     }
     if held_out is not None and len(held_out) >= 2:
         metrics.update(evaluate_embedder(embedder, held_out.mels), held_out_clips=len(held_out))
@@ -386,11 +434,7 @@ def save_embedder(
     meta = {
         "settings": embedder.settings,
         "chunk_frames": embedder.chunk_frames,
-        "architecture": {
-            "n_mels": embedder.encoder.n_mels,
-            "channels": embedder.encoder.conv[0][0].out_channels,
-            "dim": embedder.dim,
-        },
+        "architecture": embedder.encoder.architecture(),
         "config": embedder.config,
         "metrics": metrics or {},
     }

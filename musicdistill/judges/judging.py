@@ -1,9 +1,16 @@
 """The frozen models that judge generations, as plain functions of codes.
 
-- the reward embedder (the diversity reward of distillation, and one diversity metric);
-- the attribute oracle (the golden quality metric) and its hand-made features (the independent
-  embedding that shows reward hacking);
+- the reward embedder (the diversity reward of distillation, and one diversity metric,
+  ``diversity_reward``);
+- the second embedder (:mod:`musicdistill.judges.second_embedder`: another architecture and
+  objective, trained on the other half of the training split; ``diversity_second``);
+- the attribute oracle: the golden quality metric (attribute adherence), attribute diversity over the
+  attributes a prompt leaves open (:mod:`musicdistill.judges.attribute_diversity`;
+  ``attribute_diversity``), and its hand-made features (the third view, ``diversity_independent``);
 - the joint text-audio scorer (text adherence).
+
+The primary independent diversity measure, fixed before any run, is attribute diversity where an
+oracle exists, else the second embedder's (:func:`primary_diversity_measure`).
 
 Every judge reads clips as :class:`CodedClips` (codes ``[N, K, T]`` and their codec) and follows one
 rule, :func:`judge_rendering`: a judge whose log-mel front end the codec shares (the default mel-RVQ
@@ -25,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from musicdistill.judges.attribute_diversity import attribute_diversity_per_prompt
+from musicdistill.judges.diversity import pairwise_diversity
 from musicdistill.judges.embedder import embed_audio, embed_mel, load_embedder
 from musicdistill.judges.log_mel import codec_shares_front_end
 from musicdistill.judges.oracle import (
@@ -36,6 +45,7 @@ from musicdistill.judges.oracle import (
     predict_attributes_mel,
 )
 from musicdistill.judges.scorer import load_scorer, text_adherence, text_adherence_mel
+from musicdistill.judges.second_embedder import embed_audio_second, embed_mel_second, load_second_embedder
 from musicdistill.judges.spectral import spectral_embedding, spectral_features
 
 log = logging.getLogger(__name__)
@@ -47,13 +57,15 @@ R = TypeVar("R")
 class CodedClips:
     """Clips as codes ``[N, K, T]`` of ``codec``, with what they decode to, each decoded once on first use.
 
-    Judges that read the same rendering of the same clips share it (:meth:`mel`, :meth:`audio`).
+    Judges that read the same rendering of the same clips share it (:meth:`mel`, :meth:`audio`), and
+    judges that need the same reading of them share it too (:meth:`memo`).
     """
 
     codec: Any
     codes: torch.Tensor
     _mel: torch.Tensor | None = field(default=None, init=False, repr=False)
     _audio: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __len__(self) -> int:
         return self.codes.shape[0]
@@ -86,6 +98,13 @@ class CodedClips:
         with torch.no_grad():
             return self.codec.decode(codes).float().reshape(codes.shape[0], -1).cpu()
 
+    def memo(self, key: Any, compute: Callable[[], R]) -> R:
+        """``compute()`` once per ``key`` for these clips (e.g. the oracle's readings, which adherence and
+        attribute diversity both use)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
 
 def judge_rendering(
     clips: CodedClips,
@@ -112,16 +131,62 @@ Embed = Callable[[CodedClips], torch.Tensor]
 Adherence = Callable[[CodedClips, list[dict[str, Any] | None]], np.ndarray]
 #: (one prompt per clip, clips) -> text-clip cosine ``[N]``
 TextAdherence = Callable[[list[str], CodedClips], np.ndarray]
+#: (clips ``[B·G]`` prompt-major, one attribute dict or None per PROMPT, G) -> ``[B]``, NaN where undefined
+AttributeDiversity = Callable[[CodedClips, list[dict[str, Any] | None], int], np.ndarray]
+
+#: the primary independent diversity measures, in order of preference (fixed before any run)
+PRIMARY_DIVERSITY = ("attribute_diversity", "diversity_second")
+#: every diversity measure by its stable name (a per-prompt column of the evaluation)
+DIVERSITY_MEASURES = ("attribute_diversity", "diversity_second", "diversity_independent", "diversity_reward")
 
 
 @dataclass
 class Judges:
-    """Frozen models that score generations; any may be None except the independent embedding."""
+    """Frozen models that score generations; any may be None except the independent embedding
+    (the hand-made features, the third view)."""
 
     independent: Embed
     reward: Embed | None = None
     adherence: Adherence | None = None
     text_adherence: TextAdherence | None = None
+    second: Embed | None = None
+    attribute_diversity: AttributeDiversity | None = None
+
+
+def primary_diversity_measure(per_prompt: dict[str, Any]) -> str | None:
+    """The primary independent diversity measure among per-prompt columns (name -> values): attribute
+    diversity where it is defined for some prompt (an oracle exists and some prompt leaves an
+    attribute open), else the second embedder's diversity; None when neither was measured."""
+    for name in PRIMARY_DIVERSITY:
+        values = np.asarray(per_prompt.get(name, []), dtype=np.float64)
+        if values.size and np.isfinite(values).any():
+            return name
+    return None
+
+
+def diversity_measures(
+    clips: CodedClips, attributes: list[dict[str, Any] | None], group: int, judges: Judges
+) -> dict[str, np.ndarray]:
+    """Every diversity measure the judges give, per prompt: clips ``[B·G]`` (prompt-major), one attribute
+    dict or None per prompt -> ``{name: [B]}`` (names of :data:`DIVERSITY_MEASURES`; NaN where undefined).
+
+    Embedding measures are the mean pairwise ``1 - cos`` within a prompt; attribute diversity needs an
+    oracle (:mod:`musicdistill.judges.attribute_diversity`).
+    """
+    if group < 2 or len(clips) != len(attributes) * group:
+        raise ValueError(f"need G >= 2 samples for each of {len(attributes)} prompts, got {len(clips)} clips")
+    out: dict[str, np.ndarray] = {}
+    if judges.attribute_diversity is not None:
+        out["attribute_diversity"] = np.asarray(judges.attribute_diversity(clips, attributes, group))
+    for name, judge in (
+        ("second", judges.second),
+        ("independent", judges.independent),
+        ("reward", judges.reward),
+    ):
+        if judge is not None:
+            emb = judge(clips).float().cpu()
+            out[f"diversity_{name}"] = pairwise_diversity(emb.reshape(len(attributes), group, -1))
+    return out
 
 
 def reward_judge(embedder) -> Embed:
@@ -136,6 +201,49 @@ def reward_judge(embedder) -> Embed:
         )
 
     return reward
+
+
+def second_judge(embedder) -> Embed:
+    """The second embedder (:class:`musicdistill.judges.second_embedder.SecondEmbedder`) as a judge."""
+
+    def second(clips: CodedClips) -> torch.Tensor:
+        return judge_rendering(
+            clips,
+            embedder.settings,
+            lambda mel: embed_mel_second(embedder, mel),
+            lambda wav, sr: embed_audio_second(embedder, wav, sr),
+        )
+
+    return second
+
+
+def oracle_readings(oracle, clips: CodedClips) -> list[dict[str, str]]:
+    """The oracle's reading ``{attribute: value}`` of every clip, computed once per clips and oracle."""
+    return clips.memo(
+        ("oracle_readings", id(oracle)),
+        lambda: judge_rendering(
+            clips,
+            oracle.settings,
+            lambda mel: predict_attributes_mel(oracle, mel.cpu()),
+            lambda wav, sr: predict_attributes(oracle, wav, sr),
+        ),
+    )
+
+
+def attribute_diversity_judge(oracle) -> AttributeDiversity:
+    """Attribute diversity (:mod:`musicdistill.judges.attribute_diversity`) under the oracle's readings."""
+
+    def diversity(clips: CodedClips, attributes: list[dict[str, Any] | None], group: int) -> np.ndarray:
+        if len(attributes) * group != len(clips):
+            raise ValueError(
+                f"got {len(attributes)} prompts x G={group} for {len(clips)} clips; give one attribute "
+                "entry per prompt and G samples per prompt, prompt-major"
+            )
+        return attribute_diversity_per_prompt(
+            oracle_readings(oracle, clips), attributes, group, oracle.attributes
+        )
+
+    return diversity
 
 
 def oracle_judges(oracle) -> tuple[Embed, Adherence]:
@@ -155,12 +263,7 @@ def oracle_judges(oracle) -> tuple[Embed, Adherence]:
             raise ValueError(
                 f"got {len(attributes)} attribute entries for {len(clips)} clips; give one per clip"
             )
-        predicted = judge_rendering(
-            clips,
-            oracle.settings,
-            lambda mel: predict_attributes_mel(oracle, mel.cpu()),
-            lambda wav, sr: predict_attributes(oracle, wav, sr),
-        )
+        predicted = oracle_readings(oracle, clips)
         return np.array([attribute_adherence(p, a) if a else np.nan for p, a in zip(predicted, attributes)])
 
     return independent, adherence
@@ -191,17 +294,23 @@ def build_judges(
     embedder_dir: Path | None = None,
     oracle_dir: Path | None = None,
     scorer_dir: Path | None = None,
+    second_dir: Path | None = None,
 ) -> Judges:
     """The judges of :mod:`musicdistill.evaluation.evaluate` from their folders.
 
     The independent embedding is the oracle's standardised hand-made features when an oracle is
-    given, else :func:`spectral_judge`; the reward embedder, oracle and scorer are optional.
+    given, else :func:`spectral_judge`; the reward embedder, oracle (adherence and attribute
+    diversity), scorer and second embedder are optional.
     """
     judges = Judges(independent=spectral_judge)
     if embedder_dir is not None:
         judges.reward = reward_judge(load_embedder(embedder_dir, device=device))
+    if second_dir is not None:
+        judges.second = second_judge(load_second_embedder(second_dir, device=device))
     if oracle_dir is not None:
-        judges.independent, judges.adherence = oracle_judges(load_oracle(oracle_dir))
+        oracle = load_oracle(oracle_dir)
+        judges.independent, judges.adherence = oracle_judges(oracle)
+        judges.attribute_diversity = attribute_diversity_judge(oracle)
     if scorer_dir is not None:
         judges.text_adherence = text_judge(load_scorer(scorer_dir, device=device))
     return judges

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from musicdistill.config import CodecConfig, Config
-from musicdistill.data.manifest import Entry, load_dataset
+from musicdistill.data.manifest import Entry, load_data
 from musicdistill.dsp.features import MelSpec, resample
+from musicdistill.progress import track
 
 #: the log-mel settings that every judge model keeps (the arguments of :class:`MelSpec`)
 MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
@@ -152,7 +152,7 @@ def clip_mels(
     shares = codec is not None and codec_shares_front_end(codec, settings)
     real, recon = [], []
     starts = range(0, audio.shape[0], batch_size)
-    for start in tqdm(starts, desc="log-mels", unit="batch", disable=len(starts) < 8):
+    for start in track(starts, desc="log-mels", unit="batch", enabled=len(starts) >= 8):
         wav = audio[start : start + batch_size]
         log_mel = waveform_mels(mel, wav, sample_rate)
         real.append(log_mel.half())
@@ -179,20 +179,13 @@ HELD_OUT = ("valid", "test")
 def load_labelled_mels(
     cfg: Config, manifest: str | Path, codec: Any = None
 ) -> tuple[LabelledMels, LabelledMels | None]:
-    """Load a manifest's usable clips (``data`` section: rate, duration, workers) and compute their log-mels
+    """Load a manifest's usable clips (``data`` section: rate, duration, windows, workers) and compute their log-mels
     (``codec`` section's front end) and, with ``codec``, their reconstructions.
 
     Returns the train split and the held-out clips (valid + test), or None when there are none.
     """
     rate = cfg.data.sample_rate
-    entries, audio = load_dataset(
-        manifest,
-        rate,
-        cfg.data.duration,
-        strict=cfg.data.strict,
-        workers=cfg.data.workers,
-        min_duration=cfg.data.min_duration,
-    )
+    entries, audio = load_data(cfg.data, manifest)
     mels = clip_mels(audio, rate, front_end_settings(cfg.codec, rate), codec)
     train = np.array([e.split == "train" for e in entries])
     if not train.any():

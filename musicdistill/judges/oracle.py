@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from musicdistill.config import Config, OracleConfig
+from musicdistill.data.attributes import choose_heads
 from musicdistill.judges.log_mel import ClipMels, LabelledMels, mel_spec, waveform_mels
+from musicdistill.judges.oracle_checks import head_checks
 from musicdistill.storage.model_files import load_model_folder, save_model_folder
 
 log = logging.getLogger(__name__)
@@ -267,10 +269,11 @@ def fit_hand_features(mels: ClipMels, use_recon: bool = True) -> AttributeOracle
 def fit_oracle(
     cfg: OracleConfig, mels: ClipMels, attributes: Sequence[dict[str, Any] | None]
 ) -> AttributeOracle:
-    """Fit every head of ``cfg.heads`` on training log-mels and their per-clip attribute dicts."""
+    """Fit every head of ``cfg.heads`` (empty: chosen from the attributes, see
+    :func:`musicdistill.data.attributes.choose_heads`) on training log-mels and their per-clip attribute dicts."""
     if len(attributes) != len(mels):
         raise ValueError(f"attributes has {len(attributes)} entries but mels has {len(mels)} clips")
-    groups = parse_heads(cfg.heads)
+    groups = parse_heads(choose_heads(cfg.heads, attributes, cfg.min_clips_per_class).require())
     if cfg.reconstructions and mels.recon is None:
         log.warning(
             "oracle.reconstructions=true but no codec reconstructions were given; fitting on real clips only"
@@ -395,13 +398,24 @@ def evaluate_oracle(
 def fit_and_save_oracle(
     cfg: Config, train: LabelledMels, held_out: LabelledMels | None, out: str | Path
 ) -> dict[str, Any]:
-    """Fit the oracle (``oracle`` section), measure its held-out accuracy, save it to ``out``."""
+    """Fit the oracle (``oracle`` section; heads chosen from the data when ``oracle.heads`` is empty),
+    measure its held-out accuracy against chance (:mod:`musicdistill.judges.oracle_checks`), save it to ``out``."""
     start = time.monotonic()
-    oracle = fit_oracle(cfg.oracle, train.mels, [e.attributes for e in train.entries])
+    attributes, files = [e.attributes for e in train.entries], [str(e.path) for e in train.entries]
+    choice = choose_heads(cfg.oracle.heads, attributes, cfg.oracle.min_clips_per_class, files)
+    oracle = fit_oracle(replace(cfg.oracle, heads=choice.require()), train.mels, attributes)
     metrics: dict[str, Any] = {"train_seconds": round(time.monotonic() - start, 1), "train_clips": len(train)}
     if held_out is not None:
         metrics["accuracy"] = evaluate_oracle(oracle, held_out.mels, [e.attributes for e in held_out.entries])
         metrics["held_out_clips"] = len(held_out)
+    metrics["head_choice"] = choice.as_dict()
+    metrics.update(
+        head_checks(
+            [(h.attributes, len(h.classes)) for h in oracle.heads],
+            held_out.entries if held_out is not None else [],
+            metrics.get("accuracy", {}).get("real"),
+        )
+    )
     save_oracle(oracle, out, metrics)
     log.info("oracle saved to %s: %s", out, metrics)
     return metrics

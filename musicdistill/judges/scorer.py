@@ -34,15 +34,27 @@ from torch import nn
 from musicdistill.config import Config, ScorerConfig
 from musicdistill.data.caption_bank import EncodedCaptions, sentence_vectors
 from musicdistill.dsp.features import resample
-from musicdistill.judges.embedder import ConvEncoder, check_training_mels, lr_at, run_steps, take_chunks
+from musicdistill.judges.embedder import (
+    ConvEncoder,
+    check_training_mels,
+    judge_optimizer,
+    record_step,
+    step_batch,
+    training_view,
+    uses_reconstructions,
+)
 from musicdistill.judges.log_mel import BATCH, ClipMels, LabelledMels, as_waveforms, mel_spec, waveform_mels
+from musicdistill.loop_kit import deadline, optimizer_step, step_generator
 from musicdistill.model.text import MINILM, TextEncoder, check_prompts, load_text_encoder
+from musicdistill.progress import Progress
 from musicdistill.runtime import resolve_device
 from musicdistill.storage.model_files import MODEL_JSON, load_model_folder, save_model_folder
 
 log = logging.getLogger(__name__)
 
 KIND = "scorer"
+#: :func:`~musicdistill.loop_kit.step_generator` stream of the training subset (steps use stream 0)
+SUBSET_STREAM = 1
 #: sentences per text-encoder forward
 TEXT_BATCH = 128
 
@@ -248,9 +260,9 @@ def train_scorer(
     """
     if len(captions) != len(mels):
         raise ValueError(f"captions has {len(captions)} entries but mels has {len(mels)} clips")
-    gen = torch.Generator().manual_seed(cfg.seed)
     if len(mels) > cfg.max_clips:
-        keep = torch.randperm(len(mels), generator=gen)[: cfg.max_clips].sort().values
+        subset = step_generator(cfg.seed, 0, SUBSET_STREAM)
+        keep = torch.randperm(len(mels), generator=subset)[: cfg.max_clips].sort().values
         captions, mels = [captions[i] for i in keep.tolist()], mels.select(keep)
         log.info("scorer: training on %d of the clips (scorer.max_clips)", cfg.max_clips)
     batch = check_training_mels(mels, cfg.batch_size, "scorer")
@@ -263,33 +275,21 @@ def train_scorer(
     scorer = build_scorer(cfg, mels.settings, sentences.shape[1], encoder)
     scorer.audio.set_statistics(mels.real[: min(len(mels), 2048)])
     scorer.to(device).train()
-    optimizer = torch.optim.AdamW(scorer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer, scheduler = judge_optimizer(scorer, cfg.lr, cfg.weight_decay, cfg.steps)
     frame_rate = mels.settings["sample_rate"] / mels.settings["hop_length"]
     crop = min(mels.num_frames, max(4, round(cfg.crop_seconds * frame_rate)))
-    use_recon = cfg.reconstructions and mels.recon is not None
-    if cfg.reconstructions and mels.recon is None:
-        log.warning(
-            "scorer.reconstructions=true but no codec reconstructions were given; training on real clips only"
-        )
-
-    def step_fn(step: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, min(20, max(1, cfg.steps // 10)))
-        rows = torch.randperm(len(mels), generator=gen)[:batch]
+    use_recon = uses_reconstructions(cfg.reconstructions, mels, "scorer")
+    history: list[dict[str, float]] = []
+    progress, stop_at = Progress("scorer", cfg.steps), deadline(cfg.max_minutes)
+    for step in range(cfg.steps):
+        gen, rows = step_batch(cfg.seed, step, len(mels), batch)
         starts = torch.randint(0, mels.num_frames - crop + 1, (batch,), generator=gen)
-        x = take_chunks(mels.real, rows, starts, crop)
-        if use_recon:
-            pick = (torch.rand(batch, generator=gen) < 0.5)[:, None, None]
-            x = torch.where(pick, take_chunks(mels.recon, rows, starts, crop), x)
-        if cfg.gain_jitter > 0:
-            x = x + cfg.gain_jitter * torch.randn(batch, 1, 1, generator=gen)
-        loss = clip_loss(scorer.project_text(sentences[rows]), scorer.audio(x.to(device)), scorer.logit_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    history = run_steps(step_fn, cfg.steps, cfg.max_minutes, "scorer")
+        x = training_view(mels, rows, starts, crop, use_recon, cfg.gain_jitter, gen).to(device)
+        loss = clip_loss(scorer.project_text(sentences[rows]), scorer.audio(x), scorer.logit_scale)
+        optimizer_step(loss, scorer, optimizer, scheduler, max_norm=0.0)
+        if record_step(history, progress, loss, stop_at):
+            break
+    progress.close()
     scorer.eval().requires_grad_(False)
     return scorer, history
 
@@ -423,9 +423,7 @@ def save_scorer(scorer: JointScorer, directory: str | Path, metrics: dict[str, A
         "settings": scorer.settings,
         "text_encoder": scorer.text_encoder_name,
         "architecture": {
-            "n_mels": scorer.audio.n_mels,
-            "channels": scorer.audio.conv[0][0].out_channels,
-            "dim": scorer.text_projection[-1].out_features,
+            **scorer.audio.architecture(),  # the audio tower's dim is the joint space's
             "text_dim": first.in_features,
             "text_hidden": first.out_features,
         },

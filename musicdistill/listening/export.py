@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from musicdistill import __version__
 from musicdistill.codec.factory import load_codec
@@ -61,6 +60,7 @@ from musicdistill.listening.vocabulary import (
     derived_seed,
 )
 from musicdistill.model.loading import load_generator
+from musicdistill.progress import track
 from musicdistill.runtime import resolve_device
 from musicdistill.storage.atomic import atomic_write_text
 from musicdistill.storage.checkpoint import file_sha256
@@ -453,7 +453,7 @@ def _write_stimuli(
 ) -> None:
     """Normalise each clip (recording its levels on the stimulus) and write it as ``<id>.wav``."""
     audio_dir.mkdir(parents=True)
-    for s, clip in zip(stimuli, tqdm(clips, desc="normalising stimuli", unit="clip", leave=False)):
+    for s, clip in zip(stimuli, track(clips, desc="normalising stimuli", unit="clip", leave=False)):
         normalised, s.levels = normalize_loudness(clip, rate, cfg.loudness_lufs, cfg.peak_dbfs)
         if not math.isfinite(s.levels.input_lufs):
             log.warning(
@@ -519,7 +519,7 @@ def export_listening_test(
     g = cfg.samples_per_prompt
     rendered: list[tuple[np.ndarray, int]] = []
     stimuli: list[Stimulus] = []
-    for system in tqdm(systems, desc="rendering systems", unit="system"):
+    for system in track(systems, desc="rendering systems", unit="system"):
         clips = render(system, prompts, g, cfg.seed)
         audio = np.asarray(clips.audio, dtype=np.float32)
         if audio.ndim != 2 or audio.shape[0] != len(prompts) * g:

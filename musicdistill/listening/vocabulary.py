@@ -1,7 +1,7 @@
 """Listening tests: the vocabulary shared by the export, the rating page and the analysis.
 
 A listening test compares systems (a checkpoint plus sampling settings) on the paper's human
-evaluation (method.md section 5): *quality* trials rate one stimulus on acoustic quality, text
+evaluation (docs/method.md section 6): *quality* trials rate one stimulus on acoustic quality, text
 adherence and musicality (1-5 each); *diversity* trials rate how different two generations of the
 same prompt by the same system sound (1-5). One quality stimulus per attention check is shown twice
 (trial type ``quality_repeat``); a rater whose two answers differ by more than a point fails it.

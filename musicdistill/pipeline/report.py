@@ -1,7 +1,9 @@
 """The main job's report: one self-contained HTML page, ``<run>/report.html``.
 
-Sections, in order: the claims table (C1-C5, :mod:`musicdistill.evaluation.claims`), the quality-diversity
-(Pareto) plot, the metrics table (mean [95 % interval] per system), training curves (pretraining
+Sections, in order: the claims table (C1-C5 as the evaluate stage decided them on paired per-prompt
+statistics, :mod:`musicdistill.evaluation.claims`: each claim's verdict, the paired differences with
+their 95 % intervals and margins, the measures used), the fronts plot with the gains at matched
+quality and their table, the metrics table (mean [95 % interval] per system), training curves (pretraining
 losses; distillation KL, reward, entropy, golden metric), audio players (the same prompts across
 systems, with the prompts' text) and stage timings. Images are embedded as base64 PNG data URIs and
 audio as base64 OGG/Vorbis (WAV when the encoder is unavailable), so the file can be mailed or
@@ -26,7 +28,12 @@ from typing import Any
 import yaml
 
 from musicdistill.config import DistillConfig
-from musicdistill.evaluation.claims import Claim, Roles, final_golden, find_roles, main_job_claims
+from musicdistill.evaluation.claims import Claim, claims_from_metrics
+from musicdistill.evaluation.metrics import metric_label
+from musicdistill.evaluation.paired import FAILS, HOLDS, UNRESOLVED
+from musicdistill.evaluation.roles import Roles, find_roles
+from musicdistill.evaluation.systems import slug
+from musicdistill.pipeline.data_notes import data_section
 from musicdistill.storage.atomic import atomic_write_text
 from musicdistill.storage.checkpoint import MODEL_FILE, PROVENANCE_FILE
 from musicdistill.storage.history import read_rows
@@ -36,15 +43,14 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 AUDIO_PROMPTS = 3
 AUDIO_SAMPLES = 2
-METRIC_COLUMNS = (
-    ("attribute_adherence", "attribute adherence"),
-    ("text_adherence", "text adherence"),
-    ("diversity_reward", "diversity (reward emb.)"),
-    ("diversity_independent", "diversity (independent emb.)"),
-    ("vendi_reward", "Vendi (reward emb.)"),
-    ("vendi_independent", "Vendi (independent emb.)"),
-    ("frechet_reward", "Fréchet (reward emb.)"),
-    ("frechet_independent", "Fréchet (independent emb.)"),
+#: the metrics table's column order: metric keys by prefix (others follow in the order measured)
+METRIC_ORDER = (
+    "attribute_adherence",
+    "text_adherence",
+    "attribute_diversity",
+    "diversity_",
+    "vendi_",
+    "frechet_",
 )
 NOT_RUN = '<p class="missing">not run</p>'
 
@@ -56,8 +62,10 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertica
 th { background: #f2f2f2; } td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.num small { color: #666; } .scroll { overflow-x: auto; }
 #claims { width: 100%; } #claims td:nth-child(2) { width: 22%; } #claims td:nth-child(3) { white-space: nowrap; }
-#claims td:nth-child(5) { width: 30%; font-size: 0.9em; }
-.holds { background: #dff3df; } .fails { background: #f8dcdc; } .notrun { background: #eee; color: #666; }
+#claims td:nth-child(4) { width: 42%; font-size: 0.9em; } #claims td:nth-child(5) { font-size: 0.9em; }
+.holds { background: #dff3df; } .fails { background: #f8dcdc; } .unresolved { background: #fdf3d0; }
+.notrun { background: #eee; color: #666; } .beside { color: #666; }
+#claims ul { margin: 0; padding-left: 1.1em; } #claims li { margin-bottom: 0.25em; }
 .missing { color: #888; font-style: italic; } .role { font-size: 0.8em; color: #555; }
 img { max-width: 100%; } audio { width: 220px; height: 32px; } .prompt { font-style: italic; }
 """
@@ -126,14 +134,22 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 
 def run_claims(run_dir: Path) -> list[Claim]:
-    """C1-C5 for the run in ``run_dir`` (its config, metrics.json and distillation histories)."""
-    offline = {name: final_golden(read_history(path)) for name, path in offline_runs(run_dir).items()}
-    return main_job_claims(
-        read_metrics(run_dir),
-        teacher_gamma(read_run_config(run_dir)),
-        final_golden(read_history(run_dir / "quality")),
-        offline,
-    )
+    """C1-C5 for the run in ``run_dir``, as its evaluate stage decided them (``evaluate/metrics.json``);
+    every one "not run" when the file is missing or predates the paired statistics."""
+    return claims_from_metrics(read_metrics(run_dir))
+
+
+def run_roles(metrics: dict[str, Any] | None, config: dict[str, Any]) -> Roles | None:
+    """The roles metrics.json records (an older file: found from its systems and ``distill.gamma``)."""
+    if metrics is None:
+        return None
+    stored = metrics.get("roles")
+    if isinstance(stored, dict):
+        try:
+            return Roles(**{**stored, "merges": tuple(stored.get("merges") or ())})
+        except TypeError as err:
+            log.warning("evaluate/metrics.json roles are unreadable (%s); finding them again", err)
+    return find_roles(metrics.get("systems") or {}, teacher_gamma(config))
 
 
 def demo_command(run_dir: Path) -> str | None:
@@ -232,38 +248,108 @@ def header_section(run_dir: Path, config: dict[str, Any]) -> str:
     )
 
 
-def claims_section(claims: list[Claim], roles: Roles | None) -> str:
+VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNRESOLVED: "unresolved"}
+
+
+def _comparison_item(text: str, decides: bool, verdict: str) -> str:
+    css = VERDICT_CSS.get(verdict, "notrun") if decides else "beside"
+    return f'<li class="{css}">{_esc(text)}</li>'
+
+
+def claims_section(claims: list[Claim], roles: Roles | None, metrics: dict[str, Any] | None = None) -> str:
+    """The claims table: verdict, each paired difference with its interval and margin, why; and the measures."""
     rows = []
     for c in claims:
-        css = {True: "holds", False: "fails", None: "notrun"}[c.holds]
-        numbers = "<br>".join(_esc(n.text()) for n in c.numbers) or "&ndash;"
+        items = "".join(_comparison_item(x.text(), x.decides, x.verdict) for x in c.comparisons)
+        tested = f"<ul>{items}</ul>" if items else "&ndash;"
         rows.append(
-            f'<tr class="{css}"><td><b>{_esc(c.id)}</b></td><td>{_esc(c.statement)}</td>'
-            f"<td><b>{_esc(c.verdict)}</b></td><td>{_esc(c.explanation)}</td><td>{numbers}</td></tr>"
+            f'<tr class="{VERDICT_CSS.get(c.verdict, "notrun")}"><td><b>{_esc(c.id)}</b></td>'
+            f"<td>{_esc(c.statement)}</td><td><b>{_esc(c.verdict)}</b></td><td>{tested}</td>"
+            f"<td>{_esc(c.explanation)}</td></tr>"
         )
+    measures = (metrics or {}).get("measures") or {}
+    stats = (metrics or {}).get("statistics") or {}
     who = ""
     if roles is not None:
+        quality = measures.get("quality")
         who = (
-            f'<p class="meta">teacher = {_esc(roles.teacher or "not evaluated")} (the base model with CFG at '
-            f"distill.gamma, temperature 1); base = {_esc(roles.base or 'not evaluated')}; diversity = mean "
-            "pairwise 1 - cos under the independent embedder (the reward embedder's is shown beside it); "
-            "quality = attribute adherence (text adherence when no oracle). Verdicts use the means; "
-            "interval overlap is stated, not used.</p>"
+            f'<p class="meta">teacher = {_esc(roles.teacher or "not evaluated")} (the base with CFG at '
+            f"distill.gamma, temperature 1); base = {_esc(roles.base or 'not evaluated')}; quality = "
+            f"{_esc(metric_label(quality) if quality else 'not measured')}; "
+            f"<b>{_esc(measures.get('primary_note') or 'primary diversity measure: not recorded')}</b>.</p>"
         )
+    rules = (
+        '<p class="meta">Every comparison is a mean per-prompt paired difference (or a gain at matched '
+        "quality) with its 95 % interval from one bootstrap that resamples the prompts jointly for every "
+        f"system and measure ({_esc(stats.get('bootstrap', '?'))} resamples). A comparison <b>holds</b> "
+        "when the interval clears the margin on the claimed side, <b>fails</b> when it lies entirely on "
+        "the other side, and is <b>unresolved</b> otherwise; grey lines are shown beside a claim and do "
+        "not decide it. Non-inferiority margins are -5 % of the reference's quality.</p>"
+    )
     return (
-        "<h2>Claims</h2>" + who + '<table id="claims"><tr><th>claim</th><th>statement</th><th>verdict</th>'
-        "<th>why</th><th>numbers used (mean [95 % interval])</th></tr>" + "".join(rows) + "</table>"
+        "<h2>Claims</h2>"
+        + who
+        + rules
+        + '<table id="claims"><tr><th>claim</th><th>statement</th><th>verdict</th>'
+        "<th>paired differences: mean [95 % interval], margin, verdict</th><th>why</th></tr>"
+        + "".join(rows)
+        + "</table>"
     )
 
 
-def pareto_section(run_dir: Path) -> str:
+def pareto_section(run_dir: Path, metrics: dict[str, Any] | None = None) -> str:
     path = run_dir / "evaluate" / "pareto.png"
     body = (
-        f'<img alt="quality against diversity" src="{data_uri(path.read_bytes(), "image/png")}">'
+        f'<img alt="quality against diversity: fronts and gains at matched quality" '
+        f'src="{data_uri(path.read_bytes(), "image/png")}">'
         if path.is_file()
         else NOT_RUN
     )
-    return "<h2>Quality against diversity</h2>" + body
+    return "<h2>Quality against diversity</h2>" + body + gains_table(metrics)
+
+
+def _fmt(value: Any, spec: str = "+.4f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and value == value else "–"
+
+
+def gains_table(metrics: dict[str, Any] | None) -> str:
+    """Each system's diversity gain at matched quality against the CFG and temperature fronts."""
+    gains = (metrics or {}).get("gains")
+    if not isinstance(gains, list) or not gains:
+        return ""
+    fronts = (metrics or {}).get("fronts") or {}
+    primary = ((metrics or {}).get("measures") or {}).get("primary_diversity")
+    gains = sorted(
+        gains, key=lambda g: (g.get("diversity") != primary, g.get("diversity", ""), g.get("front", ""))
+    )
+    rows = []
+    for g in gains:
+        defined = g.get("defined", g.get("mean") == g.get("mean"))
+        value = (
+            f"{_fmt(g.get('mean'))} <small>[{_fmt(g.get('low'))}, {_fmt(g.get('high'))}]</small>"
+            if defined
+            else "not defined (outside the front's quality range)"
+        )
+        front = fronts.get(g.get("front"), {})
+        rows.append(
+            f'<tr class="{VERDICT_CSS.get(g.get("verdict"), "notrun")}"><td>{_esc(g.get("system"))}</td>'
+            f"<td>{_esc(front.get('label', g.get('front')))} ({_esc(front.get('cost', ''))})</td>"
+            f"<td>{_esc(metric_label(str(g.get('diversity'))))}"
+            f"{' <b>(primary)</b>' if g.get('diversity') == primary else ''}</td>"
+            f'<td class="num">{value}</td><td class="num">{_fmt(g.get("defined_fraction"), ".0%")}</td>'
+            f"<td>{_esc(g.get('verdict'))}</td></tr>"
+        )
+    return (
+        "<h3>Diversity gain at matched quality</h3>"
+        "<p class=\"meta\">A system's diversity minus the front's diversity at the system's quality "
+        "(piecewise-linear along the front; the front's best where it bends back; not defined outside "
+        "its quality range). Each bootstrap resample rebuilds the front; an interval from fewer than 95 % "
+        "defined resamples is unresolved.</p>"
+        '<div class="scroll"><table><tr><th>system</th><th>front (cost)</th><th>diversity measure</th>'
+        "<th>gain [95 % interval]</th><th>defined in resamples</th><th>gain above 0</th></tr>"
+        + "".join(rows)
+        + "</table></div>"
+    )
 
 
 def _cell(m: dict[str, Any] | None) -> str:
@@ -274,27 +360,25 @@ def _cell(m: dict[str, Any] | None) -> str:
     return f'<td class="num">{m["mean"]:.4g}</td>'
 
 
-def _role_names(roles: Roles) -> dict[str, str]:
-    tags = {
-        roles.teacher: "teacher",
-        roles.base: "base",
-        roles.quality: "quality model",
-        roles.diversity: "diversity model",
-    }
-    return {name: tag for name, tag in tags.items() if name}
+def metric_columns(systems: dict[str, Any]) -> list[str]:
+    """Every metric some system has, ordered by :data:`METRIC_ORDER` then as measured."""
+    keys = list(dict.fromkeys(k for s in systems.values() for k in (s.get("metrics") or {})))
+
+    def rank(key: str) -> int:
+        return next(
+            (i for i, p in enumerate(METRIC_ORDER) if key == p or key.startswith(p)), len(METRIC_ORDER)
+        )
+
+    return sorted(keys, key=rank)
 
 
 def metrics_section(metrics: dict[str, Any] | None, roles: Roles | None) -> str:
     if metrics is None or roles is None:
         return "<h2>Metrics</h2>" + NOT_RUN
     systems = metrics.get("systems") or {}
-    present = [
-        (k, label)
-        for k, label in METRIC_COLUMNS
-        if any(k in (s.get("metrics") or {}) for s in systems.values())
-    ]
+    present = [(k, metric_label(k)) for k in metric_columns(systems)]
     head = "".join(f"<th>{_esc(label)}</th>" for _, label in present)
-    tags = _role_names(roles)
+    tags = roles.tags()
     rows = []
     for name, s in systems.items():
         tag = f' <span class="role">({tags[name]})</span>' if name in tags else ""
@@ -308,7 +392,7 @@ def metrics_section(metrics: dict[str, Any] | None, roles: Roles | None) -> str:
     note = (
         f'<p class="meta">{_esc(metrics.get("num_prompts"))} held-out prompts x '
         f"{_esc(metrics.get('samples_per_prompt'))} samples, seed {_esc(metrics.get('seed'))}; "
-        "mean [bootstrap 95 % interval over prompts]; Fréchet distances to codec reconstructions of real "
+        "mean [95 % interval; one bootstrap over prompts for every system]; Fréchet distances to codec reconstructions of real "
         "held-out clips (lower = closer); cost = model rows per generated frame (2 with CFG) and seconds "
         "to generate every sample of the system.</p>"
     )
@@ -412,6 +496,15 @@ def curves_section(run_dir: Path) -> str:
     return "".join(parts)
 
 
+def sample_folder(run_dir: Path, metrics: dict[str, Any], name: str) -> Path:
+    """Where a system's samples are: the folder metrics.json records, else ``samples/<slug of its name>``."""
+    recorded = ((metrics.get("systems") or {}).get(name) or {}).get("samples")
+    evaluate = run_dir / "evaluate"
+    if isinstance(recorded, str) and recorded:
+        return evaluate / recorded
+    return evaluate / "samples" / (slug(name) or name)
+
+
 def audio_section(run_dir: Path, metrics: dict[str, Any] | None) -> str:
     samples = run_dir / "evaluate" / "samples"
     prompts = (metrics or {}).get("prompts") or []
@@ -426,7 +519,7 @@ def audio_section(run_dir: Path, metrics: dict[str, Any] | None) -> str:
         for name in metrics.get("systems") or {}:
             cells = []
             for s in range(AUDIO_SAMPLES):
-                wav = samples / name / f"p{p:03d}_s{s}.wav"
+                wav = sample_folder(run_dir, metrics, name) / f"p{p:03d}_s{s}.wav"
                 cells.append(
                     f'<td><audio controls preload="none" src="{audio_data_uri(wav)}"></audio></td>'
                     if wav.is_file()
@@ -477,13 +570,14 @@ def render_report(run_dir: Path, stage_names: Sequence[str] | None = None) -> st
     """The whole HTML page for ``run_dir``; ``stage_names`` orders the timings table."""
     config = read_run_config(run_dir)
     metrics = read_metrics(run_dir)
-    roles = find_roles(metrics.get("systems") or {}, teacher_gamma(config)) if metrics else None
+    roles = run_roles(metrics, config)
     body = "".join(
         (
             header_section(run_dir, config),
-            claims_section(run_claims(run_dir), roles),
-            pareto_section(run_dir),
+            claims_section(run_claims(run_dir), roles, metrics),
+            pareto_section(run_dir, metrics),
             metrics_section(metrics, roles),
+            data_section(run_dir),
             curves_section(run_dir),
             audio_section(run_dir, metrics),
             timings_section(run_dir, stage_names),

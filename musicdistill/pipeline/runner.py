@@ -47,7 +47,7 @@ class Stage:
 
     ``run(cfg, run_dir, out_dir, resume)`` does the work and returns a JSON-serialisable summary;
     ``resume`` is True when an earlier attempt with the same hash started and did not finish.
-    ``reads`` names the config sections whose values decide whether it must rerun.
+    ``reads`` names the config sections (or dotted keys) whose values decide whether it must rerun.
     """
 
     name: str
@@ -71,7 +71,9 @@ class StageResult:
 def stage_hash(stage: Stage, cfg: Config, upstream: dict[str, str]) -> str:
     parts: dict[str, Any] = {}
     for name in stage.reads:
-        value = getattr(cfg, name)
+        value: Any = cfg
+        for attr in name.split("."):  # a section ('distill') or one key ('run.diversity_beta')
+            value = getattr(value, attr)
         parts[name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
     parts["__upstream__"] = {name: upstream[name] for name in stage.after}
     return config_hash(parts)

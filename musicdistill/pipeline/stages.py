@@ -7,15 +7,17 @@ Layout of a run folder ``<runs_dir>/<name>/``::
     tokens/     every usable clip encoded by the codec
     base/       the pretrained base generator (the CFG teacher)
     quality/    the distilled quality model (β = 0)
-    diversity/  the distilled diversity model (β = distill.diversity_beta)
+    diversity/  the distilled diversity model (β = run.diversity_beta)
+    offline/    with run.compare_offline: β = 0 distilled offline on teacher samples (claim C5)
     merges/     LERP merges of quality and diversity at each λ
-    embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
+    embedder/, second_embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
     evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
     report.html the self-contained report (claims C1-C5, metrics, curves, audio), by the ``report`` stage
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -24,9 +26,11 @@ from typing import Any
 import torch
 
 from musicdistill.codec.factory import fit_codec, load_codec
+from musicdistill.codec.interface import read_codec_json
 from musicdistill.config import Config
+from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
-from musicdistill.data.manifest import check_entries, load_dataset, read_manifest
+from musicdistill.data.manifest import check_data, load_data, read_manifest, windowing_of
 from musicdistill.data.synth import dataset_is_current, synthesize_dataset
 from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
 from musicdistill.evaluation.setup import run_evaluation
@@ -35,13 +39,16 @@ from musicdistill.judges.embedder import fit_and_save_embedder
 from musicdistill.judges.log_mel import load_labelled_mels
 from musicdistill.judges.oracle import fit_and_save_oracle
 from musicdistill.judges.scorer import fit_and_save_scorer
+from musicdistill.judges.second_embedder import fit_and_save_second_embedder
 from musicdistill.merging import merge_checkpoints
-from musicdistill.model.loading import save_musicgen_base
+from musicdistill.model.loading import resolve_codec_dir, save_musicgen_base
 from musicdistill.model.musicgen import musicgen_codec
 from musicdistill.model.text import build_text_encoder
 from musicdistill.pipeline.report import run_claims, write_report
 from musicdistill.pipeline.runner import Stage
 from musicdistill.runtime import resolve_device, seed_everything
+from musicdistill.storage.checkpoint import load_checkpoint
+from musicdistill.storage.convert import convert_checkpoint
 from musicdistill.storage.history import read_rows
 from musicdistill.training.distill import distill
 from musicdistill.training.distill_setup import assemble
@@ -63,43 +70,53 @@ def stage_data(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str,
     ):
         synthesize_dataset(out, d.num_clips, d.seed, d.sample_rate, d.duration, d.workers)
     manifest = manifest_path(cfg, run_dir)
-    report = check_entries(
-        read_manifest(manifest), d.sample_rate, d.duration, d.min_duration, workers=d.workers
-    )
-    log.info("data: %s", report.summary())
+    report = check_data(d, manifest, cfg.oracle)
+    for line in report.format(limit=0).splitlines()[:4]:
+        log.info("data: %s", line)
     if report.usable == 0:
         raise ValueError(
             f"{manifest}: no usable clip; run 'musicdistill data check {manifest}' for the reasons"
         )
     if d.strict and report.bad:
         raise ValueError(f"{manifest}: {report.bad} bad clips with data.strict=true: {report.summary()}")
-    return {
-        "manifest": str(manifest),
-        "clips": report.total,
-        "usable": report.usable,
-        "seconds": round(report.seconds, 1),
-    }
+    needed = dict.fromkeys(("train", "valid", cfg.evaluate.split))
+    missing = [split for split in needed if split not in report.splits]
+    if missing:
+        found = ", ".join(f"{s} {c.clips} clips/{c.captions} captions" for s, c in report.splits.items())
+        raise ValueError(
+            f"{manifest}: no usable clip in the {' and '.join(missing)} split ({found}); the main job trains "
+            f"on train, validates on valid and evaluates on {cfg.evaluate.split}. Give the manifest a "
+            "'split' column (train/valid/test), or more distinct captions: splits come from a hash of "
+            "each caption, about 90/5/5"
+        )
+    held_out = report.splits.get(cfg.evaluate.split)
+    available = held_out.captions if held_out else 0
+    if available < cfg.evaluate.num_prompts:
+        log.warning(
+            "data: the %s split has %d distinct captions but evaluate.num_prompts=%d; the evaluation uses "
+            "%d prompts (the report gives the interval width that buys)",
+            cfg.evaluate.split,
+            available,
+            cfg.evaluate.num_prompts,
+            available,
+        )
+    return {"manifest": str(manifest), **report.counts()}
 
 
 def stage_codec(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Fit the offline codec on the train split (or load EnCodec) and save it.
+    """Fit the offline codec on the train split (or load EnCodec, or copy ``codec.from_dir``) and save it.
 
     With ``model.backbone: musicgen`` the codec is the EnCodec the MusicGen reads (see
     :func:`musicdistill.model.musicgen.musicgen_codec`).
     """
-    if cfg.model.backbone == "musicgen":
+    if cfg.codec.from_dir:
+        codec = load_codec(existing_dir(cfg.codec.from_dir, "codec.from_dir"))
+    elif cfg.model.backbone == "musicgen":
         codec = musicgen_codec(cfg.codec, cfg.model.pretrained, cfg.data.sample_rate)
     else:
         audio = None
         if cfg.codec.kind == "melrvq":
-            _, clips = load_dataset(
-                manifest_path(cfg, run_dir),
-                cfg.data.sample_rate,
-                cfg.data.duration,
-                split="train",
-                workers=cfg.data.workers,
-                min_duration=cfg.data.min_duration,
-            )
+            _, clips = load_data(cfg.data, manifest_path(cfg, run_dir), split="train")
             audio = torch.from_numpy(clips)
         codec = fit_codec(cfg.codec, audio, cfg.data.sample_rate)
     codec.save(out)
@@ -121,6 +138,7 @@ def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
         cfg.data.workers,
         cfg.data.strict,
         cfg.data.min_duration,
+        windowing_of(cfg.data),
     )
     save_token_set(tokens, out)
     return {
@@ -154,6 +172,8 @@ def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
     """Pretrain the base generator (the CFG teacher); a pretrained MusicGen is exported as it is."""
     if cfg.model.backbone == "musicgen":
         return _export_musicgen_base(cfg, run_dir, out)
+    if cfg.pretrain.from_dir:
+        return _copy_shipped_base(cfg, run_dir, out)
     tokens = load_token_set(run_dir / "tokens")
     pretrain(
         cfg,
@@ -166,6 +186,48 @@ def stage_pretrain(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
     )
     last = _last_history_row(out)
     return {k: last[k] for k in ("step", "loss", "val_loss", "val_loss_null") if k in last}
+
+
+def existing_dir(path: str, key: str) -> Path:
+    """``path`` as a folder that exists, or a ValueError naming the config key and the fix."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(
+            f"{key}={path!r} is not a folder (relative paths resolve against {Path.cwd()}); run from the "
+            f"repository root, point {key} at the folder, or set {key}='' to train it here "
+            "(configs/from-scratch.yaml does)"
+        )
+    return folder
+
+
+def _copy_shipped_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, Any]:
+    """The base stage with ``pretrain.from_dir``: the shipped base copied in float32; nothing is pretrained.
+
+    The base must have been trained on the run's codec (``codec.from_dir``) and have the model
+    shape the config states, so that no setting is silently ignored.
+    """
+    src = existing_dir(cfg.pretrain.from_dir, "pretrain.from_dir")
+    ckpt = load_checkpoint(src)
+    shipped_model = ckpt.config.get("model") or {}
+    wanted = dataclasses.asdict(cfg.model)
+    differ = {k: (wanted[k], v) for k, v in shipped_model.items() if k in wanted and wanted[k] != v}
+    if differ:
+        pairs = ", ".join(f"model.{k}={a!r} (base: {b!r})" for k, (a, b) in sorted(differ.items()))
+        raise ValueError(
+            f"pretrain.from_dir={cfg.pretrain.from_dir}: the shipped base has another shape than the config: "
+            f"{pairs}; drop those overrides, or set pretrain.from_dir='' to pretrain your own base"
+        )
+    base_codec = resolve_codec_dir(src, ckpt.provenance)
+    if base_codec is None or read_codec_json(base_codec) != read_codec_json(run_dir / "codec"):
+        raise ValueError(
+            f"pretrain.from_dir={cfg.pretrain.from_dir}: the base was trained on the codec {base_codec}, which is "
+            f"not the run's codec ({run_dir / 'codec'}); set codec.from_dir to the base's codec folder"
+        )
+    convert_checkpoint(
+        src, out, "float32", {"codec_dir": os.path.relpath(run_dir / "codec", out.parent), "kind": "base"}
+    )
+    shipped = {k: ckpt.provenance.get(k) for k in ("step",) if k in ckpt.provenance}
+    return {"from_dir": str(src), **shipped}
 
 
 def _export_musicgen_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, Any]:
@@ -185,21 +247,36 @@ def _export_musicgen_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, An
     return {"backbone": "musicgen", "pretrained": cfg.model.pretrained, "step": 0}
 
 
-JUDGE_DIRS = ("embedder", "oracle", "scorer")
+JUDGE_DIRS = ("embedder", "second_embedder", "oracle", "scorer")
 
 
 def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Train the reward embedder, the attribute oracle and the text-audio scorer on the same log-mels.
+    """Train the reward embedder, the second embedder, the attribute oracle and the text-audio scorer on
+    the same log-mels (the two embedders on disjoint halves of the training clips).
 
-    They are written to ``<run>/embedder``, ``<run>/oracle`` and ``<run>/scorer``; the oracle needs
+    They are written to ``<run>/embedder``, ``<run>/second_embedder``, ``<run>/oracle`` and
+    ``<run>/scorer``; the oracle needs
     attribute labels, so it is skipped for user data without them.
     """
     train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
     summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
-    if any(e.attributes for e in train.entries):
+    # the second embedder (evaluation only) trains on the other half of the training clips
+    summary["second_embedder"] = fit_and_save_second_embedder(
+        cfg, train, held_out, run_dir / "second_embedder"
+    )
+    heads = choose_heads(
+        cfg.oracle.heads,
+        [e.attributes for e in train.entries],
+        cfg.oracle.min_clips_per_class,
+        [str(e.path) for e in train.entries],
+    )
+    for note in heads.notes:
+        log.info("oracle: %s", note)
+    if heads.heads:
         summary["oracle"] = fit_and_save_oracle(cfg, train, held_out, run_dir / "oracle")
     else:
-        log.info("the training data has no attribute labels: no oracle (attribute adherence is not measured)")
+        log.info("no attribute the oracle can learn: no oracle (attribute adherence is not measured)")
+        summary["oracle"] = {"trained": False, **heads.as_dict()}
     captions = run_captions(cfg, run_dir) if cfg.scorer.text_encoder == cfg.text.encoder else None
     summary["scorer"] = fit_and_save_scorer(cfg, train, held_out, run_dir / "scorer", captions=captions)
     return summary
@@ -208,8 +285,6 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
 def _distill_stage(
     cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float, mode: str = "on_policy"
 ) -> dict[str, Any]:
-    import dataclasses
-
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta, mode=mode))
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
@@ -244,15 +319,15 @@ def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[s
 
 
 def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Distil with the diversity reward, β = distill.diversity_beta: the diversity model."""
-    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.distill.diversity_beta)
+    """Distil with the diversity reward, β = run.diversity_beta: the diversity model."""
+    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.run.diversity_beta)
 
 
 def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Optional (``distill.compare_offline``): β = 0 distillation on sequences the CFG teacher sampled once
+    """Optional (``run.compare_offline``): β = 0 distillation on sequences the CFG teacher sampled once
     (``distill.mode=teacher``), for claim C5 (on-policy against offline: teacher hacking)."""
-    if not cfg.distill.compare_offline:
-        return {"ran": False, "reason": "distill.compare_offline=false"}
+    if not cfg.run.compare_offline:
+        return {"ran": False, "reason": "run.compare_offline=false"}
     return _distill_stage(cfg, run_dir, out, resume, beta=0.0, mode="teacher")
 
 
@@ -273,64 +348,42 @@ def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
 
 
 def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
-    """The systems the main job compares: base (temperature and CFG sweeps), distilled, merges."""
+    """The systems the main job compares: the base's CFG and temperature fronts, the students, the merges.
+
+    The base without CFG at temperature 1 (``base``) is on both fronts and is evaluated once; the
+    teacher's scale ``distill.gamma`` is always on the CFG front. The merge front's ends, λ = 0 and
+    λ = 1, are the students themselves, so only the merges strictly between are evaluated. The
+    offline student is evaluated with ``run.compare_offline`` (claim C5).
+    """
     base = str(run_dir / "base")
-    systems: list[dict[str, Any]] = [
-        {
-            "name": "base",
-            "checkpoint": base,
-            "family": "base, temperature",
-            "cfg_scale": 1.0,
-            "temperature": 1.0,
+
+    def system(
+        name: str, checkpoint: str, family: str, cfg_scale: float = 1.0, temperature: float = 1.0
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "checkpoint": checkpoint,
+            "family": family,
+            "cfg_scale": float(cfg_scale),
+            "temperature": float(temperature),
         }
+
+    temperatures = sorted({float(t) for t in cfg.run.temperatures} - {1.0})
+    scales = sorted(({float(g) for g in cfg.run.cfg_scales} | {float(cfg.distill.gamma)}) - {1.0})
+    systems = [system("base", base, "base, temperature")]
+    systems += [system(f"base T={t:g}", base, "base, temperature", temperature=t) for t in temperatures]
+    systems += [system(f"base CFG {g:g}", base, "base + CFG", cfg_scale=g) for g in scales]
+    systems += [
+        system("quality (beta=0)", str(run_dir / "quality"), "distilled"),
+        system(f"diversity (beta={cfg.run.diversity_beta:g})", str(run_dir / "diversity"), "distilled"),
     ]
     systems += [
-        {
-            "name": f"base T={t:g}",
-            "checkpoint": base,
-            "family": "base, temperature",
-            "cfg_scale": 1.0,
-            "temperature": float(t),
-        }
-        for t in cfg.evaluate.temperatures
-    ]
-    systems += [
-        {
-            "name": f"base CFG {g:g}",
-            "checkpoint": base,
-            "family": "base + CFG",
-            "cfg_scale": float(g),
-            "temperature": 1.0,
-        }
-        for g in cfg.evaluate.cfg_scales
-    ]
-    systems += [
-        {
-            "name": "quality (beta=0)",
-            "checkpoint": str(run_dir / "quality"),
-            "family": "distilled",
-            "cfg_scale": 1.0,
-            "temperature": 1.0,
-        },
-        {
-            "name": f"diversity (beta={cfg.distill.diversity_beta:g})",
-            "checkpoint": str(run_dir / "diversity"),
-            "family": "distilled",
-            "cfg_scale": 1.0,
-            "temperature": 1.0,
-        },
-    ]
-    systems += [
-        {
-            "name": f"merge lambda={lam:g}",
-            "checkpoint": str(merge_dir(run_dir, lam)),
-            "family": "merged",
-            "cfg_scale": 1.0,
-            "temperature": 1.0,
-        }
+        system(f"merge lambda={lam:g}", str(merge_dir(run_dir, lam)), "merged")
         for lam in MERGE_LAMBDAS
         if 0.0 < lam < 1.0
     ]
+    if cfg.run.compare_offline:
+        systems.append(system("offline (beta=0)", str(run_dir / "offline"), "distilled offline"))
     return systems
 
 
@@ -340,7 +393,7 @@ def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[
     systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
     optional = {
         name: (run_dir / name if (run_dir / name).is_dir() else None)
-        for name in ("embedder", "oracle", "scorer")
+        for name in ("embedder", "second_embedder", "oracle", "scorer")
     }
     report = run_evaluation(cfg, systems, run_dir / "tokens", out, **optional)
     return {"systems": len(report["systems"]), "prompts": report["num_prompts"]}
@@ -395,10 +448,10 @@ def main_job_stages() -> list[Stage]:
         Stage(
             "judges",
             stage_judges,
-            reads=("data", "embed", "oracle", "scorer"),
+            reads=("data", "embed", "second_embed", "oracle", "scorer"),
             after=("codec", "captions"),
             estimate_s=120,
-            doc="train the reward embedder, attribute oracle and text-audio scorer",
+            doc="train the reward and second embedders, attribute oracle and text-audio scorer",
         ),
         Stage(
             "base",
@@ -420,19 +473,19 @@ def main_job_stages() -> list[Stage]:
         Stage(
             "diversity",
             stage_diversity,
-            reads=("distill", "device"),
+            reads=("distill", "run.diversity_beta", "device"),
             after=("base", "judges"),
             estimate_s=150,
-            doc="distil with the diversity reward (beta = distill.diversity_beta)",
+            doc="distil with the diversity reward (beta = run.diversity_beta)",
             concurrent=True,
         ),
         Stage(
             "offline",
             stage_offline,
-            reads=("distill", "device"),
+            reads=("distill", "run.compare_offline", "device"),
             after=("base", "judges"),
             estimate_s=120,
-            doc="optional: offline distillation on teacher samples, for claim C5",
+            doc="optional (run.compare_offline): offline distillation on teacher samples, for claim C5",
             concurrent=True,
         ),
         Stage(
@@ -446,8 +499,16 @@ def main_job_stages() -> list[Stage]:
         Stage(
             "evaluate",
             stage_evaluate,
-            reads=("evaluate", "generate", "device"),
-            after=("merges", "judges"),
+            reads=(
+                "evaluate",
+                "generate",
+                "device",
+                "run.cfg_scales",
+                "run.temperatures",
+                "run.compare_offline",
+                "distill.gamma",
+            ),
+            after=("merges", "judges", "offline"),
             estimate_s=150,
             doc="evaluate every system on held-out prompts; Pareto plot",
         ),

@@ -10,7 +10,9 @@ A checkpoint is a folder::
 Every file is written atomically and ``provenance.json`` is written last, so a checkpoint whose
 recorded hash matches its weights is complete. Training runs keep resumable snapshots under
 ``<out>/checkpoints/step_XXXXXXX`` (adding ``trainer.safetensors`` + ``trainer.json`` with the
-optimizer, scheduler and RNG state) and publish the newest complete one in ``<out>/checkpoints/latest``.
+optimizer and scheduler state, the step and counters; no RNG state is needed, since every random
+draw is seeded by its step, see :func:`musicdistill.loop_kit.step_generator`) and publish the
+newest complete one in ``<out>/checkpoints/latest``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,36 +180,8 @@ def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """The global (python, numpy, torch, cuda) RNG states plus any named explicit generators."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    """Inverse of :func:`capture_rng`."""
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_state = state["numpy"]
-    np.random.set_state(tuple(np_state))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
-    for name, g in (generators or {}).items():
-        if name not in state["generators"]:
-            raise CheckpointError(f"training state has no RNG state for generator '{name}'")
-        g.set_state(state["generators"][name])
-
-
 def save_training_state(directory: str | Path, state: dict[str, Any]) -> None:
-    """Save a nested dict of optimizer/scheduler/RNG state and counters without pickling.
+    """Save a nested dict of optimizer/scheduler state and counters without pickling.
 
     Tensors go to ``trainer.safetensors``; the structure and plain values to ``trainer.json``.
     """

@@ -1,56 +1,60 @@
 """Diversity-rewarded CFG distillation: THE finetuning loop, readable top to bottom.
 
-Each step (method.md sections 2-3):
+Each step (docs/method.md sections 3-4):
 
 1. take B prompts and draw G rollouts per prompt from the student, without CFG, with the KV cache
    and no gradient (``mode="on_policy"``; the offline modes take sequences sampled once from the
    CFG teacher, or dataset clips, to compare against: teacher hacking);
 2. run the frozen teacher teacher-forced on those rollouts, conditional and null rows in one
-   batch-doubled forward, combined by ``apply_cfg`` at scale γ, and the student teacher-forced with
-   gradients;
+   batch-doubled forward combined at scale γ (:func:`~musicdistill.generation.guidance.guided_forward`),
+   and the student teacher-forced with gradients;
 3. distillation loss: per-position, per-codebook divergence over valid positions (reverse
    KL(student ‖ CFG teacher) by default), averaged over valid tokens;
 4. decode the rollouts, embed them with the frozen reward embedder, reward each rollout by its
    mean cosine distance to its siblings, leave-one-out baseline, REINFORCE on the sequence
    log-probability, weighted by β;
-5. ``loss = KL + β · REINFORCE``, AdamW, gradient clipping.
+5. ``loss = KL + β · REINFORCE``, AdamW (no weight decay on norms, biases and embeddings), gradient
+   clipping, learning rate constant after a linear warm-up.
 
 Batches and random draws are pure functions of (seed, step, rank), so a resumed run ends with
-exactly the parameters of an uninterrupted one.
+exactly the parameters of an uninterrupted one. Optimizer, schedule, step seeding, snapshots and
+progress come from the kit in :mod:`musicdistill.loop_kit`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from musicdistill.config import Config, ConfigError, DistillConfig, config_to_dict
-from musicdistill.generation.guidance import apply_cfg, cfg_batch
+from musicdistill.generation.guidance import guided_forward
 from musicdistill.generation.sampling import sample_tokens
+from musicdistill.loop_kit import (
+    make_optimizer,
+    make_scheduler,
+    optimizer_step,
+    resume_training,
+    save_training_snapshot,
+    step_generator,
+)
 from musicdistill.model.delay import teacher_forcing_batch
 from musicdistill.model.text import TextCondition
+from musicdistill.progress import Progress, track
 from musicdistill.runtime import autocast, device_clock
-from musicdistill.storage.checkpoint import (
-    latest_snapshot,
-    load_checkpoint,
-    load_training_state,
-    save_checkpoint,
-    save_snapshot,
-)
-from musicdistill.storage.history import append_row, trim_rows
+from musicdistill.storage.checkpoint import save_checkpoint
+from musicdistill.storage.history import append_row
 from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
 from musicdistill.training.losses import (
     combined_loss,
     leave_one_out_advantages,
     pairwise_distances,
+    pairwise_diversity_reward,
     policy_entropy,
     reinforce_loss,
     sequence_logprob,
@@ -58,6 +62,9 @@ from musicdistill.training.losses import (
 )
 
 log = logging.getLogger(__name__)
+
+#: :func:`~musicdistill.loop_kit.step_generator` streams, one per kind of random draw
+ROLLOUT_STREAM, PROMPT_STREAM, POOL_PROMPT_STREAM, POOL_SAMPLE_STREAM, OFFLINE_STREAM, EVAL_STREAM = range(6)
 
 #: codes [N, K, T] -> L2-normalised embeddings [N, E] of the decoded audio (the reward model)
 RewardEmbed = Callable[[torch.Tensor], torch.Tensor]
@@ -111,14 +118,9 @@ class Rollouts:
 # --------------------------------------------------------------------------------------------
 
 
-def step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
-    """The seed of one step's draws on one rank."""
-    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + salt) % (2**63 - 1)
-
-
 def step_prompts(prompts: PromptSet, dc: DistillConfig, step: int, info: DistInfo) -> list[str]:
     """This rank's share of the step's B prompts (drawn identically on every rank, then split)."""
-    g = torch.Generator().manual_seed(step_seed(dc.seed, step, 0, salt=1))
+    g = step_generator(dc.seed, step, PROMPT_STREAM)
     idx = torch.randint(len(prompts), (dc.prompts_per_step,), generator=g).tolist()
     share = dc.prompts_per_step // info.world_size
     mine = idx[info.rank * share : (info.rank + 1) * share]
@@ -136,13 +138,6 @@ def student_rollouts(
     return Rollouts(codes=codes, prompts=[p for p in prompts for _ in range(dc.group_size)])
 
 
-def guided_teacher_logits(teacher, inputs: torch.Tensor, cond: TextCondition, gamma: float) -> torch.Tensor:
-    """CFG teacher logits ``[N, K, S, V]``: one forward of 2N rows (conditional, then null)."""
-    logits = teacher(torch.cat([inputs, inputs]), cfg_batch(cond))
-    n = inputs.shape[0]
-    return apply_cfg(logits[:n], logits[n:], gamma)
-
-
 def reward_terms(
     reward_embed: RewardEmbed | None, codes: torch.Tensor, group_size: int
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -150,9 +145,10 @@ def reward_terms(
     if reward_embed is None:
         return None, None
     with torch.no_grad():
-        distances = pairwise_distances(reward_embed(codes).float(), group_size)  # [B, G, G]
-    rewards = distances.sum(-1).div(group_size - 1).reshape(-1)
-    return rewards, leave_one_out_advantages(distances)
+        embeddings = reward_embed(codes).float()  # [N, E]
+        rewards = pairwise_diversity_reward(embeddings, group_size)
+        advantages = leave_one_out_advantages(pairwise_distances(embeddings, group_size))
+    return rewards, advantages
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,12 +159,11 @@ def reward_terms(
 def teacher_pool(parts: DistillParts, dc: DistillConfig, device: torch.device) -> Rollouts:
     """``offline_pool`` sequences sampled once from the CFG teacher (G per prompt)."""
     groups = max(1, dc.offline_pool // dc.group_size)
-    g = torch.Generator().manual_seed(step_seed(dc.seed, 0, 0, salt=2))
-    idx = torch.randint(len(parts.train), (groups,), generator=g).tolist()
-    prompts = [parts.train.prompts[i] for i in idx]
-    gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, 0, 0, salt=3))
+    idx = torch.randint(len(parts.train), (groups,), generator=step_generator(dc.seed, 0, POOL_PROMPT_STREAM))
+    prompts = [parts.train.prompts[i] for i in idx.tolist()]
+    gen = step_generator(dc.seed, 0, POOL_SAMPLE_STREAM, device=device)
     codes = []
-    for start in tqdm(range(0, groups, 16), desc="sampling the teacher pool", unit="batch", leave=False):
+    for start in track(range(0, groups, 16), "sampling the teacher pool", unit="batch", leave=False):
         cond = parts.encode(prompts[start : start + 16]).repeat_interleave(dc.group_size)
         c, _ = sample_tokens(parts.teacher, cond, parts.num_frames, cfg_scale=dc.gamma, generator=gen)
         codes.append(c)
@@ -178,8 +173,9 @@ def teacher_pool(parts: DistillParts, dc: DistillConfig, device: torch.device) -
 def offline_batch(pool: Rollouts, dc: DistillConfig, step: int, info: DistInfo) -> Rollouts:
     """This rank's share of B groups of G sequences from an offline pool (teacher or dataset)."""
     groups = pool.codes.shape[0] // dc.group_size
-    g = torch.Generator().manual_seed(step_seed(dc.seed, step, 0, salt=4))
-    idx = torch.randint(groups, (dc.prompts_per_step,), generator=g)
+    idx = torch.randint(
+        groups, (dc.prompts_per_step,), generator=step_generator(dc.seed, step, OFFLINE_STREAM)
+    )
     share = dc.prompts_per_step // info.world_size
     mine = idx[info.rank * share : (info.rank + 1) * share]
     rows = (mine[:, None] * dc.group_size + torch.arange(dc.group_size)).flatten()
@@ -196,13 +192,13 @@ def evaluate_student(parts: DistillParts, dc: DistillConfig, device: torch.devic
     """On held-out prompts: student samples (no CFG), their KL to the CFG teacher, reward, golden metric."""
     n = min(dc.eval_prompts, len(parts.held_out))
     prompts = parts.held_out.prompts[:n]
-    gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, 0, 0, salt=5))
+    gen = step_generator(dc.seed, 0, EVAL_STREAM, device=device)
     roll = student_rollouts(parts.student, parts.encode, prompts, dc, parts.num_frames, gen)
     cond = parts.encode(roll.prompts)
     inputs, _, mask = teacher_forcing_batch(roll.codes, parts.student.delays, parts.student.special_token)
     parts.student.eval()
     with autocast(device, dc.bf16):
-        teacher_logits = guided_teacher_logits(parts.teacher, inputs, cond, dc.gamma)
+        teacher_logits = guided_forward(parts.teacher, inputs, cond, dc.gamma)
         student_logits = parts.student(inputs, cond)
     kl, _ = token_divergence(student_logits, teacher_logits, mask, kind="reverse_kl")
     parts.student.train()
@@ -242,10 +238,6 @@ def check_distill_config(dc: DistillConfig, parts: DistillParts, info: DistInfo)
         raise ConfigError("distill.mode=dataset needs the encoded dataset (tokens)")
 
 
-def lr_factor(step: int, dc: DistillConfig) -> float:
-    return min(1.0, (step + 1) / dc.warmup_steps) if dc.warmup_steps else 1.0
-
-
 def distill(
     cfg: Config,
     parts: DistillParts,
@@ -267,22 +259,12 @@ def distill(
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(
-        student.parameters(), lr=dc.lr, betas=(0.9, 0.95), weight_decay=dc.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, dc))
-    start, bad_streak = 0, 0
-    snap = latest_snapshot(out) if resume else None
-    if snap is not None:
-        student.load_state_dict(load_checkpoint(snap).state_dict)
-        state = load_training_state(snap)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, bad_streak = int(state["step"]), int(state["bad_streak"])
-        log.info("resumed from %s at step %d", snap, start)
+    optimizer = make_optimizer(student, dc.lr, dc.weight_decay)
+    scheduler = make_scheduler(optimizer, dc.steps, dc.warmup_steps, min_ratio=1.0)  # constant after warm-up
+    start, state = resume_training(out, student, optimizer, scheduler, resume, trim_history=info.is_main)
+    bad_streak = int(state.get("bad_streak", 0))
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        trim_rows(out, start)
 
     pool = None
     if dc.mode == "teacher":
@@ -302,19 +284,12 @@ def distill(
     if info.is_main and start == 0:
         append_row(out, {"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
     student.train()
-    bar = tqdm(
-        range(start, dc.steps),
-        initial=start,
-        total=dc.steps,
-        desc=f"distill β={dc.beta:g}",
-        unit="step",
-        disable=not info.is_main,
-    )
+    progress = Progress(f"distill β={dc.beta:g}", dc.steps, initial=start, enabled=info.is_main)
     clock = device_clock(device)
-    for step in bar:
+    for step in range(start, dc.steps):
         times: dict[str, float] = {}
         t0 = clock()
-        gen = torch.Generator(device=device).manual_seed(step_seed(dc.seed, step, info.rank))
+        gen = step_generator(dc.seed, step, ROLLOUT_STREAM, info.rank, device)
         if pool is None:
             roll = student_rollouts(
                 student, parts.encode, step_prompts(parts.train, dc, step, info), dc, parts.num_frames, gen
@@ -328,7 +303,7 @@ def distill(
         cond = parts.encode(roll.prompts)
         inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
         with torch.no_grad(), autocast(device, dc.bf16):
-            teacher_logits = guided_teacher_logits(teacher, inputs, cond, dc.gamma)
+            teacher_logits = guided_forward(teacher, inputs, cond, dc.gamma)
         times["teacher"] = clock() - t0
 
         t0 = clock()
@@ -366,14 +341,7 @@ def distill(
                 )
         else:
             bad_streak = 0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                student.parameters(), dc.grad_clip if dc.grad_clip > 0 else math.inf
-            )
-            optimizer.step()
-            scheduler.step()
-            row["grad_norm"] = round(float(grad_norm), 5)
+            row["grad_norm"] = round(optimizer_step(loss, student, optimizer, scheduler, dc.grad_clip), 5)
         times["student"] = clock() - t0
 
         with torch.no_grad():
@@ -396,23 +364,13 @@ def distill(
             row.update({k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()})
         if info.is_main:
             append_row(out, row)
-            bar.set_postfix(kl=f"{row['kl']:.4f}", reward=f"{row.get('reward_mean', float('nan')):.3f}")
+            progress.update(done, kl=row["kl"], reward=row.get("reward_mean", float("nan")))
         if done % dc.ckpt_every == 0 or done == dc.steps:
             if info.is_main:
-                save_snapshot(
-                    out,
-                    done,
-                    student.state_dict(),
-                    config_dict,
-                    prov,
-                    {
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "bad_streak": bad_streak,
-                    },
-                )
+                counters = {"bad_streak": bad_streak}
+                save_training_snapshot(out, done, student, optimizer, scheduler, config_dict, prov, counters)
             barrier(info)
-    bar.close()
+    progress.close()
     if info.is_main:
         save_checkpoint(out, student.state_dict(), config_dict, {**prov, "step": dc.steps})
         log.info("distilled model (β=%g) saved to %s", dc.beta, out)

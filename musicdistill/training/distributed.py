@@ -74,10 +74,3 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def broadcast_tensors(tensors: list[torch.Tensor], info: DistInfo, src: int = 0) -> None:
-    """Broadcast tensors in place from ``src`` (e.g. rank 0's initial weights)."""
-    if info.enabled:
-        for t in tensors:
-            dist.broadcast(t, src=src)

@@ -3,7 +3,7 @@
 Shapes: N sequences (N = B·G when there are G samples per prompt, prompt-major: the G samples of
 a prompt are consecutive), K codebooks, T frames, V codebook size, E embedding width.
 
-The finetuning objective (method.md sections 2-3) is *maximised* as ``QD = -L_distill + beta·D``;
+The finetuning objective (docs/method.md sections 1, 3-4) is *maximised* as ``QD = -L_distill + beta·D``;
 the loss minimised here is therefore::
 
     loss = token_divergence(...) + beta * reinforce_loss(...)          (see combined_loss)
@@ -19,6 +19,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from musicdistill.judges.diversity import cosine_distances
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "jeffreys", "gjsd")
 REINFORCE_NORMALIZATIONS = ("sequence", "tokens")
@@ -55,7 +57,7 @@ def _check_groups(n: int, group_size: int, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Distillation divergences (method.md section 2)
+# Distillation divergences (docs/method.md section 3)
 # --------------------------------------------------------------------------------------------
 
 
@@ -167,7 +169,7 @@ def token_divergence(
 
 
 # --------------------------------------------------------------------------------------------
-# Diversity reward and REINFORCE (method.md section 3)
+# Diversity reward and REINFORCE (docs/method.md section 4)
 # --------------------------------------------------------------------------------------------
 
 
@@ -177,9 +179,15 @@ def pairwise_diversity_reward(embeddings: torch.Tensor, group_size: int) -> torc
     ``r_i = 1/(G-1) · Σ_{j≠i} (1 - cos(e_i, e_j))`` within each group of ``G = group_size``
     consecutive rows (prompt-major). Rows are L2-normalised here, so the result is a true cosine
     distance for any embedding. Identical embeddings give 0, orthogonal ones 1, opposite ones 2.
-    The reward is a constant of the policy: callers compute it without gradients.
+    The reward is a constant of the policy: callers compute it without gradients. Distillation's
+    reward (:func:`musicdistill.training.distill.reward_terms`) is this function.
     """
-    return pairwise_distances(embeddings, group_size).sum(-1).div(group_size - 1).reshape(-1)
+    return _mean_sibling_distance(pairwise_distances(embeddings, group_size)).reshape(-1)
+
+
+def _mean_sibling_distance(distances: torch.Tensor) -> torch.Tensor:
+    """The reward of each sample from its group's distances: ``[B, G, G] -> [B, G]``."""
+    return distances.sum(-1).div(distances.shape[-1] - 1)
 
 
 def pairwise_distances(embeddings: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -188,8 +196,7 @@ def pairwise_distances(embeddings: torch.Tensor, group_size: int) -> torch.Tenso
         raise ValueError(f"embeddings must have shape [B*G, E], got {tuple(embeddings.shape)}")
     _check_groups(embeddings.shape[0], group_size, "embeddings")
     e = F.normalize(embeddings.float(), dim=-1).view(-1, group_size, embeddings.shape[1])  # [B, G, E]
-    off_diagonal = ~torch.eye(group_size, dtype=torch.bool, device=e.device)
-    return (1.0 - e @ e.transpose(1, 2)) * off_diagonal
+    return cosine_distances(e)
 
 
 def leave_one_out_advantages(distances: torch.Tensor) -> torch.Tensor:
@@ -210,7 +217,7 @@ def leave_one_out_advantages(distances: torch.Tensor) -> torch.Tensor:
     if g < 2:
         raise ValueError(f"group_size must be >= 2 for a diversity reward, got {g}")
     d = distances.float()
-    rewards = d.sum(-1) / (g - 1)  # [B, G]
+    rewards = _mean_sibling_distance(d)  # [B, G]
     if g >= 3:
         pair_sum = d.sum(dim=(1, 2)) / 2  # [B]: every pair once
         without_i = pair_sum[:, None] - d.sum(-1)  # pairs not involving i

@@ -238,7 +238,9 @@ def test_check_names_every_bad_entry_with_its_reason(mixed: Path) -> None:
     kinds = {int(p.source.rsplit(":", 1)[1]): p.kind for p in report.problems}
     assert kinds == EXPECTED_KINDS
     assert (report.total, report.usable, report.bad) == (8, 1, 7)
-    assert report.sample_rates == {44100: 3, SR: 3} and report.channels == {2: 3, 1: 3}
+    # counted once per file: good.wav is named by three rows
+    assert report.sample_rates == {44100: 1, SR: 3} and report.channels == {2: 1, 1: 3}
+    assert (report.rows, report.files) == (8, 6)
     assert report.seconds == pytest.approx(2.0)
     text = report.format()
     for name in ("missing.wav", "corrupt.wav", "silent.flac", "short.wav", "nan.wav"):

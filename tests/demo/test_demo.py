@@ -383,6 +383,49 @@ def test_page_builds_with_the_queue_configured(engine):
         build_demo(engine, max_concurrency=0)
 
 
+def test_page_api_has_named_endpoints_without_duplicates_and_labelled_outputs(engine):
+    pytest.importorskip("gradio")
+    from musicdistill.demo.app import MAX_SLOTS, build_demo
+
+    demo = build_demo(engine)
+    public = demo.get_api_info()
+    assert sorted(public["named_endpoints"]) == ["/generate", "/prepare"] and not public["unnamed_endpoints"]
+    assert sorted(demo.get_api_info(all_endpoints=True)["named_endpoints"]) == ["/generate", "/prepare"]
+    dependencies = demo.config["dependencies"]
+    names = [d["api_name"] for d in dependencies]
+    assert len(names) == len(set(names)), names
+    by_name = {d["api_name"]: d for d in dependencies}
+    assert {d["api_name"]: d["api_visibility"] for d in dependencies} == {
+        "generate": "public",
+        "prepare": "public",
+        "load_example": "private",
+    }
+    assert sorted(event for _, event in by_name["generate"]["targets"]) == ["click", "submit"]
+
+    generate = public["named_endpoints"]["/generate"]
+    assert [p["parameter_name"] for p in generate["parameters"]] == [
+        "prompt",
+        "lam",
+        "num_variations",
+        "duration",
+        "seed",
+        "temperature",
+        "compare_teacher",
+        "cfg_scale",
+    ]
+    labels = [r["label"] for r in generate["returns"]]
+    slots = [
+        f"{system} variation {i}{kind}"
+        for system in ("student", "teacher")
+        for kind in ("", " log-mel spectrogram")
+        for i in range(1, MAX_SLOTS + 1)
+    ]
+    assert labels == ["message", "timings and diversity", *slots]
+    assert [r["label"] for r in public["named_endpoints"]["/prepare"]["returns"]] == ["merge status"]
+    for endpoint in public["named_endpoints"].values():
+        assert endpoint["description"]
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------

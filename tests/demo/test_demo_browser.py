@@ -135,6 +135,8 @@ def _as_number(text: str) -> float:
 def test_browser_generates_with_the_slider_and_shows_numbers(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
+    from musicdistill.demo.app import EXAMPLE_PROMPTS
+
     url, server_log = server
 
     with sync_playwright() as pw:
@@ -143,6 +145,8 @@ def test_browser_generates_with_the_slider_and_shows_numbers(server, tmp_path):
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(url)
+            page.get_by_text(EXAMPLE_PROMPTS[1], exact=True).click()  # the examples' loader is API-private
+            expect(page.locator("#prompt textarea")).to_have_value(EXAMPLE_PROMPTS[1])
             page.locator("#prompt textarea").fill("a fast square lead melody in E minor with rock drums")
             page.locator("#lam input[type=range]").fill("0.7")
             expect(page.locator("#weights")).to_contain_text("λ = 0.7 ready")

@@ -30,7 +30,7 @@ from musicdistill.judges.oracle import (
     save_oracle,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
 from test_demo import build_demo_run  # noqa: E402
 
 
@@ -119,6 +119,19 @@ def test_evaluate_two_cfg_scales_end_to_end(tiny_run, tmp_path: Path, monkeypatc
     assert len(rows) == 6 and {r["system"] for r in rows} == {"cfg1", "cfg3"}
     assert sorted(p.name for p in (out / "samples" / "cfg3").iterdir()) == ["p000_s0.wav", "p000_s1.wav"]
     assert (out / "pareto.png").stat().st_size > 10_000
+    # the paired evidence: one bootstrap for all, the CFG front through both systems, the claims
+    assert saved["statistics"]["bootstrap"] == 200
+    assert saved["fronts"]["cfg"]["members"] == ["cfg1", "cfg3"]
+    assert saved["fronts"]["cfg"]["rows_per_frame"] == [1, 2]
+    assert saved["measures"]["quality"] == "attribute_adherence"
+    assert saved["roles"]["teacher"] == "cfg3" and saved["roles"]["base"] == "cfg1"
+    claims = {c["id"]: c for c in saved["claims"]}
+    assert list(claims) == ["C1", "C2", "C3", "C4", "C5"]
+    assert claims["C1"]["verdict"] in ("holds", "fails", "unresolved")
+    quality = claims["C1"]["comparisons"][0]
+    assert quality["low"] <= quality["mean"] <= quality["high"] and quality["n"] == 3
+    assert claims["C2"]["verdict"] == "not run"  # no student evaluated
+    assert saved["systems"]["cfg3"]["samples"] == f"samples/{systems[1].slug}"
     # the judges read decode_mel: audio is decoded only for the saved samples, not for judging or the reference
     assert decoded_rows == [2, 2]
 

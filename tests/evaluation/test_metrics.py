@@ -14,9 +14,9 @@ from musicdistill.evaluation.metrics import (
     Estimate,
     bootstrap_ci,
     frechet_distance,
-    pairwise_diversity,
     vendi_score,
 )
+from musicdistill.judges.diversity import pairwise_diversity
 from musicdistill.judges.embedder import embed_audio, train_embedder
 from musicdistill.judges.log_mel import clip_mels, front_end_settings
 from musicdistill.judges.oracle import fit_hand_features, hand_features

@@ -19,6 +19,7 @@ from musicdistill.judges.embedder import (
     embed_mel,
     info_nce,
     load_embedder,
+    random_eq,
     save_embedder,
     train_embedder,
     window_starts,
@@ -278,3 +279,17 @@ def test_clap_adapter_scores_resampled_audio(tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="CLAP"):
         load_scorer(tmp_path / "other")
+
+
+def test_random_eq_tilts_each_view_smoothly_and_zero_strength_is_identity() -> None:
+    x = torch.randn(4, 32, 10)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(random_eq(x, 0.0, gen), x)
+    y = random_eq(x, 1.0, torch.Generator().manual_seed(0))
+    shift = y - x  # [B, D, T]: one curve per view, the same at every frame
+    assert torch.allclose(shift, shift[:, :, :1].expand_as(shift), atol=1e-6)
+    assert not torch.allclose(shift[0], shift[1])
+    curve = shift[:, :, 0]
+    assert (
+        curve.diff(dim=1).abs().max(dim=1).values < curve.abs().max(dim=1).values
+    ).all()  # smooth over bands

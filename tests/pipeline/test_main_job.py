@@ -59,6 +59,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         "offline",
         "merges/lam_0.50",
         "embedder",
+        "second_embedder",
         "oracle",
         "scorer",
     ):
@@ -68,6 +69,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert {"base", "base CFG 3", "quality (beta=0)", "merge lambda=0.5"} <= names
     assert metrics["systems"]["base CFG 3"]["cost"]["rows_per_sample"] == 2
     assert metrics["systems"]["quality (beta=0)"]["cost"]["rows_per_sample"] == 1
+    assert {"attribute_diversity", "diversity_second"} <= set(metrics["systems"]["base"]["metrics"])
     assert (run / "evaluate" / "pareto.png").is_file()
     report = (run / "report.html").read_text(encoding="utf-8")
     assert '<table id="claims">' in report and report.count("<audio controls") >= len(names)

@@ -241,12 +241,12 @@ def test_whole_main_job_on_a_tiny_musicgen(tmp_path, models, manifest):
         "scorer.steps=2",
         "scorer.batch_size=4",
         "scorer.crop_seconds=0.3",
-        "distill.diversity_beta=1.0",
+        "run.diversity_beta=1.0",
         "evaluate.num_prompts=1",
         "evaluate.samples_per_prompt=2",
         "evaluate.bootstrap=100",
-        "evaluate.cfg_scales=[3.0]",
-        "evaluate.temperatures=[]",
+        "run.cfg_scales=[3.0]",
+        "run.temperatures=[]",
         "evaluate.save_prompts=0",
     )
     results = run_stages(cfg, main_job_stages())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,10 @@ import torch
 
 from musicdistill.storage.checkpoint import (
     CheckpointError,
-    capture_rng,
     latest_snapshot,
     load_checkpoint,
     load_training_state,
     publish_latest,
-    restore_rng,
     save_checkpoint,
     save_training_state,
     snapshot_dir,
@@ -58,27 +55,27 @@ def test_missing_files_named(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "ck")
 
 
-def test_training_state_round_trip_restores_optimizer_and_rng(tmp_path: Path) -> None:
+def test_training_state_round_trip_restores_optimizer_and_nested_values(tmp_path: Path) -> None:
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model(torch.randn(5, 3)).sum().backward()
     opt.step()
     gen = torch.Generator().manual_seed(5)
-    random.seed(1)
-    np.random.seed(2)
-    state = {"optimizer": opt.state_dict(), "step": 7, "rng": capture_rng({"batches": gen})}
+    nested = {
+        "pair": (1, "a", torch.arange(3)),
+        "array": np.arange(4, dtype=np.int16),
+        "gen": gen.get_state(),
+    }
+    state = {"optimizer": opt.state_dict(), "step": 7, "bad_streak": np.int64(2), "nested": nested}
     save_training_state(tmp_path, state)
-    expected = (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen))
+    assert "pickle" not in (tmp_path / "trainer.json").read_text()
 
-    random.seed(99)
-    np.random.seed(99)
-    torch.manual_seed(99)
-    gen2 = torch.Generator().manual_seed(0)
     loaded = load_training_state(tmp_path)
-    restore_rng(loaded["rng"], {"batches": gen2})
-    got = (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen2))
-    assert got[0] == expected[0] and got[1] == expected[1]
-    assert torch.equal(got[2], expected[2]) and torch.equal(got[3], expected[3])
+    pair = loaded["nested"]["pair"]
+    assert isinstance(pair, tuple) and pair[:2] == (1, "a") and torch.equal(pair[2], torch.arange(3))
+    assert loaded["nested"]["array"].dtype == np.int16 and loaded["nested"]["array"].tolist() == [0, 1, 2, 3]
+    assert loaded["bad_streak"] == 2 and isinstance(loaded["bad_streak"], int)
+    assert torch.equal(loaded["nested"]["gen"], gen.get_state())
 
     opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1e-2)
     opt2.load_state_dict(loaded["optimizer"])

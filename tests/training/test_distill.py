@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from musicdistill.config import ConfigError
+from musicdistill.model.musicgen import load_backbone
 from musicdistill.storage.checkpoint import load_checkpoint
-from musicdistill.training.distill import distill
+from musicdistill.training.distill import DistillParts, PromptSet, distill, frozen_copy, reward_terms
+from musicdistill.training.distill_setup import cached_encoder
+from musicdistill.training.losses import (
+    leave_one_out_advantages,
+    pairwise_distances,
+    pairwise_diversity_reward,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from distill_fixture import tiny_config, tiny_parts  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_fixture import fake_reward_embed, tiny_config, tiny_parts  # noqa: E402
+from kill_resume import ROOT, assert_same_tensors, reference_and_resumed  # noqa: E402
+from musicgen_fixture import build_tiny_musicgen  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "distill_fixture.py"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -76,6 +84,15 @@ def test_quality_run_lowers_kl_to_teacher(tmp_path: Path) -> None:
     assert rows[-1]["eval_teacher_kl"] < 0.5 * rows[0]["eval_teacher_kl"]
 
 
+def test_the_loop_rewards_rollouts_with_the_pairwise_diversity_reward() -> None:
+    codes = torch.randint(0, 16, (6, 2, 6), generator=torch.Generator().manual_seed(0))
+    rewards, advantages = reward_terms(fake_reward_embed, codes, group_size=3)
+    embeddings = fake_reward_embed(codes)
+    assert torch.equal(rewards, pairwise_diversity_reward(embeddings, 3))
+    assert torch.equal(advantages, leave_one_out_advantages(pairwise_distances(embeddings, 3)))
+    assert reward_terms(None, codes, 3) == (None, None)
+
+
 def test_beta_needs_reward_and_on_policy(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, steps=1, beta=1.0)
     parts = tiny_parts(cfg)
@@ -104,37 +121,12 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path: Path) -> None:
     assert rows[1]["skipped"] == "non-finite loss"
 
 
-def _run_fixture(out: Path, steps: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(FIXTURE), str(out), str(steps), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path) -> None:
     steps = 8
-    ref = _run_fixture(tmp_path / "ref" / "d", steps)
-    assert ref.wait(timeout=120) == 0, ref.stdout.read().decode()
-    killed = _run_fixture(tmp_path / "k" / "d", steps, "--step-sleep", "2")
-    pointer = tmp_path / "k" / "d" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-        pointer.is_file() and pointer.read_text().strip() == "step_0000004"
-    ):
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait(timeout=30)
-    assert not (tmp_path / "k" / "d" / "model.safetensors").exists(), "the run finished before it was killed"
-    resumed = _run_fixture(tmp_path / "k" / "d", steps, "--resume")
-    assert resumed.wait(timeout=120) == 0, resumed.stdout.read().decode()
-    a = load_file(str(tmp_path / "ref" / "d" / "rank0.safetensors"))
-    b = load_file(str(tmp_path / "k" / "d" / "rank0.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    reference_and_resumed(FIXTURE, tmp_path / "ref" / "d", tmp_path / "k" / "d", steps, kill_after=4)
+    assert_same_tensors(
+        tmp_path / "ref" / "d" / "rank0.safetensors", tmp_path / "k" / "d" / "rank0.safetensors"
+    )
     rows = _rows(tmp_path / "k" / "d")
     assert [r["step"] for r in rows] == list(range(0, steps + 1))
 
@@ -170,13 +162,6 @@ def test_two_process_ddp_keeps_ranks_equal(tmp_path: Path) -> None:
 
 
 def test_loop_runs_on_the_musicgen_backbone(tmp_path: Path) -> None:
-    import torch.nn.functional as F
-    from test_backbones import build_tiny_musicgen
-
-    from musicdistill.model.musicgen import load_backbone
-    from musicdistill.training.distill import DistillParts, PromptSet, frozen_copy
-    from musicdistill.training.distill_setup import cached_encoder
-
     model, tokenizer = build_tiny_musicgen()
     model.save_pretrained(tmp_path / "mg")
     tokenizer.save_pretrained(tmp_path / "mg")

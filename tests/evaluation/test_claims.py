@@ -1,0 +1,238 @@
+"""The claims C1-C5 on synthetic per-prompt tables: each one holds, fails and stays unresolved, and is not
+run when its systems or measures are missing. The rules are fixed in code (claims.py) before any run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from musicdistill.evaluation.claims import (
+    FALLBACK_DIVERSITY,
+    Claim,
+    all_claims,
+    claim_c1,
+    claim_c2,
+    claim_c3,
+    claim_c4,
+    claim_c5,
+    claims_from_metrics,
+)
+from musicdistill.evaluation.paired import FAILS, HOLDS, NOT_RUN, UNRESOLVED
+from musicdistill.evaluation.roles import find_roles
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_evidence import GAMMA, evidence, per_prompt  # noqa: E402
+
+TEACHER, BASE, QUALITY = "base CFG 3", "base", "quality (beta=0)"
+DIVERSITY, MERGE = "diversity (beta=15)", "merge lambda=0.25"
+
+
+def _parts(claim: Claim) -> dict[str, str]:
+    return {c.label: c.verdict for c in claim.comparisons if c.decides}
+
+
+def test_roles_from_checkpoints_and_settings() -> None:
+    _, info = per_prompt()
+    roles = find_roles(info, GAMMA)
+    assert (roles.teacher, roles.base, roles.quality, roles.diversity) == (TEACHER, BASE, QUALITY, DIVERSITY)
+    assert roles.merges == (MERGE, "merge lambda=0.5") and roles.offline == "offline (beta=0)"
+    assert find_roles(info, 5.0).teacher == "base CFG 5"
+
+
+def test_every_claim_holds_on_the_default_table() -> None:
+    claims = all_claims(evidence())
+    assert [c.verdict for c in claims] == [HOLDS] * 5
+    c1 = claims[0]
+    assert c1.measures == {"quality": "attribute_adherence", "diversity": "attribute_diversity"}
+    assert "primary independent diversity measure: attribute diversity" in c1.explanation
+    quality = next(c for c in c1.comparisons if c.metric == "attribute_adherence")
+    assert quality.mean == pytest.approx(0.2) and quality.n == 57 and quality.low > 0.19
+    beside = [c for c in c1.comparisons if not c.decides]
+    assert {c.metric for c in beside} == {"diversity_reward", "diversity_independent"}
+
+
+# --------------------------------------------------------------------------------------------
+# C1: CFG raises quality and lowers diversity
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, HOLDS),
+        ({TEACHER: {"quality": 0.45}}, FAILS),  # CFG lowers quality
+        ({TEACHER: {"primary": 0.65}}, FAILS),  # CFG raises diversity
+        ({TEACHER: {"quality": 0.50}}, UNRESOLVED),  # no quality difference: the interval straddles 0
+        ({TEACHER: {"primary": 0.60}}, UNRESOLVED),
+    ],
+)
+def test_c1(overrides: dict, expected: str) -> None:
+    assert claim_c1(evidence(overrides)).verdict == expected
+
+
+def test_c1_is_decided_by_the_primary_measure_not_the_reward_embedder() -> None:
+    claim = claim_c1(evidence({TEACHER: {"reward": 0.95}}))  # the reward embedder says CFG raises diversity
+    assert claim.verdict == HOLDS
+    reward = next(c for c in claim.comparisons if c.metric == "diversity_reward")
+    assert reward.verdict == FAILS and not reward.decides and "beside" in reward.text()
+
+
+# --------------------------------------------------------------------------------------------
+# C2: the β = 0 student is non-inferior to the teacher at half the cost
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quality", "expected"),
+    [(0.69, HOLDS), (0.62, FAILS), (0.665, UNRESOLVED)],  # margin: -5 % of 0.70 = -0.035
+)
+def test_c2(quality: float, expected: str) -> None:
+    claim = claim_c2(evidence({QUALITY: {"quality": quality}}))
+    assert claim.verdict == expected
+    ni = claim.comparisons[0]
+    assert ni.margin == pytest.approx(-0.035) and ni.mean == pytest.approx(quality - 0.70)
+    assert "margin = -5 % of base CFG 3's mean 0.7000" in ni.note
+
+
+def test_c2_fails_when_the_student_costs_as_much_as_the_teacher() -> None:
+    ev = evidence()
+    ev.systems[QUALITY]["cost"]["rows_per_sample"] = 2
+    claim = claim_c2(ev)
+    assert claim.verdict == FAILS
+    cost = next(c for c in claim.comparisons if c.kind == "cost")
+    assert cost.verdict == FAILS and cost.mean == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# C3: the β > 0 student is more diverse than the β = 0 student and the teacher, under both measures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, HOLDS),
+        ({DIVERSITY: {"primary": 0.30}}, FAILS),
+        ({DIVERSITY: {"reward": 0.60}}, FAILS),  # the reward embedder alone disagrees: it must hold too
+        ({DIVERSITY: {"primary": 0.41}}, UNRESOLVED),  # equal to the β = 0 student's
+    ],
+)
+def test_c3(overrides: dict, expected: str) -> None:
+    claim = claim_c3(evidence(overrides))
+    assert claim.verdict == expected
+    assert len(_parts(claim)) == 4  # two measures x (β = 0 student, teacher)
+
+
+def test_c3_is_not_run_without_the_reward_embedder() -> None:
+    claim = claim_c3(evidence(drop=("diversity_reward",)))
+    assert claim.verdict == NOT_RUN and "diversity_reward" in claim.explanation
+
+
+# --------------------------------------------------------------------------------------------
+# C4: some merge is non-inferior to the teacher and gains diversity over the CFG front
+# --------------------------------------------------------------------------------------------
+
+
+def test_c4_holds_through_one_candidate_and_lists_every_candidate() -> None:
+    claim = claim_c4(evidence())
+    assert claim.verdict == HOLDS
+    assert "best of 3 candidates" in claim.explanation and "no correction" in claim.explanation
+    for name in (MERGE, "merge lambda=0.5", DIVERSITY):
+        assert f"{name}:" in claim.explanation
+    assert f"{MERGE}: holds" in claim.explanation and f"{DIVERSITY}: fails" in claim.explanation
+    gain = next(c for c in claim.comparisons if c.kind == "gain" and MERGE in c.label and "CFG" in c.label)
+    assert gain.mean == pytest.approx(0.05) and gain.verdict == HOLDS and gain.defined_fraction == 1.0
+    beside = [c for c in claim.comparisons if not c.decides]
+    assert beside and all("temperature" in c.label for c in beside)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({MERGE: {"quality": 0.60}}, FAILS),  # no candidate keeps the teacher's quality
+        ({MERGE: {"primary": 0.35}}, FAILS),  # non-inferior, but below the CFG front
+        ({MERGE: {"primary": 0.42}}, UNRESOLVED),  # exactly on the CFG front: the gain straddles 0
+        ({MERGE: {"quality": 0.75}}, UNRESOLVED),  # above the CFG front's range: the gain is not defined
+    ],
+)
+def test_c4(overrides: dict, expected: str) -> None:
+    claim = claim_c4(evidence(overrides))
+    assert claim.verdict == expected
+
+
+def test_c4_undefined_gain_is_reported_as_such() -> None:
+    claim = claim_c4(evidence({MERGE: {"quality": 0.75}}))
+    gain = next(c for c in claim.comparisons if c.kind == "gain" and MERGE in c.label and "CFG" in c.label)
+    assert gain.verdict == UNRESOLVED and "not defined" in gain.text() and "outside" in gain.note
+
+
+def test_c4_is_not_run_without_a_cfg_front() -> None:
+    claim = claim_c4(evidence(drop=("base", "base CFG 1.5", "base CFG 5")))
+    assert claim.verdict == NOT_RUN and "two CFG scales" in claim.explanation
+
+
+# --------------------------------------------------------------------------------------------
+# C5: on-policy distillation is non-inferior to offline distillation in the golden metric
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offline", "expected"),
+    [(0.66, HOLDS), (0.80, FAILS), (0.69 / 0.95, UNRESOLVED)],  # on-policy 0.69; margin 5 % of offline
+)
+def test_c5(offline: float, expected: str) -> None:
+    claim = claim_c5(evidence({"offline (beta=0)": {"quality": offline}}))
+    assert claim.verdict == expected
+    assert claim.comparisons[0].metric == "attribute_adherence"
+
+
+def test_c5_is_not_run_without_an_offline_student_or_an_oracle() -> None:
+    assert "offline" in claim_c5(evidence(drop=("offline (beta=0)",))).explanation
+    assert claim_c5(evidence(drop=("offline (beta=0)",))).verdict == NOT_RUN
+    no_oracle = claim_c5(evidence(drop=("attribute_adherence",)))
+    assert no_oracle.verdict == NOT_RUN and "oracle" in no_oracle.explanation
+
+
+# --------------------------------------------------------------------------------------------
+# Measures, missing systems, storage
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_primary_measure_falls_back_to_the_hand_features_and_says_so() -> None:
+    ev = evidence(primary=FALLBACK_DIVERSITY)
+    assert ev.primary == FALLBACK_DIVERSITY and "FALLBACK" in ev.primary_note
+    claims = all_claims(ev)
+    assert all("FALLBACK" in c.explanation for c in claims[:4])
+    assert claims[0].verdict == HOLDS
+
+
+def test_the_second_embedder_is_primary_without_attribute_diversity() -> None:
+    ev = evidence(primary="diversity_second")
+    assert ev.primary == "diversity_second" and "second embedder" in ev.primary_note
+
+
+def test_quality_falls_back_to_text_adherence_without_an_oracle() -> None:
+    ev = evidence(drop=("attribute_adherence",))
+    assert ev.quality == "text_adherence"
+    assert claim_c1(ev).verdict == HOLDS  # text adherence rises with quality in the synthetic table
+
+
+def test_claims_are_not_run_without_their_systems() -> None:
+    claims = all_claims(evidence(drop=("base CFG 3",)))  # distill.gamma = 3 was not evaluated
+    for claim in claims[:4]:
+        assert claim.verdict == NOT_RUN and "teacher" in claim.explanation
+
+
+def test_claims_round_trip_through_metrics_json() -> None:
+    claims = all_claims(evidence({TEACHER: {"quality": 0.50}}))
+    restored = claims_from_metrics({"claims": [c.as_dict() for c in claims]})
+    assert restored == claims
+    assert [c.verdict for c in restored][:1] == [UNRESOLVED]
+
+
+def test_older_metrics_json_gives_claims_not_run() -> None:
+    old = claims_from_metrics({"systems": {}})
+    assert [c.verdict for c in old] == [NOT_RUN] * 5 and "predates" in old[0].explanation
+    assert all(c.verdict == NOT_RUN for c in claims_from_metrics(None))
