@@ -39,7 +39,7 @@ import torch
 from musicdistill.codec.factory import fit_codec
 from musicdistill.codec.melrvq import MelRVQCodec
 from musicdistill.config import CodecConfig
-from musicdistill.data.manifest import load_dataset
+from musicdistill.data.loading import load_dataset
 
 SR = 16000
 N_FFT = 2048

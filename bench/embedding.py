@@ -69,7 +69,7 @@ class Timer:
 
 def griffin_lim_checks(codec, cfg: Config, held, models: dict, count: int) -> dict:
     """Decode ``count`` held-out clips to audio with the codec and evaluate every model on the waveforms."""
-    from musicdistill.data.manifest import load_audio
+    from musicdistill.data.audio_io import load_audio
 
     entries = held.entries[:count]
     rate = cfg.data.sample_rate
@@ -145,7 +145,7 @@ def main() -> None:
     if args.codec:
         codec = load_codec(args.codec)
     else:
-        from musicdistill.data.manifest import load_dataset
+        from musicdistill.data.loading import load_dataset
 
         _, clips = load_dataset(data, cfg.data.sample_rate, cfg.data.duration, split="train")
         codec = timer(

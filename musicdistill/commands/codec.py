@@ -14,7 +14,7 @@ import torch
 from musicdistill.codec.factory import fit_codec, load_codec
 from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.config import save_config
-from musicdistill.data.manifest import load_data
+from musicdistill.data.loading import load_data
 from musicdistill.storage.atomic import atomic_write_with
 
 log = logging.getLogger(__name__)

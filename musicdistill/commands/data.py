@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from musicdistill.config import DataConfig, OracleConfig
-from musicdistill.data.manifest import check_entries, read_manifest
+from musicdistill.data.checks import check_entries
+from musicdistill.data.manifest import read_manifest
 from musicdistill.data.synth import synthesize_dataset
 from musicdistill.data.windows import LAST_WINDOW, Windowing
 

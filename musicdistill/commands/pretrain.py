@@ -10,8 +10,8 @@ from pathlib import Path
 from musicdistill.codec.factory import load_codec
 from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.config import save_config
-from musicdistill.data.manifest import windowing_of
 from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
+from musicdistill.data.windows import windowing_of
 from musicdistill.training.pretrain import pretrain
 
 log = logging.getLogger(__name__)

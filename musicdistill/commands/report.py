@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from musicdistill.pipeline.report import demo_command, run_claims, write_report
+from musicdistill.pipeline.report import write_report
+from musicdistill.pipeline.report_inputs import demo_command, run_claims
 
 DESCRIPTION = """\
 Write RUN_DIR/report.html from what the main job left in RUN_DIR: the claims table (C1-C5 checked

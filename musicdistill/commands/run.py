@@ -7,7 +7,8 @@ import shlex
 from pathlib import Path
 
 from musicdistill.commands.common import ConfigReads, declare_reads, load_command_config
-from musicdistill.pipeline.report import REPORT_FILE, demo_command
+from musicdistill.pipeline.report import REPORT_FILE
+from musicdistill.pipeline.report_inputs import demo_command
 from musicdistill.pipeline.runner import run_stages
 from musicdistill.pipeline.stages import main_job_stages
 

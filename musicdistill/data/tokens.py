@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musicdistill.codec.interface import Codec
-from musicdistill.data.manifest import DEFAULT_WINDOWING, Entry, load_dataset
-from musicdistill.data.windows import Windowing
+from musicdistill.data.loading import load_dataset
+from musicdistill.data.manifest import Entry
+from musicdistill.data.windows import DEFAULT_WINDOWING, Windowing
 from musicdistill.progress import track
 from musicdistill.storage.atomic import atomic_write_text, atomic_write_with
 
@@ -143,7 +144,7 @@ def encode_manifest(
     windowing: Windowing | None = DEFAULT_WINDOWING,
 ) -> TokenSet:
     """Load every usable clip of a manifest (all splits; files longer than ``duration`` cut into windows,
-    see :func:`musicdistill.data.manifest.load_dataset`) and encode it."""
+    see :func:`musicdistill.data.loading.load_dataset`) and encode it."""
     entries, audio = load_dataset(
         manifest,
         sample_rate,

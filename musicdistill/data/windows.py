@@ -5,11 +5,21 @@ A segment of ``available`` frames (the part of a file a manifest row names) beco
 is dropped (``last="drop"``) or kept shorter and zero-padded when loaded (``last="pad"``, only when
 it holds at least ``min_size`` frames). A segment no longer than one window gives one window of
 whatever it holds, padded when loaded, whatever ``last`` says.
+
+A manifest entry longer than one clip becomes one entry per window (:func:`expand_windows`), each
+with the row's caption, split and attributes, so no window of a file lands in a split the file is
+not in. Only file headers are read to plan them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
+
+from musicdistill.config import DataConfig
+from musicdistill.data.audio_io import parallel, probe, region
+from musicdistill.data.manifest import Entry
 
 #: what happens to the final window of a recording when it would run past the end
 LAST_WINDOW = ("drop", "pad")
@@ -34,6 +44,15 @@ class Windowing:
         return self.hop if self.hop > 0 else duration
 
 
+#: one clip per manifest row, cut from files longer than one clip with windows one clip apart
+DEFAULT_WINDOWING = Windowing()
+
+
+def windowing_of(data: DataConfig) -> Windowing:
+    """The ``data`` section's windowing (``window_hop``, ``last_window``)."""
+    return Windowing(hop=data.window_hop, last=data.last_window)
+
+
 def plan_windows(available: int, size: int, hop: int, last: str, min_size: int) -> list[tuple[int, int]]:
     """``(offset, length)`` in frames of each window of a segment of ``available`` frames.
 
@@ -53,3 +72,50 @@ def plan_windows(available: int, size: int, hop: int, last: str, min_size: int) 
     if last == "pad" and rest >= max(min_size, 1):
         windows.append((full * hop, rest))
     return windows
+
+
+def entry_windows(
+    entry: Entry, rate: int, frames: int, duration: float, windowing: Windowing, min_duration: float
+) -> list[Entry]:
+    """The clips of one entry whose file holds ``frames`` frames at ``rate``: itself when its segment
+    fits in one clip, else one entry per window (see :func:`plan_windows`)."""
+    first, available = region(entry, rate, frames)
+    size = max(1, int(round(duration * rate)))
+    hop = max(1, int(round(windowing.hop_seconds(duration) * rate)))
+    plan = plan_windows(available, size, hop, windowing.last, int(math.ceil(min_duration * rate)))
+    if len(plan) <= 1:
+        return [entry]
+    where = entry.source or str(entry.path)
+    out = []
+    for k, (offset, length) in enumerate(plan):
+        begin = first + offset
+        out.append(
+            dataclasses.replace(
+                entry,
+                start=begin / rate,
+                duration=length / rate,
+                source=f"{where} window {k + 1}/{len(plan)} ({begin / rate:.2f}-{(begin + length) / rate:.2f} s)",
+            )
+        )
+    return out
+
+
+def expand_windows(
+    entries: list[Entry],
+    duration: float,
+    windowing: Windowing | None = DEFAULT_WINDOWING,
+    min_duration: float = 0.5,
+    workers: int = 2,
+) -> list[Entry]:
+    """Every clip of ``entries``: each entry whose segment is longer than ``duration`` seconds is cut into
+    windows (``windowing``; None keeps one clip per entry, its first ``duration`` seconds). Only file
+    headers are read; an entry whose file cannot be read stays as it is (the check reports it)."""
+    if windowing is None or not entries:
+        return list(entries)
+    out: list[Entry] = []
+    for entry, header in zip(entries, parallel(probe, entries, workers)):
+        if header is None:
+            out.append(entry)
+        else:
+            out.extend(entry_windows(entry, *header, duration, windowing, min_duration))
+    return out

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from musicdistill.config import CodecConfig, Config
-from musicdistill.data.manifest import Entry, load_data
+from musicdistill.data.loading import load_data
+from musicdistill.data.manifest import Entry
 from musicdistill.dsp.features import MelSpec, resample
 from musicdistill.progress import track
 

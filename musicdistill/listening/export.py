@@ -45,7 +45,7 @@ import yaml
 from musicdistill import __version__
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, ListeningConfig, config_to_dict
-from musicdistill.data.manifest import resample
+from musicdistill.data.audio_io import resample
 from musicdistill.dsp.loudness import Levels, fade, normalize_loudness
 from musicdistill.evaluation.systems import SystemSpec, parse_systems
 from musicdistill.generation.sampling import generate

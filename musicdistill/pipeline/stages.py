@@ -30,9 +30,12 @@ from musicdistill.codec.interface import read_codec_json
 from musicdistill.config import Config
 from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
-from musicdistill.data.manifest import check_data, load_data, read_manifest, windowing_of
+from musicdistill.data.checks import check_data
+from musicdistill.data.loading import load_data
+from musicdistill.data.manifest import read_manifest
 from musicdistill.data.synth import dataset_is_current, synthesize_dataset
 from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
+from musicdistill.data.windows import windowing_of
 from musicdistill.evaluation.setup import run_evaluation
 from musicdistill.evaluation.systems import parse_systems
 from musicdistill.judges.embedder import fit_and_save_embedder
@@ -44,7 +47,8 @@ from musicdistill.merging import merge_checkpoints
 from musicdistill.model.loading import resolve_codec_dir, save_musicgen_base
 from musicdistill.model.musicgen import musicgen_codec
 from musicdistill.model.text import build_text_encoder
-from musicdistill.pipeline.report import run_claims, write_report
+from musicdistill.pipeline.report import write_report
+from musicdistill.pipeline.report_inputs import run_claims
 from musicdistill.pipeline.runner import Stage
 from musicdistill.runtime import resolve_device, seed_everything
 from musicdistill.storage.checkpoint import load_checkpoint

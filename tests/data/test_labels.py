@@ -21,7 +21,9 @@ from musicdistill.data.attributes import (
     parse_cell,
     summarise_attributes,
 )
-from musicdistill.data.manifest import check_entries, load_dataset, read_manifest
+from musicdistill.data.checks import check_entries
+from musicdistill.data.loading import load_dataset
+from musicdistill.data.manifest import read_manifest
 
 SR = 16000
 RATE = 44100

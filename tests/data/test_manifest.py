@@ -11,14 +11,10 @@ import pytest
 import soundfile as sf
 
 from musicdistill.cli import main
-from musicdistill.data.manifest import (
-    Entry,
-    check_entries,
-    load_audio,
-    load_dataset,
-    read_manifest,
-    split_for_caption,
-)
+from musicdistill.data.audio_io import load_audio
+from musicdistill.data.checks import check_entries
+from musicdistill.data.loading import load_dataset
+from musicdistill.data.manifest import Entry, read_manifest, split_for_caption
 
 SR = 16000
 
@@ -250,7 +246,7 @@ def test_check_names_every_bad_entry_with_its_reason(mixed: Path) -> None:
 def test_load_skips_bad_clips_with_a_summary_and_strict_raises(
     mixed: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="musicdistill.data.manifest"):
+    with caplog.at_level(logging.WARNING, logger="musicdistill.data.loading"):
         entries, audio = load_dataset(mixed, SR, 4.0)
     assert [e.caption for e in entries] == ["a good tone"] and audio.shape == (1, 4 * SR)
     assert "skipped 7 of 8 clips" in caplog.text and "missing" in caplog.text

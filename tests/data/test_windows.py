@@ -13,21 +13,12 @@ import pytest
 import soundfile as sf
 
 from musicdistill.config import DataConfig
-from musicdistill.data import manifest as manifest_module
-from musicdistill.data.manifest import (
-    READ_AHEAD,
-    Entry,
-    OpenFiles,
-    _parallel,
-    check_entries,
-    expand_windows,
-    load_data,
-    load_dataset,
-    read_manifest,
-    read_segment,
-    split_for_caption,
-)
-from musicdistill.data.windows import Windowing, plan_windows
+from musicdistill.data import audio_io
+from musicdistill.data.audio_io import READ_AHEAD, OpenFiles, parallel, read_segment
+from musicdistill.data.checks import check_entries
+from musicdistill.data.loading import load_data, load_dataset
+from musicdistill.data.manifest import Entry, read_manifest, split_for_caption
+from musicdistill.data.windows import Windowing, expand_windows, plan_windows
 
 SR = 16000
 RATE = 44100
@@ -229,7 +220,7 @@ def test_parallel_reads_keep_a_bounded_number_of_clips_in_flight() -> None:
 
     consumed = 0
     ahead = []
-    for value in _parallel(work, list(range(200)), workers=2):
+    for value in parallel(work, list(range(200)), workers=2):
         assert value == consumed  # in order
         consumed += 1
         time.sleep(0.0005)
@@ -247,6 +238,6 @@ def test_a_window_reads_only_its_own_frames(long_files: Path, monkeypatch: pytes
         asked.append(frames)
         return real(self, frames, *args, **kwargs)
 
-    monkeypatch.setattr(manifest_module.sf.SoundFile, "read", spy)
+    monkeypatch.setattr(audio_io.sf.SoundFile, "read", spy)
     load_dataset(long_files, SR, 2.0, workers=1)
-    assert len(asked) == 11 and all(0 < n <= 2 * RATE + manifest_module.MPEG_PREROLL for n in asked)
+    assert len(asked) == 11 and all(0 < n <= 2 * RATE + audio_io.MPEG_PREROLL for n in asked)

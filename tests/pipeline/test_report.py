@@ -18,7 +18,8 @@ import yaml
 
 from musicdistill.cli import main
 from musicdistill.evaluation.pareto import plot_pareto
-from musicdistill.pipeline.report import REPORT_FILE, run_claims, write_report
+from musicdistill.pipeline.report import REPORT_FILE, write_report
+from musicdistill.pipeline.report_inputs import run_claims
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
 from synthetic_evidence import GAMMA, metrics_json  # noqa: E402
