@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -399,27 +400,56 @@ def evaluate_embedder(embedder: AudioEmbedder, held_out: ClipMels) -> dict[str, 
     return out
 
 
+def fit_on_half(
+    train: LabelledMels,
+    held_out: LabelledMels | None,
+    half: str,
+    name: str,
+    fit: Callable[[ClipMels], tuple[Any, list[dict[str, float]]]],
+    evaluate: Callable[[Any, ClipMels], dict[str, Any]],
+    save: Callable[[Any, Path, dict[str, Any]], Path],
+    out: str | Path,
+) -> dict[str, Any]:
+    """Train a self-supervised embedder on one half of the training clips (:mod:`musicdistill.judges.halves`),
+    evaluate it on the held-out clips, save it to ``out`` with its metrics; returns the metrics.
+
+    ``fit(mels) -> (model, history)``, ``evaluate(model, held-out mels) -> metrics``,
+    ``save(model, out, metrics)``: the reward embedder and the second embedder share this recipe.
+    """
+    train = select_half(train, half, name)
+    start = time.monotonic()
+    model, history = fit(train.mels)
+    metrics: dict[str, Any] = {
+        "train_seconds": round(time.monotonic() - start, 1),
+        "steps": len(history),
+        "final_loss": round(history[-1]["loss"], 4),
+        "train_clips": len(train),
+        "train_half": half,
+    }
+    if held_out is not None and len(held_out) >= 2:
+        metrics.update(evaluate(model, held_out.mels), held_out_clips=len(held_out))
+    save(model, Path(out), metrics)
+    log.info("%s saved to %s: %s", name, out, metrics)
+    return metrics
+
+
 def fit_and_save_embedder(
     cfg: Config, train: LabelledMels, held_out: LabelledMels | None, out: str | Path
 ) -> dict[str, Any]:
     """Train the embedder (``embed`` section) on the ``"reward"`` half of the training clips (the other
     half is the second embedder's, :mod:`musicdistill.judges.halves`), evaluate it on the held-out clips,
     save it to ``out``."""
-    train = select_half(train, REWARD_HALF, "embedder")
-    start = time.monotonic()
-    embedder, history = train_embedder(cfg.embed, train.mels, resolve_device(cfg.device))
-    metrics: dict[str, Any] = {
-        "train_seconds": round(time.monotonic() - start, 1),
-        "steps": len(history),
-        "final_loss": round(history[-1]["loss"], 4),
-        "train_clips": len(train),
-        "train_half": REWARD_HALF,
-    }
-    if held_out is not None and len(held_out) >= 2:
-        metrics.update(evaluate_embedder(embedder, held_out.mels), held_out_clips=len(held_out))
-    save_embedder(embedder, out, metrics)
-    log.info("embedder saved to %s: %s", out, metrics)
-    return metrics
+    device = resolve_device(cfg.device)
+    return fit_on_half(
+        train,
+        held_out,
+        REWARD_HALF,
+        "embedder",
+        lambda mels: train_embedder(cfg.embed, mels, device),
+        evaluate_embedder,
+        save_embedder,
+        out,
+    )
 
 
 # --------------------------------------------------------------------------------------------

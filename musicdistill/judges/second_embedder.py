@@ -28,7 +28,6 @@ representations. ``diversity_second`` in evaluation is the mean pairwise ``1 - c
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,13 +40,13 @@ from torch import nn
 from musicdistill.config import Config, SecondEmbedConfig
 from musicdistill.judges.embedder import (
     check_training_mels,
+    fit_on_half,
     judge_optimizer,
     record_step,
     take_chunks,
     uses_reconstructions,
     window_starts,
 )
-from musicdistill.judges.halves import select_half
 from musicdistill.judges.log_mel import (
     BATCH,
     MEL_KEYS,
@@ -416,21 +415,17 @@ def fit_and_save_second_embedder(
 ) -> dict[str, Any]:
     """Train the second embedder (``second_embed`` section) on the ``"second"`` half of the training clips
     (:mod:`musicdistill.judges.halves`), evaluate it on the held-out clips, save it to ``out``."""
-    train = select_half(train, HALF, "second embedder")
-    start = time.monotonic()
-    embedder, history = train_second_embedder(cfg.second_embed, train.mels, resolve_device(cfg.device))
-    metrics: dict[str, Any] = {
-        "train_seconds": round(time.monotonic() - start, 1),
-        "steps": len(history),
-        "final_loss": round(history[-1]["loss"], 4),
-        "train_clips": len(train),
-        "train_half": HALF,
-    }
-    if held_out is not None and len(held_out) >= 2:
-        metrics.update(evaluate_second_embedder(embedder, held_out.mels), held_out_clips=len(held_out))
-    save_second_embedder(embedder, out, metrics)
-    log.info("second embedder saved to %s: %s", out, metrics)
-    return metrics
+    device = resolve_device(cfg.device)
+    return fit_on_half(
+        train,
+        held_out,
+        HALF,
+        "second embedder",
+        lambda mels: train_second_embedder(cfg.second_embed, mels, device),
+        evaluate_second_embedder,
+        save_second_embedder,
+        out,
+    )
 
 
 # --------------------------------------------------------------------------------------------
