@@ -99,9 +99,10 @@ class Progress:
         rate = (done - self.initial) / elapsed if elapsed > 0 else math.nan
         left = (self.total - done) / rate if rate > 0 else math.nan
         units = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")
+        speed = f"{_short(rate)} {units}/s" if not rate < 1 else f"{_short(1 / rate)} s/{self.unit}"
         text = (
             f"{self.desc}: {done}/{self.total} {units} ({100 * done / max(1, self.total):.0f}%), "
-            f"{_short(rate)} {units}/s, ETA {format_seconds(left)}"
+            f"{speed}, ETA {format_seconds(left)}"
         )
         if stats:
             text += "; " + " ".join(f"{k}={_short(v)}" for k, v in stats.items())

@@ -212,3 +212,10 @@ def test_track_yields_every_item_and_reports_the_end(caplog: pytest.LogCaptureFi
 
 def test_format_seconds() -> None:
     assert [format_seconds(s) for s in (8.2, 75.4, 3725, math.nan, -1)] == ["8s", "1m15s", "1h02m", "?", "?"]
+
+
+def test_slow_loops_report_seconds_per_unit() -> None:
+    progress = Progress("evaluating systems", 6, unit="system", terminal=False)
+    progress.started -= 120.0  # two systems took two minutes
+    assert "60 s/system" in progress.line(2, {})
+    progress.close()
