@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from musicdistill.evaluation.evaluate import paired_evidence
-from musicdistill.evaluation.paired import PromptTable, resample_indices
+from musicdistill.evaluation.paired import PromptTable, paired_difference, resample_indices
 
 SAME = ("num_prompts", "samples_per_prompt", "seed", "duration")
 
@@ -38,8 +38,23 @@ def read_evaluation(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, l
     return metrics, per
 
 
+def against_teacher(
+    table: PromptTable, systems: dict[str, Any], teacher: str | None, quality: str, indices: Any
+) -> dict[str, dict[str, float]]:
+    """Every system's paired quality difference against the teacher: {system: mean, low, high, n}."""
+    if teacher is None or not table.has(teacher, quality):
+        return {}
+    rows = {}
+    for name in systems:
+        if name != teacher and table.has(name, quality):
+            e = paired_difference(table.column(name, quality), table.column(teacher, quality), indices)
+            rows[name] = {"mean": e.mean, "low": e.low, "high": e.high, "n": e.n}
+    return rows
+
+
 def combine(folders: list[Path], resamples: int, seed: int, teacher_gamma: float) -> dict[str, Any]:
-    """The paired part of a metrics.json for the union of the folders' systems."""
+    """The paired part of a metrics.json for the union of the folders' systems, plus every system's
+    quality difference against the teacher (``minus_teacher``)."""
     first, _ = read_evaluation(folders[0])
     systems: dict[str, Any] = {}
     per_prompt: dict[str, dict[str, list[float]]] = {}
@@ -54,7 +69,11 @@ def combine(folders: list[Path], resamples: int, seed: int, teacher_gamma: float
         per_prompt.update(per)
     table = PromptTable.from_lists(per_prompt)
     indices = resample_indices(table.num_prompts, resamples, seed)
-    return {"systems": systems, **paired_evidence(table, systems, indices, teacher_gamma)}
+    evidence = paired_evidence(table, systems, indices, teacher_gamma)
+    quality = evidence["measures"]["quality"]
+    teacher = evidence["roles"].get("teacher")
+    minus_teacher = against_teacher(table, systems, teacher, quality, indices)
+    return {"systems": systems, **evidence, "minus_teacher": minus_teacher}
 
 
 def main() -> None:
@@ -76,8 +95,14 @@ def main() -> None:
     print(f"quality: {quality}; primary diversity: {primary}")
     for name, system in report["systems"].items():
         m = system.get("metrics", {})
+        versus = report["minus_teacher"].get(name)
+        paired = (
+            f"  q - teacher {versus['mean']:+.3f} [{versus['low']:+.3f}, {versus['high']:+.3f}]"
+            if versus
+            else ""
+        )
         print(
-            f"  {name:28s} q {m.get(quality, {}).get('mean', math.nan):.3f}  d {m.get(primary, {}).get('mean', math.nan):.3f}"
+            f"  {name:28s} q {m.get(quality, {}).get('mean', math.nan):.3f}  d {m.get(primary, {}).get('mean', math.nan):.3f}{paired}"
         )
     for claim in report["claims"]:
         print(f"{claim['id']}: {claim['verdict']}")

@@ -241,6 +241,12 @@ class DistillConfig:
         "REINFORCE term per valid token (comparable with the KL) or per sequence",
         choices=("tokens", "sequence"),
     )
+    advantage_norm: str = opt(
+        "none",
+        "scale of the diversity reward's advantages: none (reward units) or group (each prompt's "
+        "advantages divided by their standard deviation, as in GRPO; beta then weighs unit-scale terms)",
+        choices=("none", "group"),
+    )
     lr: float = opt(2e-4, "peak AdamW learning rate", gt=0.0, le=1.0)
     warmup_steps: int = opt(10, "linear warm-up steps, then constant", ge=0)
     weight_decay: float = opt(0.0, "AdamW weight decay", ge=0.0, le=1.0)

@@ -52,6 +52,7 @@ from musicdistill.storage.history import append_row
 from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
 from musicdistill.training.losses import (
     combined_loss,
+    group_normalized,
     leave_one_out_advantages,
     pairwise_distances,
     pairwise_diversity_reward,
@@ -139,15 +140,21 @@ def student_rollouts(
 
 
 def reward_terms(
-    reward_embed: RewardEmbed | None, codes: torch.Tensor, group_size: int
+    reward_embed: RewardEmbed | None, codes: torch.Tensor, group_size: int, advantage_norm: str = "none"
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(rewards [N], leave-one-out advantages [N]) of the rollouts, or (None, None) without a reward model."""
+    """(rewards [N], leave-one-out advantages [N]) of the rollouts, or (None, None) without a reward model.
+
+    ``advantage_norm="group"`` divides each prompt's advantages by their standard deviation
+    (:func:`group_normalized`); ``"none"`` keeps them in the reward's units.
+    """
     if reward_embed is None:
         return None, None
     with torch.no_grad():
         embeddings = reward_embed(codes).float()  # [N, E]
         rewards = pairwise_diversity_reward(embeddings, group_size)
         advantages = leave_one_out_advantages(pairwise_distances(embeddings, group_size))
+        if advantage_norm == "group":
+            advantages = group_normalized(advantages, group_size)
     return rewards, advantages
 
 
@@ -308,7 +315,9 @@ def distill(
 
         t0 = clock()
         rewards, advantages = (
-            reward_terms(parts.reward_embed, codes, dc.group_size) if pool is None else (None, None)
+            reward_terms(parts.reward_embed, codes, dc.group_size, dc.advantage_norm)
+            if pool is None
+            else (None, None)
         )
         times["reward"] = clock() - t0
 

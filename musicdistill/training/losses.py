@@ -230,6 +230,22 @@ def leave_one_out_advantages(distances: torch.Tensor) -> torch.Tensor:
     return (rewards - baseline).reshape(-1)
 
 
+def group_normalized(advantages: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """Advantages divided by their group's standard deviation: ``[B·G] -> [B·G]``.
+
+    Per-group normalisation (as in GRPO): every prompt's rollouts then push with the same strength,
+    whether its samples are already far apart or nearly identical. The advantages of
+    :func:`leave_one_out_advantages` keep their sign and their zero sum within each group; a group
+    whose advantages are all equal stays at zero (``eps`` guards the division).
+    """
+    if advantages.dim() != 1:
+        raise ValueError(f"advantages must have shape [B*G], got {tuple(advantages.shape)}")
+    _check_groups(advantages.shape[0], group_size, "advantages")
+    grouped = advantages.float().view(-1, group_size)  # [B, G]
+    std = grouped.std(dim=-1, unbiased=False, keepdim=True)  # [B, 1]
+    return (grouped / (std + eps)).reshape(-1)
+
+
 def sequence_logprob(
     logits: torch.Tensor,
     tokens: torch.Tensor,

@@ -19,6 +19,7 @@ from musicdistill.storage.checkpoint import load_checkpoint
 from musicdistill.training.distill import DistillParts, PromptSet, distill, frozen_copy, reward_terms
 from musicdistill.training.distill_setup import cached_encoder
 from musicdistill.training.losses import (
+    group_normalized,
     leave_one_out_advantages,
     pairwise_distances,
     pairwise_diversity_reward,
@@ -91,6 +92,9 @@ def test_the_loop_rewards_rollouts_with_the_pairwise_diversity_reward() -> None:
     assert torch.equal(rewards, pairwise_diversity_reward(embeddings, 3))
     assert torch.equal(advantages, leave_one_out_advantages(pairwise_distances(embeddings, 3)))
     assert reward_terms(None, codes, 3) == (None, None)
+    _, normalized = reward_terms(fake_reward_embed, codes, group_size=3, advantage_norm="group")
+    assert torch.allclose(normalized, group_normalized(advantages, 3))
+    assert torch.allclose(normalized.view(2, 3).std(-1, unbiased=False), torch.ones(2), atol=1e-4)
 
 
 def test_beta_needs_reward_and_on_policy(tmp_path: Path) -> None:

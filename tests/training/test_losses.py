@@ -9,6 +9,7 @@ import torch
 from musicdistill.training.losses import (
     DIVERGENCES,
     combined_loss,
+    group_normalized,
     leave_one_out_advantages,
     pairwise_distances,
     pairwise_diversity_reward,
@@ -259,6 +260,25 @@ def test_identical_samples_within_every_group_give_zero_advantage() -> None:
     e = torch.eye(3)
     emb = torch.stack([e[0]] * 3 + [e[1]] * 3)
     assert torch.equal(leave_one_out_advantages(pairwise_distances(emb, 3)), torch.zeros(6))
+
+
+def test_group_normalized_advantages_have_unit_spread_per_group_and_keep_signs() -> None:
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(12, 5, generator=g)
+    raw = leave_one_out_advantages(pairwise_distances(emb, 4))
+    raw[4:8] *= 10.0  # a prompt whose samples differ ten times more
+    norm = group_normalized(raw, 4).view(3, 4)
+    assert torch.allclose(norm.std(dim=-1, unbiased=False), torch.ones(3), atol=1e-4)
+    assert torch.equal(torch.sign(norm), torch.sign(raw.view(3, 4)))
+    assert torch.allclose(norm.sum(-1), torch.zeros(3), atol=1e-5)
+
+
+def test_group_normalized_keeps_an_all_equal_group_at_zero_and_checks_shapes() -> None:
+    assert torch.equal(group_normalized(torch.zeros(6), 3), torch.zeros(6))
+    with pytest.raises(ValueError, match="divisible|group"):
+        group_normalized(torch.zeros(7), 3)
+    with pytest.raises(ValueError, match=r"\[B\*G\]"):
+        group_normalized(torch.zeros(2, 3), 3)
 
 
 def test_sequence_logprob_sums_valid_token_logprobs_and_ignores_padding_ids() -> None:
