@@ -326,6 +326,13 @@ class EmbedConfig:
         ge=0.0,
         le=10.0,
     )
+    pitch_jitter: int = opt(
+        0,
+        "largest shift (mel bands, about 1-3 semitones each at 128 bands) applied to each view independently; "
+        "> 0 makes the embedder care less about exact pitches (the key) and more about register and rhythm",
+        ge=0,
+        le=16,
+    )
     max_minutes: float = opt(0.0, "stop after this many minutes of training; 0 = no limit", ge=0.0)
     seed: int = opt(0, "seed of initialisation, batching and augmentation", ge=0)
 

@@ -268,6 +268,22 @@ def random_eq(x: torch.Tensor, strength: float, gen: torch.Generator, harmonics:
     return x + curve[:, :, None].to(x.dtype)
 
 
+def random_band_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Log-mels ``[B, D, T]`` each moved along the band axis by its own whole number of bands in
+    ``[-max_shift, max_shift]`` (a small transposition: about 1-3 semitones per band over 30-8000 Hz
+    at 128 bands); the bands moved in from the edge copy the edge band.
+
+    Views of one clip then differ in pitch by up to a few semitones, so the embedder learns to care
+    less about the exact pitches (the key) and keeps what is coarser (register, rhythm, timbre).
+    """
+    if max_shift <= 0:
+        return x
+    d = x.shape[1]
+    shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0],), generator=gen)  # [B]
+    source = (torch.arange(d)[None, :] - shifts[:, None]).clamp(0, d - 1)  # [B, D]: band each output reads
+    return torch.gather(x, 1, source[:, :, None].expand(-1, -1, x.shape[2]).to(x.device))
+
+
 def judge_optimizer(
     model: nn.Module, lr: float, weight_decay: float, steps: int
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
@@ -342,7 +358,8 @@ def train_embedder(
         first, second = chunk_pair_starts(batch, mels.num_frames, length, gen)
         a = training_view(mels, rows, first, length, use_recon, cfg.gain_jitter, gen)
         b = training_view(mels, rows, second, length, use_recon, cfg.gain_jitter, gen)
-        a, b = random_eq(a, cfg.eq_jitter, gen).to(device), random_eq(b, cfg.eq_jitter, gen).to(device)
+        a = random_band_shift(random_eq(a, cfg.eq_jitter, gen), cfg.pitch_jitter, gen).to(device)
+        b = random_band_shift(random_eq(b, cfg.eq_jitter, gen), cfg.pitch_jitter, gen).to(device)
         loss = info_nce(embedder.encoder(a), embedder.encoder(b), cfg.temperature)
         optimizer_step(loss, embedder.encoder, optimizer, scheduler, max_norm=0.0)
         if record_step(history, progress, loss, stop_at):

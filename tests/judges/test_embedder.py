@@ -19,6 +19,7 @@ from musicdistill.judges.embedder import (
     embed_mel,
     info_nce,
     load_embedder,
+    random_band_shift,
     random_eq,
     save_embedder,
     train_embedder,
@@ -293,3 +294,17 @@ def test_random_eq_tilts_each_view_smoothly_and_zero_strength_is_identity() -> N
     assert (
         curve.diff(dim=1).abs().max(dim=1).values < curve.abs().max(dim=1).values
     ).all()  # smooth over bands
+
+
+def test_random_band_shift_moves_each_view_by_whole_bands_within_the_limit() -> None:
+    x = torch.arange(10, dtype=torch.float32)[None, :, None].expand(6, 10, 3).clone()  # band index as value
+    assert torch.equal(random_band_shift(x, 0, torch.Generator().manual_seed(0)), x)
+    y = random_band_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    shifts = (x[:, 5, 0] - y[:, 5, 0]).tolist()  # a middle band reads the band `shift` below it
+    assert all(s in (-2.0, -1.0, 0.0, 1.0, 2.0) for s in shifts) and len(set(shifts)) > 1
+    for row, s in zip(y, shifts):
+        assert torch.equal(
+            row[:, 0], (torch.arange(10) - s).clamp(0, 9).float()
+        )  # edges repeat the edge band
+        assert torch.equal(row[:, 0], row[:, 2])  # the same shift at every frame
