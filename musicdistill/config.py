@@ -328,7 +328,7 @@ class EmbedConfig:
     )
     pitch_jitter: int = opt(
         0,
-        "largest shift (mel bands, about 1-3 semitones each at 128 bands) applied to each view independently; "
+        "largest shift (mel bands; one band is about 0.5-1.5 semitones at 128 bands over 30-8000 Hz) of each view; "
         "> 0 makes the embedder care less about exact pitches (the key) and more about register and rhythm",
         ge=0,
         le=16,

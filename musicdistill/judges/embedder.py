@@ -270,8 +270,8 @@ def random_eq(x: torch.Tensor, strength: float, gen: torch.Generator, harmonics:
 
 def random_band_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
     """Log-mels ``[B, D, T]`` each moved along the band axis by its own whole number of bands in
-    ``[-max_shift, max_shift]`` (a small transposition: about 1-3 semitones per band over 30-8000 Hz
-    at 128 bands); the bands moved in from the edge copy the edge band.
+    ``[-max_shift, max_shift]`` (a small transposition: one band is about 0.5-1.5 semitones over
+    30-8000 Hz at 128 bands); the bands moved in from the edge copy the edge band.
 
     Views of one clip then differ in pitch by up to a few semitones, so the embedder learns to care
     less about the exact pitches (the key) and keeps what is coarser (register, rhythm, timbre).

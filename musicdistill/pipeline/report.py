@@ -3,15 +3,17 @@
 Sections, in order: the claims table (C1-C5 as the evaluate stage decided them on paired per-prompt
 statistics, :mod:`musicdistill.evaluation.claims`: each claim's verdict, the paired differences with
 their 95 % intervals and margins, the measures used), the fronts plot with the gains at matched
-quality and their table, the metrics table (mean [95 % interval] per system), training curves (pretraining
-losses; distillation KL, reward, entropy, golden metric), audio players (the same prompts across
-systems, with the prompts' text) and stage timings. Images are embedded as base64 PNG data URIs and
-audio as base64 OGG/Vorbis (WAV when the encoder is unavailable), so the file can be mailed or
-archived alone. A stage that has not run shows as "not run"; nothing missing raises.
+quality and their table, the metrics table (mean [95 % interval] per system), training curves
+(pretraining losses; distillation KL, reward, entropy, golden metric), audio players (the same
+prompts across systems, with the prompts' text), the settings behind the result and stage timings.
+Images are embedded as base64 PNG data URIs and audio as base64 OGG/Vorbis (WAV when the encoder is
+unavailable), so the file can be mailed or archived alone. A stage that has not run shows as "not
+run"; nothing missing raises.
 
 The run folder is read by :mod:`~musicdistill.pipeline.report_inputs`, the result sections are
 :mod:`~musicdistill.pipeline.report_sections` and the data notes
-:mod:`~musicdistill.pipeline.data_notes`; this module holds the header, the timings and the page.
+:mod:`~musicdistill.pipeline.data_notes`; this module holds the header, the settings, the timings
+and the page.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from musicdistill.config import key_doc
 from musicdistill.pipeline.data_notes import data_section
 from musicdistill.pipeline.report_html import esc
 from musicdistill.pipeline.report_inputs import (
@@ -75,6 +78,53 @@ def header_section(run_dir: Path, config: dict[str, Any]) -> str:
     )
 
 
+#: the settings that decide what the students become and how finely they are judged, in the report's order
+RESULT_SETTINGS = (
+    "distill.gamma",
+    "run.diversity_beta",
+    "distill.steps",
+    "distill.prompts_per_step",
+    "distill.group_size",
+    "distill.lr",
+    "distill.advantage_norm",
+    "embed.pitch_jitter",
+    "embed.eq_jitter",
+    "evaluate.num_prompts",
+    "evaluate.samples_per_prompt",
+    "evaluate.seed",
+    "distill.seed",
+)
+
+
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A dotted key's value in the run's config mapping; None when absent."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _shown(value: Any) -> str:
+    return "not in this run's config" if value is None else str(value)
+
+
+def settings_section(config: dict[str, Any]) -> str:
+    """The run's values of :data:`RESULT_SETTINGS`, each with its documentation, and where the
+    defaults' trials are recorded."""
+    rows = "".join(
+        f"<tr><td><code>{esc(key)}</code></td><td>{esc(_shown(_setting(config, key)))}</td><td>{esc(key_doc(key))}</td></tr>"
+        for key in RESULT_SETTINGS
+    )
+    return (
+        "<h2>Settings behind the result</h2>"
+        "<p>The settings that shape the students and the evidence, as this run used them. The defaults "
+        "(<code>configs/default.yaml</code>, whose comments give each one's reason) were chosen by trials "
+        "judged with rules written before they ran: every trial, with its numbers and the rule, is in "
+        "<code>bench/RESULTS.md</code> (sections on the diversity-reward trials of issue 16).</p>"
+        "<table><tr><th>setting</th><th>this run</th><th>meaning</th></tr>" + rows + "</table>"
+    )
+
+
 def timings_section(run_dir: Path, stage_names: Sequence[str] | None = None) -> str:
     """Each stage's time and state; ``stage_names`` in run order (default: those the last run timed)."""
     last = read_json(run_dir / "timings.json") or {}
@@ -122,6 +172,7 @@ def render_report(run_dir: Path, stage_names: Sequence[str] | None = None) -> st
             data_section(run_dir),
             curves_section(run_dir),
             audio_section(run_dir, metrics),
+            settings_section(config),
             timings_section(run_dir, stage_names),
         )
     )

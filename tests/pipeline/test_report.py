@@ -107,6 +107,12 @@ def test_write_report_is_one_self_contained_page(tmp_path: Path) -> None:
     gains = page[page.index("<h3>Diversity gain at matched quality</h3>") :]
     assert f"<td>{MERGE}</td>" in gains and "<b>(primary)</b>" in gains and "100%" in gains
     assert "0.7<br><small>[" in page  # the teacher's attribute adherence with its interval
+    settings = page[page.index("<h2>Settings behind the result</h2>") : page.index("<h2>Stage timings</h2>")]
+    assert f"<td><code>distill.gamma</code></td><td>{GAMMA}</td>" in settings  # the run's value
+    assert (
+        "<td><code>run.diversity_beta</code></td><td>not in this run&#x27;s config</td>" in settings
+    )  # absent from this config
+    assert "bench/RESULTS.md" in settings and "CFG scale of the frozen teacher" in settings
     timings = page[page.index("<h2>Stage timings</h2>") :]
     assert (
         "<td>evaluate</td>" in timings
