@@ -4,9 +4,9 @@ Left panel: quality (y) against the primary diversity measure (x), one point per
 interval on each axis; each front (:mod:`musicdistill.evaluation.fronts`: the base over the CFG scale,
 over the temperature, the merges over λ) is a line through its points in the order of its setting,
 with its cost (model rows per frame) in the legend; systems on no front are single points. Right
-panel: each system's diversity gain at matched quality against the CFG front and against the
-temperature front, with its joint-bootstrap 95 % interval; a gain outside a front's quality range is
-marked "not defined".
+panel: the diversity gain at matched quality of each system that is not on the base's own sweeps,
+against the CFG front and against the temperature front, with its joint-bootstrap 95 % interval; a
+gain outside a front's quality range is marked "not defined".
 """
 
 from __future__ import annotations
@@ -125,8 +125,11 @@ def draw_fronts(ax, report: dict[str, Any], quality: str, diversity: str) -> Non
 
 def draw_gains(ax, report: dict[str, Any], diversity: str) -> None:
     """The right panel: each system's gain at matched quality over the CFG and temperature fronts."""
+    fronts = report.get("fronts") or {}
+    # the base's own sweeps are the fronts: their gains against them are 0 or undefined by construction
+    swept = {m for key, _, _ in GAIN_FRONTS for m in (fronts.get(key) or {}).get("members", [])}
     gains = [g for g in report.get("gains") or [] if g.get("diversity") == diversity]
-    names = list(dict.fromkeys(g["system"] for g in gains))
+    names = [n for n in dict.fromkeys(g["system"] for g in gains) if n not in swept]
     if not names:
         ax.text(
             0.5,
@@ -138,7 +141,6 @@ def draw_gains(ax, report: dict[str, Any], diversity: str) -> None:
         )
         ax.set_axis_off()
         return
-    fronts = report.get("fronts") or {}
     for offset, (key, color, marker) in zip((-0.15, 0.15), GAIN_FRONTS):
         if key in fronts:  # a legend entry even when no gain over this front is defined
             ax.plot([], [], marker, color=color, label=f"over the {fronts[key].get('label', key)} front")

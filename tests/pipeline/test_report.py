@@ -6,6 +6,7 @@ tested in tests/evaluation/test_claims.py."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import soundfile as sf
 import yaml
 
 from musicdistill.cli import main
-from musicdistill.evaluation.pareto import plot_pareto
+from musicdistill.evaluation.pareto import draw_gains, plot_pareto
 from musicdistill.pipeline.report import REPORT_FILE, write_report
 from musicdistill.pipeline.report_inputs import run_claims
 
@@ -190,3 +191,39 @@ def test_the_fronts_plot_draws_both_panels(tmp_path: Path) -> None:
     image = __import__("matplotlib.image", fromlist=["imread"]).imread(path)
     assert image.shape[1] > 1.9 * image.shape[0]  # two panels side by side
     assert path.stat().st_size > 30_000
+
+
+def test_the_gains_panel_lists_the_systems_off_the_base_sweeps_only() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def gain(system: str, front: str, mean: float) -> dict:
+        return {
+            "system": system,
+            "front": front,
+            "diversity": "d",
+            "mean": mean,
+            "low": mean - 0.01,
+            "high": mean + 0.01,
+            "defined": math.isfinite(mean),
+            "defined_fraction": 1.0,
+        }
+
+    report = {
+        "fronts": {
+            "cfg": {"members": ["base", "base CFG 3"]},
+            "temperature": {"members": ["base", "base T=0.7"]},
+        },
+        "gains": [
+            gain("base CFG 3", "temperature", math.nan),
+            gain("base T=0.7", "cfg", math.nan),
+            gain(MERGE, "cfg", 0.02),
+            gain(MERGE, "temperature", math.nan),
+        ],
+    }
+    fig, ax = plt.subplots()
+    draw_gains(ax, report, "d")
+    assert [t.get_text() for t in ax.get_yticklabels()] == [MERGE]
+    plt.close(fig)
