@@ -79,6 +79,13 @@ def test_cross_field_rules() -> None:
         load_config(None, ["model.delays=[0,1]"])
 
 
+def test_group_normalised_advantages_need_three_rollouts_per_prompt() -> None:
+    with pytest.raises(ConfigError, match=r"advantage_norm=group needs distill.group_size >= 3 \(got 2\)"):
+        load_config(None, ["distill.advantage_norm=group", "distill.group_size=2"])
+    cfg = load_config(None, ["distill.advantage_norm=group", "distill.group_size=3"])
+    assert cfg.distill.advantage_norm == "group"
+
+
 def test_override_syntax_error() -> None:
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["pretrain.steps"])

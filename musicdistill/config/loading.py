@@ -176,6 +176,12 @@ def _check_consistency(cfg: Config) -> None:
             f"codec.fmax={cfg.codec.fmax} is above the Nyquist frequency of data.sample_rate={cfg.data.sample_rate}; "
             f"set codec.fmax <= {cfg.data.sample_rate / 2}"
         )
+    if cfg.distill.advantage_norm == "group" and cfg.distill.group_size < 3:
+        raise ConfigError(
+            f"distill.advantage_norm=group needs distill.group_size >= 3 (got {cfg.distill.group_size}): with two "
+            "rollouts a prompt's advantages are equal and dividing by their spread leaves no signal; raise "
+            "distill.group_size or set distill.advantage_norm=none"
+        )
     if cfg.codec.fmin >= cfg.codec.fmax:
         raise ConfigError(f"codec.fmin={cfg.codec.fmin} must be below codec.fmax={cfg.codec.fmax}")
 
