@@ -32,7 +32,7 @@ reference's mean quality over the prompts both have.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -273,18 +273,9 @@ def non_inferiority(ev: Evidence, first: str, reference: str, metric: str) -> Co
     a, b = ev.table.column(first, metric), ev.table.column(reference, metric)
     ref = masked_mean(b, complete((a, b)))
     if not ref > 0:
-        est = paired_difference(a, b, ev.indices, ev.level)
-        return Comparison(
-            f"{metric_label(metric)}: {first} - {reference}",
-            metric,
-            "difference",
-            est.mean,
-            est.low,
-            est.high,
-            est.n,
-            math.nan,
-            "above",
-            NOT_RUN,
+        return replace(
+            difference(ev, first, reference, metric, "above", margin=math.nan),
+            verdict=NOT_RUN,
             note=f"the reference's mean {ref:.4g} is not positive, so 5 % of it is no margin",
         )
     comparison = difference(ev, first, reference, metric, "above", margin=-NON_INFERIORITY_MARGIN * ref)

@@ -189,32 +189,29 @@ def diversity_measures(
     return out
 
 
-def reward_judge(embedder) -> Embed:
-    """The reward embedder (:class:`musicdistill.judges.embedder.AudioEmbedder`) as a judge."""
+def _embedder_judge(embedder, from_mel: Callable, from_audio: Callable) -> Embed:
+    """An embedder as a judge: ``from_mel(embedder, mel)`` on the codec's log-mels, else
+    ``from_audio(embedder, wav, sr)`` on decoded audio (:func:`judge_rendering` picks)."""
 
-    def reward(clips: CodedClips) -> torch.Tensor:
+    def judge(clips: CodedClips) -> torch.Tensor:
         return judge_rendering(
             clips,
             embedder.settings,
-            lambda mel: embed_mel(embedder, mel),
-            lambda wav, sr: embed_audio(embedder, wav, sr),
+            lambda mel: from_mel(embedder, mel),
+            lambda wav, sr: from_audio(embedder, wav, sr),
         )
 
-    return reward
+    return judge
+
+
+def reward_judge(embedder) -> Embed:
+    """The reward embedder (:class:`musicdistill.judges.embedder.AudioEmbedder`) as a judge."""
+    return _embedder_judge(embedder, embed_mel, embed_audio)
 
 
 def second_judge(embedder) -> Embed:
     """The second embedder (:class:`musicdistill.judges.second_embedder.SecondEmbedder`) as a judge."""
-
-    def second(clips: CodedClips) -> torch.Tensor:
-        return judge_rendering(
-            clips,
-            embedder.settings,
-            lambda mel: embed_mel_second(embedder, mel),
-            lambda wav, sr: embed_audio_second(embedder, wav, sr),
-        )
-
-    return second
+    return _embedder_judge(embedder, embed_mel_second, embed_audio_second)
 
 
 def oracle_readings(oracle, clips: CodedClips) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from musicdistill.evaluation.claims import (
     claim_c4,
     claim_c5,
     claims_from_metrics,
+    non_inferiority,
 )
 from musicdistill.evaluation.paired import FAILS, HOLDS, NOT_RUN, UNRESOLVED
 from musicdistill.evaluation.roles import find_roles
@@ -236,3 +237,10 @@ def test_older_metrics_json_gives_claims_not_run() -> None:
     old = claims_from_metrics({"systems": {}})
     assert [c.verdict for c in old] == [NOT_RUN] * 5 and "predates" in old[0].explanation
     assert all(c.verdict == NOT_RUN for c in claims_from_metrics(None))
+
+
+def test_non_inferiority_to_a_reference_without_positive_quality_is_not_run() -> None:
+    ev = evidence({TEACHER: {"quality": -0.1}})
+    comparison = non_inferiority(ev, QUALITY, TEACHER, ev.quality)
+    assert comparison.verdict == NOT_RUN and "not positive" in comparison.note
+    assert comparison.kind == "difference" and comparison.side == "above" and comparison.mean > 0
