@@ -32,15 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdistill.config import Config, EmbedConfig
+from musicdistill.judges.clip_windows import band_statistics, embed_waveforms, windowed_mean
 from musicdistill.judges.halves import select_half
 from musicdistill.judges.log_mel import (
     BATCH,
     MEL_KEYS,
     ClipMels,
     LabelledMels,
-    as_waveforms,
     mel_spec,
-    waveform_mels,
 )
 from musicdistill.loop_kit import (
     JUDGE_BETAS,
@@ -97,9 +96,9 @@ class ConvEncoder(nn.Module):
 
     def set_statistics(self, log_mel: torch.Tensor) -> None:
         """Set the per-band standardisation from training log-mels ``[N, D, T]``."""
-        flat = log_mel.float().transpose(0, 1).reshape(self.n_mels, -1)
-        self.mean.copy_(flat.mean(1))
-        self.std.copy_(flat.std(1).clamp_min(1e-3))
+        mean, std = band_statistics(log_mel)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
 
     def architecture(self) -> dict[str, int]:
         """The constructor's arguments, as saved in ``model.json``."""
@@ -149,14 +148,6 @@ def build_embedder(cfg: EmbedConfig, settings: dict[str, Any]) -> AudioEmbedder:
     return AudioEmbedder(encoder, settings, chunk_frames, asdict(cfg))
 
 
-def window_starts(num_frames: int, window: int) -> list[int]:
-    """Starts of windows of ``window`` frames covering ``num_frames`` frames, overlapping by about half."""
-    if num_frames <= window:
-        return [0]
-    count = math.ceil((num_frames - window) / max(1, window // 2)) + 1
-    return sorted({int(round(s)) for s in np.linspace(0, num_frames - window, count)})
-
-
 @torch.no_grad()
 def embed_mel(embedder: AudioEmbedder, log_mel: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Log-mels ``[N, D, T]`` in the embedder's front end -> embeddings ``[N, E]`` (L2-normalised, on the
@@ -165,22 +156,9 @@ def embed_mel(embedder: AudioEmbedder, log_mel: torch.Tensor, batch_size: int = 
     A clip is embedded as the normalised mean of its overlapping chunk-length windows. Pass the
     output of the default codec's ``decode_mel`` directly when :func:`~musicdistill.judges.log_mel.codec_shares_front_end` holds.
     """
-    if log_mel.dim() != 3 or log_mel.shape[1] != embedder.encoder.n_mels:
-        raise ValueError(
-            f"log_mel must have shape [N, {embedder.encoder.n_mels}, T], got {tuple(log_mel.shape)}"
-        )
-    was_training = embedder.training
-    embedder.eval()
-    starts = window_starts(log_mel.shape[-1], embedder.chunk_frames)
-    length = min(embedder.chunk_frames, log_mel.shape[-1])
-    out = []
-    for first in range(0, log_mel.shape[0], batch_size):
-        x = log_mel[first : first + batch_size].to(embedder.device)
-        windows = torch.stack([x[..., s : s + length] for s in starts], dim=1)  # [B, W, D, L]
-        z = embedder.encoder(windows.flatten(0, 1)).view(x.shape[0], len(starts), -1)
-        out.append(F.normalize(z.mean(1), dim=-1))
-    embedder.train(was_training)
-    return torch.cat(out)
+    return F.normalize(
+        windowed_mean(embedder.encoder, log_mel, embedder.chunk_frames, embedder.device, batch_size), dim=-1
+    )
 
 
 @torch.no_grad()
@@ -188,12 +166,7 @@ def embed_audio(
     embedder: AudioEmbedder, wav: torch.Tensor | np.ndarray, sample_rate: int, batch_size: int = BATCH
 ) -> torch.Tensor:
     """Clips ``[N, S]`` (or ``[N, 1, S]``) at ``sample_rate`` -> embeddings ``[N, E]`` (L2-normalised)."""
-    wav = as_waveforms(wav)
-    parts = [
-        embed_mel(embedder, waveform_mels(embedder.mel, wav[i : i + batch_size], sample_rate))
-        for i in range(0, wav.shape[0], batch_size)
-    ]
-    return torch.cat(parts)
+    return embed_waveforms(lambda mel: embed_mel(embedder, mel), embedder.mel, wav, sample_rate, batch_size)
 
 
 # --------------------------------------------------------------------------------------------

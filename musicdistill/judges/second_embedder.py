@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdistill.config import Config, SecondEmbedConfig
+from musicdistill.judges.clip_windows import band_statistics, embed_waveforms, windowed_mean
 from musicdistill.judges.embedder import (
     check_training_mels,
     fit_on_half,
@@ -45,16 +46,13 @@ from musicdistill.judges.embedder import (
     record_step,
     take_chunks,
     uses_reconstructions,
-    window_starts,
 )
 from musicdistill.judges.log_mel import (
     BATCH,
     MEL_KEYS,
     ClipMels,
     LabelledMels,
-    as_waveforms,
     mel_spec,
-    waveform_mels,
 )
 from musicdistill.loop_kit import deadline, optimizer_step, step_generator
 from musicdistill.progress import Progress
@@ -124,9 +122,9 @@ class SpectroConvEncoder(nn.Module):
 
     def set_statistics(self, log_mel: torch.Tensor) -> None:
         """Set the per-band standardisation from training log-mels ``[N, D, T]``."""
-        flat = log_mel.float().transpose(0, 1).reshape(self.n_mels, -1)
-        self.mean.copy_(flat.mean(1))
-        self.std.copy_(flat.std(1).clamp_min(1e-3))
+        mean, std = band_statistics(log_mel)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         if log_mel.shape[-1] < 4:
@@ -188,22 +186,7 @@ def expander(dim: int, width: int) -> nn.Sequential:
 @torch.no_grad()
 def representations(embedder: SecondEmbedder, log_mel: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Log-mels ``[N, D, T]`` -> raw clip representations ``[N, E]`` (mean over windows), on the CPU."""
-    if log_mel.dim() != 3 or log_mel.shape[1] != embedder.encoder.n_mels:
-        raise ValueError(
-            f"log_mel must have shape [N, {embedder.encoder.n_mels}, T], got {tuple(log_mel.shape)}"
-        )
-    was_training = embedder.training
-    embedder.eval()
-    starts = window_starts(log_mel.shape[-1], embedder.chunk_frames)
-    length = min(embedder.chunk_frames, log_mel.shape[-1])
-    out = []
-    for first in range(0, log_mel.shape[0], batch_size):
-        x = log_mel[first : first + batch_size].to(embedder.device)
-        windows = torch.stack([x[..., s : s + length] for s in starts], dim=1)  # [B, W, D, L]
-        h = embedder.encoder(windows.flatten(0, 1)).view(x.shape[0], len(starts), -1)
-        out.append(h.mean(1).cpu())
-    embedder.train(was_training)
-    return torch.cat(out)
+    return windowed_mean(embedder.encoder, log_mel, embedder.chunk_frames, embedder.device, batch_size).cpu()
 
 
 @torch.no_grad()
@@ -219,12 +202,9 @@ def embed_audio_second(
     embedder: SecondEmbedder, wav: torch.Tensor | np.ndarray, sample_rate: int, batch_size: int = BATCH
 ) -> torch.Tensor:
     """Clips ``[N, S]`` (or ``[N, 1, S]``) at ``sample_rate`` -> embeddings ``[N, E]`` (L2-normalised)."""
-    wav = as_waveforms(wav)
-    parts = [
-        embed_mel_second(embedder, waveform_mels(embedder.mel, wav[i : i + batch_size], sample_rate))
-        for i in range(0, wav.shape[0], batch_size)
-    ]
-    return torch.cat(parts)
+    return embed_waveforms(
+        lambda mel: embed_mel_second(embedder, mel), embedder.mel, wav, sample_rate, batch_size
+    )
 
 
 # --------------------------------------------------------------------------------------------
