@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,6 +225,20 @@ class TextEncoder:
         return out
 
 
+@contextmanager
+def _no_transformers_progress_bar() -> Iterator[None]:
+    """Turn transformers' progress bars off for the block, then back to what they were."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_text_encoder(
     encoder: str = MINILM,
     max_tokens: int = 64,
@@ -247,7 +262,8 @@ def load_text_encoder(
             )
     config = AutoConfig.from_pretrained(str(path))
     model_cls = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
-    model = model_cls.from_pretrained(str(path)).to(device)
+    with _no_transformers_progress_bar():  # a bar over ~100 tensors; unreadable in logs that are files
+        model = model_cls.from_pretrained(str(path)).to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     log.debug("text encoder %s (%s) loaded from %s", encoder, config.model_type, path)
     return TextEncoder(tokenizer, model, encoder, max_tokens, max_prompt_chars, cache_size)

@@ -156,3 +156,16 @@ def test_concat_conditions_pads_to_the_longest():
 def test_text_condition_checks_its_shapes():
     with pytest.raises(ValueError, match="TextCondition"):
         TextCondition(torch.zeros(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_shows_no_weight_progress_bar_and_restores_the_setting(t5_dir, capfd, enabled):
+    from transformers.utils import logging as hf_logging
+
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        load_text_encoder(str(t5_dir))
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() is enabled
+    finally:
+        hf_logging.enable_progress_bar()
