@@ -38,23 +38,25 @@ def read_evaluation(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, l
     return metrics, per
 
 
-def against_teacher(
-    table: PromptTable, systems: dict[str, Any], teacher: str | None, quality: str, indices: Any
+def against(
+    table: PromptTable, systems: dict[str, Any], reference: str | None, measure: str, indices: Any
 ) -> dict[str, dict[str, float]]:
-    """Every system's paired quality difference against the teacher: {system: mean, low, high, n}."""
-    if teacher is None or not table.has(teacher, quality):
+    """Every other system's paired difference in ``measure`` against ``reference``: {system: mean, low,
+    high, n} (empty without the reference)."""
+    if reference is None or not table.has(reference, measure):
         return {}
     rows = {}
     for name in systems:
-        if name != teacher and table.has(name, quality):
-            e = paired_difference(table.column(name, quality), table.column(teacher, quality), indices)
+        if name != reference and table.has(name, measure):
+            e = paired_difference(table.column(name, measure), table.column(reference, measure), indices)
             rows[name] = {"mean": e.mean, "low": e.low, "high": e.high, "n": e.n}
     return rows
 
 
 def combine(folders: list[Path], resamples: int, seed: int, teacher_gamma: float) -> dict[str, Any]:
     """The paired part of a metrics.json for the union of the folders' systems, plus every system's
-    quality difference against the teacher (``minus_teacher``)."""
+    quality difference against the teacher (``minus_teacher``) and its primary and reward-embedder
+    diversity differences against the beta = 0 student (``minus_quality_model``, C3's comparison)."""
     first, _ = read_evaluation(folders[0])
     systems: dict[str, Any] = {}
     per_prompt: dict[str, dict[str, list[float]]] = {}
@@ -72,8 +74,21 @@ def combine(folders: list[Path], resamples: int, seed: int, teacher_gamma: float
     evidence = paired_evidence(table, systems, indices, teacher_gamma)
     quality = evidence["measures"]["quality"]
     teacher = evidence["roles"].get("teacher")
-    minus_teacher = against_teacher(table, systems, teacher, quality, indices)
-    return {"systems": systems, **evidence, "minus_teacher": minus_teacher}
+    student = evidence["roles"].get("quality")
+    minus_quality_model = {
+        measure: against(table, systems, student, measure, indices)
+        for measure in (evidence["measures"]["primary_diversity"], "diversity_reward")
+    }
+    return {
+        "systems": systems,
+        **evidence,
+        "minus_teacher": against(table, systems, teacher, quality, indices),
+        "minus_quality_model": minus_quality_model,
+    }
+
+
+def _interval(label: str, e: dict[str, float] | None) -> str:
+    return f"  {label} {e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]" if e else ""
 
 
 def main() -> None:
@@ -95,11 +110,8 @@ def main() -> None:
     print(f"quality: {quality}; primary diversity: {primary}")
     for name, system in report["systems"].items():
         m = system.get("metrics", {})
-        versus = report["minus_teacher"].get(name)
-        paired = (
-            f"  q - teacher {versus['mean']:+.3f} [{versus['low']:+.3f}, {versus['high']:+.3f}]"
-            if versus
-            else ""
+        paired = _interval("q - teacher", report["minus_teacher"].get(name)) + _interval(
+            "d - beta0", report["minus_quality_model"][primary].get(name)
         )
         print(
             f"  {name:28s} q {m.get(quality, {}).get('mean', math.nan):.3f}  d {m.get(primary, {}).get('mean', math.nan):.3f}{paired}"
