@@ -268,15 +268,19 @@ def test_main_job_trains_quality_at_beta_0_and_diversity_at_run_diversity_beta(
 ) -> None:
     calls = []
     monkeypatch.setattr(
-        stages, "_distill_stage", lambda cfg, r, o, res, beta, mode="on_policy": calls.append((beta, mode))
+        stages,
+        "_distill_stage",
+        lambda cfg, r, o, res, beta, mode="on_policy", lr=0.0: calls.append((beta, mode, lr)),
     )
-    cfg = load_config(None, [f"runs_dir={tmp_path}", "distill.beta=99", "run.diversity_beta=7"])
+    cfg = load_config(
+        None, [f"runs_dir={tmp_path}", "distill.beta=99", "run.diversity_beta=7", "run.diversity_lr=3e-4"]
+    )
     stages.stage_quality(cfg, tmp_path, tmp_path, False)
     stages.stage_diversity(cfg, tmp_path, tmp_path, False)
     assert stages.stage_offline(cfg, tmp_path, tmp_path, False)["ran"] is False
     offline = load_config(None, [f"runs_dir={tmp_path}", "run.compare_offline=true"])
     stages.stage_offline(offline, tmp_path, tmp_path, False)
-    assert calls == [(0.0, "on_policy"), (7.0, "on_policy"), (0.0, "teacher")]
+    assert calls == [(0.0, "on_policy", 0.0), (7.0, "on_policy", 3e-4), (0.0, "teacher", 0.0)]
     names = {
         s["name"] for s in stages.main_job_systems(load_config(None, ["run.cfg_scales=[2.5]"]), tmp_path)
     }
@@ -294,11 +298,28 @@ def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
         }
 
     base = hashes()
-    changed = {n for n, h in hashes("run.diversity_beta=3").items() if h != base[n]}
-    assert changed == {"diversity"}
+    for key in ("run.diversity_beta=3", "run.diversity_lr=1e-4"):
+        changed = {n for n, h in hashes(key).items() if h != base[n]}
+        assert changed == {"diversity"}, key
     # the offline student is evaluated too when it exists
     assert {n for n, h in hashes("run.compare_offline=true").items() if h != base[n]} == {
         "offline",
         "evaluate",
     }
     assert {n for n, h in hashes("run.cfg_scales=[2.0]").items() if h != base[n]} == {"evaluate"}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("3e-4", 3e-4), ("1E-3", 1e-3), ("+2.5e-5", 2.5e-5), ("5e-1", 0.5)]
+)
+def test_exponent_numbers_are_numbers_on_the_command_line_and_in_files(tmp_path: Path, text, value) -> None:
+    assert load_config(None, [f"distill.lr={text}"]).distill.lr == value
+    path = tmp_path / "c.yaml"
+    path.write_text(f"distill:\n  lr: {text}\n", encoding="utf-8")
+    assert load_config(path).distill.lr == value
+
+
+@pytest.mark.parametrize("text", ["e-4", "3e", "fast", "nan"])
+def test_words_are_still_not_numbers(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"distill\.lr: expected a number"):
+        load_config(None, [f"distill.lr={text}"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -39,6 +40,9 @@ MOVED_KEYS: dict[str, str] = {
     "evaluate.cfg_scales": "run.cfg_scales",
     "evaluate.temperatures": "run.temperatures",
 }
+
+#: a number with an exponent, e.g. ``3e-4``, which YAML 1.1 (PyYAML) leaves a string unless the mantissa has a dot
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def moved_key_message(old: str, override: str | None = None) -> str:
@@ -97,6 +101,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 3e-4 (no dot in the mantissa) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -444,7 +444,8 @@ class RunConfig:
     """Settings only the main job (``musicdistill run``) reads: which models it trains and compares.
 
     The main job trains two students with one ``distill`` section: the quality model with β = 0 and
-    the diversity model with β = ``run.diversity_beta`` (``distill.beta`` and ``distill.mode`` are
+    the diversity model with β = ``run.diversity_beta`` and learning rate ``run.diversity_lr`` (when
+    not 0) (``distill.beta`` and ``distill.mode`` are
     read only by ``musicdistill distill``, which trains one model).
     """
 
@@ -454,6 +455,13 @@ class RunConfig:
         "'musicdistill distill' reads distill.beta instead",
         ge=0.0,
         le=1000.0,
+    )
+    diversity_lr: float = opt(
+        0.0,
+        "peak learning rate of the diversity model the main job trains; 0 = distill.lr (the quality "
+        "model always uses distill.lr)",
+        ge=0.0,
+        le=1.0,
     )
     compare_offline: bool = opt(
         False,

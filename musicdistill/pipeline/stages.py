@@ -287,9 +287,17 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
 
 
 def _distill_stage(
-    cfg: Config, run_dir: Path, out: Path, resume: bool, beta: float, mode: str = "on_policy"
+    cfg: Config,
+    run_dir: Path,
+    out: Path,
+    resume: bool,
+    beta: float,
+    mode: str = "on_policy",
+    lr: float = 0.0,
 ) -> dict[str, Any]:
-    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta, mode=mode))
+    """One ``distill`` run of the main job with ``beta``, ``mode`` and ``lr`` (0 = ``distill.lr``)."""
+    lr = lr or cfg.distill.lr
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta, mode=mode, lr=lr))
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
     embedder = run_dir / "embedder"
@@ -306,7 +314,7 @@ def _distill_stage(
     distill(cfg, parts.parts, out, parts.provenance, device, resume=resume)
     rows = read_rows(out)
     evals = [r for r in rows if "eval_teacher_kl" in r]
-    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps}
+    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps, "lr": lr}
     if evals:
         summary.update(
             {
@@ -323,8 +331,9 @@ def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[s
 
 
 def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Distil with the diversity reward, β = run.diversity_beta: the diversity model."""
-    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.run.diversity_beta)
+    """Distil with the diversity reward, β = run.diversity_beta (learning rate run.diversity_lr when
+    not 0): the diversity model."""
+    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.run.diversity_beta, lr=cfg.run.diversity_lr)
 
 
 def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
@@ -477,7 +486,7 @@ def main_job_stages() -> list[Stage]:
         Stage(
             "diversity",
             stage_diversity,
-            reads=("distill", "run.diversity_beta", "device"),
+            reads=("distill", "run.diversity_beta", "run.diversity_lr", "device"),
             after=("base", "judges"),
             estimate_s=280,
             doc="distil with the diversity reward (beta = run.diversity_beta)",
