@@ -10,8 +10,7 @@ from pathlib import Path
 from musicdistill.codec.factory import load_codec
 from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
 from musicdistill.config import save_config
-from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
-from musicdistill.data.windows import windowing_of
+from musicdistill.data.tokens import encode_manifest_as_configured, load_token_set, save_token_set
 from musicdistill.training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
@@ -78,16 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         tokens = load_token_set(token_dir)
     except FileNotFoundError:
-        tokens = encode_manifest(
-            manifest,
-            codec,
-            cfg.data.sample_rate,
-            cfg.data.duration,
-            cfg.data.workers,
-            cfg.data.strict,
-            cfg.data.min_duration,
-            windowing_of(cfg.data),
-        )
+        tokens = encode_manifest_as_configured(manifest, codec, cfg.data)
         save_token_set(tokens, token_dir)
     pretrain(
         cfg,

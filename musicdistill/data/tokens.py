@@ -18,9 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musicdistill.codec.interface import Codec
+from musicdistill.config import DataConfig
 from musicdistill.data.loading import load_dataset
 from musicdistill.data.manifest import Entry
-from musicdistill.data.windows import DEFAULT_WINDOWING, Windowing
+from musicdistill.data.windows import DEFAULT_WINDOWING, Windowing, windowing_of
 from musicdistill.progress import track
 from musicdistill.storage.atomic import atomic_write_text, atomic_write_with
 
@@ -155,3 +156,18 @@ def encode_manifest(
         windowing=windowing,
     )
     return build_token_set(entries, torch.from_numpy(audio), codec, sample_rate)
+
+
+def encode_manifest_as_configured(manifest: str | Path, codec: Codec, data: DataConfig) -> TokenSet:
+    """:func:`encode_manifest` with the ``data`` section's rate, clip length, readers, strictness,
+    shortest clip and windowing."""
+    return encode_manifest(
+        manifest,
+        codec,
+        data.sample_rate,
+        data.duration,
+        data.workers,
+        data.strict,
+        data.min_duration,
+        windowing_of(data),
+    )

@@ -34,8 +34,7 @@ from musicdistill.data.checks import check_data
 from musicdistill.data.loading import load_data
 from musicdistill.data.manifest import read_manifest
 from musicdistill.data.synth import dataset_is_current, synthesize_dataset
-from musicdistill.data.tokens import encode_manifest, load_token_set, save_token_set
-from musicdistill.data.windows import windowing_of
+from musicdistill.data.tokens import encode_manifest_as_configured, load_token_set, save_token_set
 from musicdistill.evaluation.setup import run_evaluation
 from musicdistill.evaluation.systems import parse_systems
 from musicdistill.judges.embedder import fit_and_save_embedder
@@ -134,16 +133,7 @@ def stage_codec(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str
 def stage_tokens(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
     """Encode every usable clip with the codec, on the run's device."""
     codec = load_codec(run_dir / "codec").to(resolve_device(cfg.device))
-    tokens = encode_manifest(
-        manifest_path(cfg, run_dir),
-        codec,
-        cfg.data.sample_rate,
-        cfg.data.duration,
-        cfg.data.workers,
-        cfg.data.strict,
-        cfg.data.min_duration,
-        windowing_of(cfg.data),
-    )
+    tokens = encode_manifest_as_configured(manifest_path(cfg, run_dir), codec, cfg.data)
     save_token_set(tokens, out)
     return {
         "clips": len(tokens),
