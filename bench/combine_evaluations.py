@@ -56,7 +56,8 @@ def against(
 def combine(folders: list[Path], resamples: int, seed: int, teacher_gamma: float) -> dict[str, Any]:
     """The paired part of a metrics.json for the union of the folders' systems, plus every system's
     quality difference against the teacher (``minus_teacher``) and its primary and reward-embedder
-    diversity differences against the beta = 0 student (``minus_quality_model``, C3's comparison)."""
+    diversity differences against the beta = 0 student and the teacher (``c3_differences``, the
+    comparisons of claim C3, keyed ``"<measure> - beta0"`` and ``"<measure> - teacher"``)."""
     first, _ = read_evaluation(folders[0])
     systems: dict[str, Any] = {}
     per_prompt: dict[str, dict[str, list[float]]] = {}
@@ -75,15 +76,16 @@ def combine(folders: list[Path], resamples: int, seed: int, teacher_gamma: float
     quality = evidence["measures"]["quality"]
     teacher = evidence["roles"].get("teacher")
     student = evidence["roles"].get("quality")
-    minus_quality_model = {
-        measure: against(table, systems, student, measure, indices)
+    c3 = {
+        f"{measure} - {role}": against(table, systems, reference, measure, indices)
         for measure in (evidence["measures"]["primary_diversity"], "diversity_reward")
+        for role, reference in (("beta0", student), ("teacher", teacher))
     }
     return {
         "systems": systems,
         **evidence,
         "minus_teacher": against(table, systems, teacher, quality, indices),
-        "minus_quality_model": minus_quality_model,
+        "c3_differences": c3,
     }
 
 
@@ -111,7 +113,7 @@ def main() -> None:
     for name, system in report["systems"].items():
         m = system.get("metrics", {})
         paired = _interval("q - teacher", report["minus_teacher"].get(name)) + _interval(
-            "d - beta0", report["minus_quality_model"][primary].get(name)
+            "d - beta0", report["c3_differences"][f"{primary} - beta0"].get(name)
         )
         print(
             f"  {name:28s} q {m.get(quality, {}).get('mean', math.nan):.3f}  d {m.get(primary, {}).get('mean', math.nan):.3f}{paired}"
