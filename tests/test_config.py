@@ -27,6 +27,7 @@ from musicdistill.config import (
     config_sections,
     config_to_dict,
     describe_fields,
+    diversity_distill_config,
     load_config,
     load_saved_config,
     save_config,
@@ -181,6 +182,9 @@ def test_distill_command_refuses_the_main_job_beta_naming_distill_beta() -> None
         check_overrides(["run.compare_offline=true"], reads)
     with pytest.raises(ConfigError, match="from the base checkpoint"):
         check_overrides(["model.dim=64"], reads)
+    for text in ("run.diversity_distill.lr=1e-4", "run.diversity_distill={lr: 1e-4}"):
+        with pytest.raises(ConfigError, match=r"does not read run.diversity_distill.*set its keys directly"):
+            check_overrides([text], reads)
     check_overrides(["distill.beta=60", "model.backbone=native", "device=cpu", "generate.top_k=5"], reads)
 
 
@@ -194,7 +198,16 @@ def test_main_job_refuses_distill_beta_naming_run_diversity_beta() -> None:
         check_overrides(["listening.seed=3"], reads)
     with pytest.raises(ConfigError, match=r"has moved to 'run.diversity_beta'.*; write run.diversity_beta=5"):
         check_overrides(["distill.diversity_beta=5"], reads)
-    check_overrides(["run.diversity_beta=5", "distill.steps=3", "pretrain.steps=2", "evaluate.seed=1"], reads)
+    check_overrides(
+        [
+            "run.diversity_beta=5",
+            "run.diversity_distill.lr=1e-4",
+            "distill.steps=3",
+            "pretrain.steps=2",
+            "evaluate.seed=1",
+        ],
+        reads,
+    )
 
 
 def test_override_of_an_unread_section_names_what_the_command_reads() -> None:
@@ -267,20 +280,33 @@ def test_main_job_trains_quality_at_beta_0_and_diversity_at_run_diversity_beta(
     tmp_path: Path, monkeypatch
 ) -> None:
     calls = []
-    monkeypatch.setattr(
-        stages,
-        "_distill_stage",
-        lambda cfg, r, o, res, beta, mode="on_policy", lr=0.0: calls.append((beta, mode, lr)),
-    )
+
+    def fake_stage(cfg, r, o, res, beta, mode="on_policy", distill_section=None):
+        section = distill_section or cfg.distill
+        calls.append((beta, mode, section.lr, section.divergence))
+        return {}
+
+    monkeypatch.setattr(stages, "_distill_stage", fake_stage)
     cfg = load_config(
-        None, [f"runs_dir={tmp_path}", "distill.beta=99", "run.diversity_beta=7", "run.diversity_lr=3e-4"]
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            "distill.beta=99",
+            "run.diversity_beta=7",
+            "run.diversity_distill={lr: 3e-4, divergence: jeffreys}",
+        ],
     )
     stages.stage_quality(cfg, tmp_path, tmp_path, False)
     stages.stage_diversity(cfg, tmp_path, tmp_path, False)
     assert stages.stage_offline(cfg, tmp_path, tmp_path, False)["ran"] is False
     offline = load_config(None, [f"runs_dir={tmp_path}", "run.compare_offline=true"])
     stages.stage_offline(offline, tmp_path, tmp_path, False)
-    assert calls == [(0.0, "on_policy", 0.0), (7.0, "on_policy", 3e-4), (0.0, "teacher", 0.0)]
+    lr = cfg.distill.lr
+    assert calls == [
+        (0.0, "on_policy", lr, "reverse_kl"),
+        (7.0, "on_policy", 3e-4, "jeffreys"),  # only the diversity model takes run.diversity_distill
+        (0.0, "teacher", lr, "reverse_kl"),
+    ]
     names = {
         s["name"] for s in stages.main_job_systems(load_config(None, ["run.cfg_scales=[2.5]"]), tmp_path)
     }
@@ -298,7 +324,7 @@ def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
         }
 
     base = hashes()
-    for key in ("run.diversity_beta=3", "run.diversity_lr=1e-4"):
+    for key in ("run.diversity_beta=3", "run.diversity_distill.lr=1e-4"):
         changed = {n for n, h in hashes(key).items() if h != base[n]}
         assert changed == {"diversity"}, key
     # the offline student is evaluated too when it exists
@@ -323,3 +349,35 @@ def test_exponent_numbers_are_numbers_on_the_command_line_and_in_files(tmp_path:
 def test_words_are_still_not_numbers(text: str) -> None:
     with pytest.raises(ConfigError, match=r"distill\.lr: expected a number"):
         load_config(None, [f"distill.lr={text}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("run.diversity_distill.beta=3", r"run\.diversity_distill\.beta is set by run\.diversity_beta"),
+        ("run.diversity_distill.mode=teacher", r"run\.diversity_distill\.mode is set by the main job"),
+        (
+            "run.diversity_distill.lrr=3",
+            r"run\.diversity_distill\.lrr: not a key of the distill section; did you mean 'lr'",
+        ),
+        ("run.diversity_distill.lr=-1", r"run\.diversity_distill\.lr=-1\.0 is out of range"),
+        ("run.diversity_distill.divergence=foo", r"run\.diversity_distill\.divergence='foo' is not allowed"),
+        ("run.diversity_distill=3", r"run\.diversity_distill: expected a mapping"),
+    ],
+)
+def test_diversity_distill_changes_are_checked_as_distill_keys(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_diversity_distill_changes_only_the_diversity_models_section() -> None:
+    cfg = load_config(
+        None, ["distill.lr=2e-4", "run.diversity_distill.lr=1e-4", "run.diversity_distill.steps=40"]
+    )
+    section = diversity_distill_config(cfg)
+    assert (section.lr, section.steps, cfg.distill.lr, cfg.distill.steps) == (
+        1e-4,
+        40,
+        2e-4,
+        cfg.distill.steps,
+    )

@@ -128,6 +128,8 @@ def check_overrides(overrides: list[str], reads: ConfigReads) -> None:
                 f"'{new}' ({new_section}: {key_doc(new_section)}), which `{reads.command}` does not "
                 f"read; {_not_read(reads, new, value)}"
             )
+        if key not in known:  # a key inside a mapping-valued key ('run.diversity_distill.lr')
+            key = next((k for k in config_keys() if _within(key, k)), key)
         if key in known and not reads.reads(key):
             where = ""
             if _within(key, MAIN_JOB_SECTION) and reads.command != MAIN_JOB:

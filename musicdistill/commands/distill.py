@@ -28,6 +28,11 @@ READS = ConfigReads(
             "`musicdistill distill` trains one model, whose beta is distill.beta: write distill.beta={value}",
         ),
         (
+            "run.diversity_distill",
+            "`musicdistill distill` trains one model from the distill section: set its keys directly "
+            "(e.g. distill.lr=0.0001)",
+        ),
+        (
             "run.compare_offline",
             "`musicdistill distill` trains one model; distil offline with distill.mode=teacher",
         ),

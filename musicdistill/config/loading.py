@@ -23,6 +23,7 @@ import yaml
 from musicdistill.config.schema import (
     Config,
     ConfigError,
+    DistillConfig,
     config_keys,
     config_sections,
     config_to_dict,
@@ -110,6 +111,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping (e.g. {{lr: 0.0001}}), got {value!r}")
+        return dict(value)
     if tp is list or origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -190,6 +195,32 @@ def _check_consistency(cfg: Config) -> None:
         )
     if cfg.codec.fmin >= cfg.codec.fmax:
         raise ConfigError(f"codec.fmin={cfg.codec.fmin} must be below codec.fmax={cfg.codec.fmax}")
+    diversity_distill_config(cfg)
+
+
+#: distill keys the main job sets itself for each of its models
+_MAIN_JOB_SETS = {"beta": "run.diversity_beta", "mode": "the main job (on_policy for the diversity model)"}
+
+
+def diversity_distill_config(cfg: Config) -> DistillConfig:
+    """The ``distill`` section with ``run.diversity_distill``'s keys changed: the diversity model's
+    settings (before the main job sets its β). Raises ConfigError naming a bad key or value."""
+    changes = cfg.run.diversity_distill
+    for key in changes:
+        if key in _MAIN_JOB_SETS:
+            raise ConfigError(
+                f"run.diversity_distill.{key} is set by {_MAIN_JOB_SETS[key]}; remove it from run.diversity_distill"
+            )
+    names = [f.name for f in dataclasses.fields(DistillConfig)]
+    for key in changes:
+        if key not in names:
+            raise ConfigError(
+                f"run.diversity_distill.{key}: not a key of the distill section{_suggest(str(key), names)}"
+            )
+    merged = {name: getattr(cfg.distill, name) for name in names}
+    distill = _build(DistillConfig, {**merged, **changes}, "run.diversity_distill.")
+    _check_ranges(distill, "run.diversity_distill.")
+    return distill
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

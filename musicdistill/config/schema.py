@@ -444,8 +444,8 @@ class RunConfig:
     """Settings only the main job (``musicdistill run``) reads: which models it trains and compares.
 
     The main job trains two students with one ``distill`` section: the quality model with β = 0 and
-    the diversity model with β = ``run.diversity_beta`` and learning rate ``run.diversity_lr`` (when
-    not 0) (``distill.beta`` and ``distill.mode`` are
+    the diversity model with β = ``run.diversity_beta`` and the ``distill`` keys of
+    ``run.diversity_distill`` changed (``distill.beta`` and ``distill.mode`` are
     read only by ``musicdistill distill``, which trains one model).
     """
 
@@ -456,12 +456,11 @@ class RunConfig:
         ge=0.0,
         le=1000.0,
     )
-    diversity_lr: float = opt(
-        0.0,
-        "peak learning rate of the diversity model the main job trains; 0 = distill.lr (the quality "
-        "model always uses distill.lr)",
-        ge=0.0,
-        le=1.0,
+    diversity_distill: dict = opt(
+        {},
+        "distill keys whose values differ for the diversity model, e.g. {lr: 0.0001, divergence: "
+        "jeffreys}; the quality and offline models use the distill section as it is (beta and mode "
+        "are set by the main job)",
     )
     compare_offline: bool = opt(
         False,

@@ -86,7 +86,7 @@ RESULT_SETTINGS = (
     "distill.prompts_per_step",
     "distill.group_size",
     "distill.lr",
-    "run.diversity_lr",
+    "run.diversity_distill",
     "distill.advantage_norm",
     "embed.pitch_jitter",
     "embed.eq_jitter",

@@ -27,7 +27,7 @@ import torch
 
 from musicdistill.codec.factory import fit_codec, load_codec
 from musicdistill.codec.interface import read_codec_json
-from musicdistill.config import Config
+from musicdistill.config import Config, DistillConfig, diversity_distill_config
 from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
 from musicdistill.data.checks import check_data
@@ -283,11 +283,12 @@ def _distill_stage(
     resume: bool,
     beta: float,
     mode: str = "on_policy",
-    lr: float = 0.0,
+    distill_section: DistillConfig | None = None,
 ) -> dict[str, Any]:
-    """One ``distill`` run of the main job with ``beta``, ``mode`` and ``lr`` (0 = ``distill.lr``)."""
-    lr = lr or cfg.distill.lr
-    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, beta=beta, mode=mode, lr=lr))
+    """One ``distill`` run of the main job with ``beta`` and ``mode``, on ``distill_section`` (default:
+    the config's ``distill`` section)."""
+    section = distill_section or cfg.distill
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(section, beta=beta, mode=mode))
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
     embedder = run_dir / "embedder"
@@ -304,7 +305,7 @@ def _distill_stage(
     distill(cfg, parts.parts, out, parts.provenance, device, resume=resume)
     rows = read_rows(out)
     evals = [r for r in rows if "eval_teacher_kl" in r]
-    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps, "lr": lr}
+    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps, "lr": cfg.distill.lr}
     if evals:
         summary.update(
             {
@@ -321,9 +322,12 @@ def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[s
 
 
 def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Distil with the diversity reward, β = run.diversity_beta (learning rate run.diversity_lr when
-    not 0): the diversity model."""
-    return _distill_stage(cfg, run_dir, out, resume, beta=cfg.run.diversity_beta, lr=cfg.run.diversity_lr)
+    """Distil with the diversity reward, β = run.diversity_beta, on the distill section with
+    run.diversity_distill's changes: the diversity model."""
+    summary = _distill_stage(
+        cfg, run_dir, out, resume, beta=cfg.run.diversity_beta, distill_section=diversity_distill_config(cfg)
+    )
+    return {**summary, "changed": dict(cfg.run.diversity_distill)}
 
 
 def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
@@ -476,7 +480,7 @@ def main_job_stages() -> list[Stage]:
         Stage(
             "diversity",
             stage_diversity,
-            reads=("distill", "run.diversity_beta", "run.diversity_lr", "device"),
+            reads=("distill", "run.diversity_beta", "run.diversity_distill", "device"),
             after=("base", "judges"),
             estimate_s=280,
             doc="distil with the diversity reward (beta = run.diversity_beta)",

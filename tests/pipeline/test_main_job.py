@@ -47,7 +47,7 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
-    first = _run(tmp_path, "run.diversity_lr=0.0005")
+    first = _run(tmp_path, "run.diversity_distill.lr=0.0005")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     run = tmp_path / "smoke"
     for stage in STAGES:
@@ -86,6 +86,6 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert (
         summaries["diversity"]["lr"] == 0.0005 != summaries["quality"]["lr"]
     )  # the diversity model's own lr
-    second = _run(tmp_path, "run.diversity_lr=0.0005")
+    second = _run(tmp_path, "run.diversity_distill.lr=0.0005")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("skipped (up to date)") == len(STAGES)
