@@ -106,7 +106,14 @@ def _setting(config: dict[str, Any], key: str) -> Any:
 
 
 def _shown(value: Any) -> str:
-    return "not in this run's config" if value is None else str(value)
+    """A setting as the YAML a user writes: ``{lr: 0.0001, divergence: jeffreys}``, ``[1.0, 2.0]``, ``3.0``."""
+    if value is None:
+        return "not in this run's config"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return str(value)
 
 
 def settings_section(config: dict[str, Any]) -> str:

@@ -44,7 +44,16 @@ def fake_run(root: Path, metrics: dict[str, Any] | None = None, plot: bool = Fal
     """A run folder with pretraining and quality histories, metrics, one prompt's samples; no diversity run."""
     run = root / "fake"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"name": "fake", "distill": {"gamma": GAMMA}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "fake",
+                "distill": {"gamma": GAMMA},
+                "run": {"diversity_distill": {"lr": 0.0001, "divergence": "jeffreys"}},
+            },
+            sort_keys=False,
+        )
+    )
     _jsonl(
         run / "base" / "history.jsonl",
         [{"step": s, "loss": 3.0 - 0.1 * s} for s in range(1, 5)]
@@ -114,6 +123,10 @@ def test_write_report_is_one_self_contained_page(tmp_path: Path) -> None:
         "<td><code>run.diversity_beta</code></td><td>not in this run&#x27;s config</td>" in settings
     )  # absent from this config
     assert "bench/RESULTS.md" in settings and "CFG scale of the frozen teacher" in settings
+    # a mapping is shown as the YAML one writes
+    assert (
+        "<td><code>run.diversity_distill</code></td><td>{lr: 0.0001, divergence: jeffreys}</td>" in settings
+    )
     timings = page[page.index("<h2>Stage timings</h2>") :]
     assert (
         "<td>evaluate</td>" in timings
