@@ -27,12 +27,13 @@ from musicdistill.config import (
     config_sections,
     config_to_dict,
     describe_fields,
-    diversity_distill_config,
+    student_distill_config,
     load_config,
     load_saved_config,
     save_config,
     section_from_dict,
 )
+from musicdistill.config.students import parse_students
 from musicdistill.pipeline import stages
 from musicdistill.pipeline.runner import stage_hash
 
@@ -129,10 +130,17 @@ def test_shipped_configs_load(path: Path) -> None:
 
 def test_main_job_settings_live_in_the_run_section() -> None:
     assert {f.name for f in dataclasses.fields(DistillConfig)}.isdisjoint(
-        {"diversity_beta", "compare_offline"}
+        {"diversity_beta", "compare_offline", "students"}
     )
-    cfg = load_config(None, ["run.diversity_beta=60", "run.compare_offline=true", "run.cfg_scales=[2.0]"])
-    assert (cfg.run.diversity_beta, cfg.run.compare_offline, cfg.run.cfg_scales) == (60.0, True, [2.0])
+    cfg = load_config(
+        "configs/default.yaml",
+        ["run.students.diversity.beta=60", "run.compare_offline=true", "run.cfg_scales=[2.0]"],
+    )
+    assert (cfg.run.students["diversity"]["beta"], cfg.run.compare_offline, cfg.run.cfg_scales) == (
+        60,
+        True,
+        [2.0],
+    )
     assert cfg.distill.beta == 0.0  # untouched: the main job's beta is not distill.beta
 
 
@@ -149,8 +157,10 @@ def test_moved_key_in_a_yaml_file_names_file_old_and_new_key(tmp_path: Path, old
 
 
 def test_moved_key_override_names_the_new_key_with_its_value() -> None:
-    with pytest.raises(ConfigError, match=r"write run\.diversity_beta=60"):
+    with pytest.raises(ConfigError, match=r"write run\.students\.diversity\.beta=60"):
         load_config(None, ["distill.diversity_beta=60"])
+    with pytest.raises(ConfigError, match=r"write run\.students\.diversity\.beta=60"):
+        load_config(None, ["run.diversity_beta=60"])
 
 
 def test_saved_configs_from_before_the_move_still_load(tmp_path: Path) -> None:
@@ -160,13 +170,24 @@ def test_saved_configs_from_before_the_move_still_load(tmp_path: Path) -> None:
     old["distill"].update(diversity_beta=7.0, compare_offline=True)
     old["evaluate"].update(cfg_scales=[2.0], temperatures=[0.5])
     cfg = section_from_dict(Config, old)
-    assert (cfg.run.diversity_beta, cfg.run.compare_offline) == (7.0, True)
+    assert (cfg.run.students["diversity"]["beta"], cfg.run.compare_offline) == (7.0, True)
+    assert set(cfg.run.students) == {"quality", "diversity"}  # no control before run.students
     assert (cfg.run.cfg_scales, cfg.run.temperatures) == ([2.0], [0.5])
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(old))
-    assert load_saved_config(path).run.diversity_beta == 7.0
+    assert load_saved_config(path).run.students["diversity"]["beta"] == 7.0
     with pytest.raises(ConfigError, match=r"config key '(distill|evaluate)\.\w+' has moved to 'run\."):
         load_config(path)  # a user's file gets the error instead
+
+
+def test_saved_configs_with_run_diversity_keys_get_two_students() -> None:
+    old = config_to_dict(load_config())
+    old["run"] = {"diversity_beta": 30.0, "diversity_distill": {"lr": 1e-4}, "compare_offline": True}
+    cfg = section_from_dict(Config, old)
+    assert cfg.run.students == {
+        "quality": {"role": "quality", "beta": 0.0},
+        "diversity": {"role": "diversity", "beta": 30.0, "distill": {"lr": 1e-4}},
+    }
 
 
 def test_distill_command_refuses_the_main_job_beta_naming_distill_beta() -> None:
@@ -174,34 +195,33 @@ def test_distill_command_refuses_the_main_job_beta_naming_distill_beta() -> None
     with pytest.raises(ConfigError) as exc:
         check_overrides(["distill.diversity_beta=60"], reads)
     msg = str(exc.value)
-    assert "no longer in the 'distill' section" in msg and "run.diversity_beta" in msg
-    assert "musicdistill run" in msg and "write distill.beta=60" in msg
-    with pytest.raises(ConfigError, match=r"does not read run.diversity_beta.*write distill.beta=60"):
-        check_overrides(["run.diversity_beta=60"], reads)
+    assert "no longer in the 'distill' section" in msg and "run.students.diversity.beta" in msg
+    assert "musicdistill run" in msg and "write distill.beta=..." in msg
+    with pytest.raises(ConfigError, match=r"does not read run.students.*write distill.beta="):
+        check_overrides(["run.students.diversity.beta=60"], reads)
     with pytest.raises(ConfigError, match="distill.mode=teacher"):
         check_overrides(["run.compare_offline=true"], reads)
     with pytest.raises(ConfigError, match="from the base checkpoint"):
         check_overrides(["model.dim=64"], reads)
-    for text in ("run.diversity_distill.lr=1e-4", "run.diversity_distill={lr: 1e-4}"):
-        with pytest.raises(ConfigError, match=r"does not read run.diversity_distill.*set its keys directly"):
-            check_overrides([text], reads)
+    with pytest.raises(ConfigError, match=r"does not read run.merges.*musicdistill merge"):
+        check_overrides(["run.merges=[]"], reads)
     check_overrides(["distill.beta=60", "model.backbone=native", "device=cpu", "generate.top_k=5"], reads)
 
 
-def test_main_job_refuses_distill_beta_naming_run_diversity_beta() -> None:
+def test_main_job_refuses_distill_beta_naming_the_students() -> None:
     reads = run_cmd.READS
-    with pytest.raises(ConfigError, match=r"does not read distill.beta.*write run.diversity_beta=5"):
+    with pytest.raises(ConfigError, match=r"does not read distill.beta.*write run.students.diversity.beta=5"):
         check_overrides(["distill.beta=5"], reads)
     with pytest.raises(ConfigError, match="run.compare_offline"):
         check_overrides(["distill.mode=teacher"], reads)
     with pytest.raises(ConfigError, match="listening export"):
         check_overrides(["listening.seed=3"], reads)
-    with pytest.raises(ConfigError, match=r"has moved to 'run.diversity_beta'.*; write run.diversity_beta=5"):
+    with pytest.raises(ConfigError, match=r"has moved to 'run.students.diversity.beta'.*write run.students"):
         check_overrides(["distill.diversity_beta=5"], reads)
     check_overrides(
         [
-            "run.diversity_beta=5",
-            "run.diversity_distill.lr=1e-4",
+            "run.students.diversity.beta=5",
+            "run.students.diversity.distill.lr=1e-4",
             "distill.steps=3",
             "pretrain.steps=2",
             "evaluate.seed=1",
@@ -223,7 +243,7 @@ def test_override_of_an_unread_section_names_what_the_command_reads() -> None:
 
 def test_a_shared_yaml_file_may_hold_sections_the_command_does_not_read() -> None:
     cfg = load_command_config(str(ROOT / "configs" / "tiny.yaml"), ["distill.beta=2"], distill_cmd.READS)
-    assert cfg.distill.beta == 2.0 and cfg.run.diversity_beta == 1.0
+    assert cfg.distill.beta == 2.0 and cfg.run.students["diversity"]["beta"] == 1.0
 
 
 def test_unknown_override_keeps_did_you_mean_under_a_command() -> None:
@@ -260,7 +280,7 @@ def test_config_keys_lists_the_run_section_and_who_reads_what() -> None:
     beta = next(line for line in text.splitlines() if line.startswith("distill.beta "))
     assert beta.endswith("[read by: distill]")
     keys, moved = text.split("# moved keys")
-    assert "distill.diversity_beta" in moved and "run.diversity_beta" in moved
+    assert "distill.diversity_beta" in moved and "run.students.diversity.beta" in moved
     assert not any(line.startswith("distill.diversity_beta ") for line in keys.splitlines())
 
 
@@ -268,22 +288,19 @@ def test_cli_refuses_a_misread_override_before_any_work(tmp_path: Path, capsys) 
     default = str(ROOT / "configs" / "default.yaml")
     code = main(["distill", "--config", default, f"runs_dir={tmp_path}", "distill.diversity_beta=60"])
     err = capsys.readouterr().err
-    assert code == 2 and "distill.beta" in err and "run.diversity_beta" in err
+    assert code == 2 and "distill.beta" in err and "run.students.diversity.beta" in err
     assert main(["run", default, f"runs_dir={tmp_path}", "distill.beta=60"]) == 2
-    assert "run.diversity_beta=60" in capsys.readouterr().err
+    assert "run.students.diversity.beta=60" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
-    assert main(["config", "show", "run.diversity_beta=60"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["run"]["diversity_beta"] == 60
+    assert main(["config", "show", "--config", default, "run.students.diversity.beta=60"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["run"]["students"]["diversity"]["beta"] == 60
 
 
-def test_main_job_trains_quality_at_beta_0_and_diversity_at_run_diversity_beta(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_path: Path, monkeypatch) -> None:
     calls = []
 
-    def fake_stage(cfg, r, o, res, beta, mode="on_policy", distill_section=None):
-        section = distill_section or cfg.distill
-        calls.append((beta, mode, section.lr, section.divergence))
+    def fake_stage(cfg, r, o, res, section, provenance):
+        calls.append((section.beta, section.mode, section.lr, section.divergence, provenance.get("role")))
         return {}
 
     monkeypatch.setattr(stages, "_distill_stage", fake_stage)
@@ -292,47 +309,70 @@ def test_main_job_trains_quality_at_beta_0_and_diversity_at_run_diversity_beta(
         [
             f"runs_dir={tmp_path}",
             "distill.beta=99",
-            "run.diversity_beta=7",
-            "run.diversity_distill={lr: 3e-4, divergence: jeffreys}",
+            "run.students={quality: {role: quality}, div: {role: diversity, beta: 7, distill: "
+            "{lr: 3e-4, divergence: jeffreys}}, ctl: {role: control}, extra: {role: student, beta: 2}}",
+            "run.merges=[{a: quality, b: div, lambdas: [0.5]}]",
         ],
     )
-    stages.stage_quality(cfg, tmp_path, tmp_path, False)
-    stages.stage_diversity(cfg, tmp_path, tmp_path, False)
+    for stage in stages.student_stages(cfg):
+        stage.run(cfg, tmp_path, tmp_path, False)
     assert stages.stage_offline(cfg, tmp_path, tmp_path, False)["ran"] is False
     offline = load_config(None, [f"runs_dir={tmp_path}", "run.compare_offline=true"])
     stages.stage_offline(offline, tmp_path, tmp_path, False)
     lr = cfg.distill.lr
     assert calls == [
-        (0.0, "on_policy", lr, "reverse_kl"),
-        (7.0, "on_policy", 3e-4, "jeffreys"),  # only the diversity model takes run.diversity_distill
-        (0.0, "teacher", lr, "reverse_kl"),
+        (0.0, "on_policy", lr, "reverse_kl", "quality"),
+        (7.0, "on_policy", 3e-4, "jeffreys", "diversity"),
+        (0.0, "on_policy", 3e-4, "jeffreys", "control"),  # the diversity student's settings, beta 0
+        (2.0, "on_policy", lr, "reverse_kl", "student"),
+        (0.0, "teacher", lr, "reverse_kl", "offline"),
     ]
+    systems = {s["name"]: s for s in stages.main_job_systems(cfg, tmp_path)}
+    assert systems["ctl (beta=0)"]["role"] == "control" and systems["div (beta=7)"]["role"] == "diversity"
+    assert systems["merge lambda=0.5"]["merge_of"] == ["quality", "div"]
+    assert systems["base CFG 3"]["role"] == "teacher" and systems["base CFG 2"]["role"] == "base"
     names = {
-        s["name"] for s in stages.main_job_systems(load_config(None, ["run.cfg_scales=[2.5]"]), tmp_path)
+        s["name"]
+        for s in stages.main_job_systems(
+            load_config("configs/default.yaml", ["run.cfg_scales=[2.5]"]), tmp_path
+        )
     }
-    assert {"diversity (beta=15)", "base CFG 2.5"} <= names and "base CFG 1.5" not in names
+    assert {
+        "diversity (beta=30)",
+        "control (beta=0)",
+        "base CFG 2.5",
+    } <= names and "base CFG 1.5" not in names
 
 
 def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
-    by_name = {s.name: s for s in stages.main_job_stages()}
+    default = "configs/default.yaml"
+    by_name = {s.name: s for s in stages.main_job_stages(load_config(default))}
     upstream = {name: "x" for name in by_name}
 
     def hashes(*overrides: str) -> dict[str, str]:
-        cfg = load_config(None, list(overrides))
-        return {
-            n: stage_hash(by_name[n], cfg, upstream) for n in ("quality", "diversity", "offline", "evaluate")
-        }
+        cfg = load_config(default, list(overrides))
+        names = ("quality", "diversity", "control", "offline", "merges", "evaluate")
+        return {n: stage_hash(by_name[n], cfg, upstream) for n in names}
 
     base = hashes()
-    for key in ("run.diversity_beta=3", "run.diversity_distill.lr=1e-4"):
+    # the control copies the diversity student's distill keys (not its beta)
+    for key, expected in (
+        ("run.students.diversity.beta=3", {"diversity", "control", "evaluate"}),
+        ("run.students.diversity.distill.lr=1e-3", {"diversity", "control", "evaluate"}),
+        ("run.students.quality.distill={lr: 1e-3}", {"quality", "evaluate"}),
+        ("run.merges=[{a: quality, b: diversity, lambdas: [0.5]}]", {"merges", "evaluate"}),
+    ):
         changed = {n for n, h in hashes(key).items() if h != base[n]}
-        assert changed == {"diversity"}, key
+        assert changed == expected, key
     # the offline student is evaluated too when it exists
-    assert {n for n, h in hashes("run.compare_offline=true").items() if h != base[n]} == {
+    assert {n for n, h in hashes("run.compare_offline=false").items() if h != base[n]} == {
         "offline",
         "evaluate",
     }
     assert {n for n, h in hashes("run.cfg_scales=[2.0]").items() if h != base[n]} == {"evaluate"}
+    assert "control" not in {
+        s.name for s in stages.main_job_stages(load_config(default, ["run.students.control=null"]))
+    }
 
 
 @pytest.mark.parametrize(
@@ -354,30 +394,65 @@ def test_words_are_still_not_numbers(text: str) -> None:
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("run.diversity_distill.beta=3", r"run\.diversity_distill\.beta is set by run\.diversity_beta"),
-        ("run.diversity_distill.mode=teacher", r"run\.diversity_distill\.mode is set by the main job"),
         (
-            "run.diversity_distill.lrr=3",
-            r"run\.diversity_distill\.lrr: not a key of the distill section; did you mean 'lr'",
+            "run.students.diversity.distill.beta=3",
+            r"run\.students\.diversity\.distill\.beta is set by the student's own",
         ),
-        ("run.diversity_distill.lr=-1", r"run\.diversity_distill\.lr=-1\.0 is out of range"),
-        ("run.diversity_distill.divergence=foo", r"run\.diversity_distill\.divergence='foo' is not allowed"),
-        ("run.diversity_distill=3", r"run\.diversity_distill: expected a mapping"),
+        ("run.students.diversity.distill.mode=teacher", r"distill\.mode is set by the main job"),
+        (
+            "run.students.diversity.distill.lrr=3",
+            r"run\.students\.diversity\.distill\.lrr: not a key of the distill section; did you mean 'lr'",
+        ),
+        (
+            "run.students.diversity.distill.lr=-1",
+            r"run\.students\.diversity\.distill\.lr=-1\.0 is out of range",
+        ),
+        (
+            "run.students.diversity.distill.divergence=foo",
+            r"run\.students\.diversity\.distill\.divergence='foo' is not allowed",
+        ),
+        ("run.students.diversity.distill=3", r"run\.students\.diversity\.distill: expected a mapping"),
+        ("run.students.diversity.role=best", r"run\.students\.diversity\.role='best': choose one of"),
+        ("run.students.diversity.beta=0", r"the diversity student needs beta > 0"),
+        ("run.students.quality.beta=2", r"the quality student has beta 0"),
+        ("run.students.control.beta=2", r"a control takes the diversity student's settings with beta 0"),
+        ("run.students.control.distill={lr: 1e-3}", r"a control takes the diversity student's settings"),
+        (
+            "run.students.diversity=null",
+            r"a control copies the diversity student's settings.*no student has role",
+        ),
+        ("run.students.other={role: quality}", r"quality and other both have role quality"),
+        ("run.students.Bad={role: student}", r"the name 'Bad' must be lowercase"),
+        ("run.students.merges={role: student}", r"'merges' is a folder of every run"),
+        ("run.students.diversity.lr=1", r"run\.students\.diversity\.lr: not a student setting"),
+        ("run.merges=[{a: quality, b: nobody}]", r"run\.merges\[0\]\.b='nobody' is not a declared student"),
+        ("run.merges=[{a: quality, b: diversity, lambdas: [1.0]}]", r"strictly between 0 and 1"),
+        ("run.merges=[{a: quality, b: quality}]", r"merge two different students"),
     ],
 )
-def test_diversity_distill_changes_are_checked_as_distill_keys(override: str, match: str) -> None:
+def test_students_and_merges_are_checked_with_the_field_and_the_fix(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        load_config(None, [override])
+        load_config("configs/default.yaml", [override])
 
 
-def test_diversity_distill_changes_only_the_diversity_models_section() -> None:
+def test_a_students_distill_changes_only_its_own_section() -> None:
     cfg = load_config(
-        None, ["distill.lr=2e-4", "run.diversity_distill.lr=1e-4", "run.diversity_distill.steps=40"]
+        "configs/default.yaml",
+        [
+            "distill.lr=2e-4",
+            "run.students.diversity.distill.lr=1e-4",
+            "run.students.diversity.distill.steps=40",
+        ],
     )
-    section = diversity_distill_config(cfg)
-    assert (section.lr, section.steps, cfg.distill.lr, cfg.distill.steps) == (
-        1e-4,
-        40,
+    students = {s.name: s for s in parse_students(cfg)}
+    section = student_distill_config(cfg, students["diversity"])
+    control = student_distill_config(cfg, students["control"])
+    quality = student_distill_config(cfg, students["quality"])
+    assert (section.lr, section.steps, section.beta, section.divergence) == (1e-4, 40, 30.0, "jeffreys")
+    assert (control.lr, control.steps, control.beta, control.divergence) == (1e-4, 40, 0.0, "jeffreys")
+    assert (quality.lr, quality.steps, quality.beta, quality.divergence) == (
         2e-4,
         cfg.distill.steps,
+        0.0,
+        "reverse_kl",
     )

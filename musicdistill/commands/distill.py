@@ -24,13 +24,13 @@ READS = ConfigReads(
     ("name", "runs_dir", "device", "distill", "generate", "model.backbone"),
     instead=(
         (
-            "run.diversity_beta",
-            "`musicdistill distill` trains one model, whose beta is distill.beta: write distill.beta={value}",
+            "run.students",
+            "`musicdistill distill` trains one model, whose beta is distill.beta and whose settings are "
+            "the distill section's: write distill.beta=..., distill.lr=... directly",
         ),
         (
-            "run.diversity_distill",
-            "`musicdistill distill` trains one model from the distill section: set its keys directly "
-            "(e.g. distill.lr=0.0001)",
+            "run.merges",
+            "`musicdistill distill` trains one model; merge two with `musicdistill merge --a A --b B --lam 0.5`",
         ),
         (
             "run.compare_offline",

@@ -20,8 +20,8 @@ READS = ConfigReads(
     instead=(
         (
             "distill.beta",
-            "the main job trains its quality model with beta 0 and its diversity model with beta "
-            "run.diversity_beta: write run.diversity_beta={value}",
+            "the main job trains every student of run.students with its own beta: write "
+            "run.students.diversity.beta={value}",
         ),
         (
             "distill.mode",
@@ -70,17 +70,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    stages = main_job_stages()
-    if args.list:
-        for s in stages:
-            print(f"{s.name:12s} {s.doc}")
-        return 0
     config = args.config
     overrides = list(args.overrides)
     if config is not None and "=" in config:  # only overrides were given
         overrides.insert(0, config)
         config = None
     cfg = load_command_config(config, overrides, READS)
+    stages = main_job_stages(cfg)
+    if args.list:
+        for s in stages:
+            print(f"{s.name:12s} {s.doc}")
+        return 0
     results = run_stages(cfg, stages, force=tuple(args.force), only=tuple(args.only))
     print(f"\nrun folder: {cfg.run_dir}")
     for r in results:

@@ -9,7 +9,6 @@ from musicdistill.config.loading import (
     MOVED_KEYS,
     apply_overrides,
     check_override_keys,
-    diversity_distill_config,
     load_config,
     load_saved_config,
     migrate_moved_keys,
@@ -18,6 +17,7 @@ from musicdistill.config.loading import (
     parse_override,
     save_config,
     section_from_dict,
+    student_distill_config,
 )
 from musicdistill.config.schema import (
     CodecConfig,
@@ -72,7 +72,7 @@ __all__ = [
     "config_sections",
     "config_to_dict",
     "describe_fields",
-    "diversity_distill_config",
+    "student_distill_config",
     "field_type",
     "key_doc",
     "load_config",

@@ -30,13 +30,16 @@ from musicdistill.config.schema import (
     field_type,
     key_doc,
 )
+from musicdistill.config.students import Student, parse_merges, parse_students
 from musicdistill.storage.atomic import atomic_write_text
 
 #: Keys that moved to another section: old dotted key -> new dotted key. A YAML file or override that
 #: names the old key is refused with the new one; configs saved with checkpoints and runs before the
 #: move are read with the key moved (:func:`section_from_dict`, :func:`load_saved_config`).
 MOVED_KEYS: dict[str, str] = {
-    "distill.diversity_beta": "run.diversity_beta",
+    "distill.diversity_beta": "run.students.diversity.beta",
+    "run.diversity_beta": "run.students.diversity.beta",
+    "run.diversity_distill": "run.students.diversity.distill",
     "distill.compare_offline": "run.compare_offline",
     "evaluate.cfg_scales": "run.cfg_scales",
     "evaluate.temperatures": "run.temperatures",
@@ -55,9 +58,31 @@ def moved_key_message(old: str, override: str | None = None) -> str:
         head, fix = f"config key '{old}'", f"move it to the '{section_name}' section as '{leaf}'"
     else:
         head, fix = f"override '{override}': '{old}'", f"write {new}={override.partition('=')[2]}"
-    return (
-        f"{head} has moved to '{new}' ({section_name}: {key_doc(section_name)}); {fix}. {new}: {key_doc(new)}"
-    )
+    doc = key_doc(new)
+    if new.startswith("run.students."):
+        fix += " (the student named diversity, with role: diversity; see configs/default.yaml)"
+        doc = key_doc("run.students")
+    return f"{head} has moved to '{new}' ({section_name}: {key_doc(section_name)}); {fix}. {new}: {doc}"
+
+
+STUDENTS_KEY = "run.students"
+
+
+def _migrate_students(raw: dict[str, Any]) -> None:
+    """A saved config from before ``run.students`` (``run.diversity_beta``, ``run.diversity_distill``,
+    or older ``distill.diversity_beta``) gets the two students it trained: quality and diversity."""
+    run = raw.get("run") if isinstance(raw.get("run"), dict) else {}
+    distill = raw.get("distill") if isinstance(raw.get("distill"), dict) else {}
+    old = {k: run.pop(k) for k in ("diversity_beta", "diversity_distill") if k in run}
+    if "diversity_beta" in distill:
+        old.setdefault("diversity_beta", distill.pop("diversity_beta"))
+    if not old or "students" in run:
+        return
+    diversity = {"role": "diversity", "beta": old.get("diversity_beta", 15.0)}
+    if old.get("diversity_distill"):
+        diversity["distill"] = dict(old["diversity_distill"])
+    run["students"] = {"quality": {"role": "quality", "beta": 0.0}, "diversity": diversity}
+    raw["run"] = run
 
 
 def migrate_moved_keys(raw: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +92,10 @@ def migrate_moved_keys(raw: dict[str, Any]) -> dict[str, Any]:
     a key moved; a key already at its new place wins. User files get :func:`moved_key_message` instead.
     """
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _migrate_students(out)
     for old, new in MOVED_KEYS.items():
+        if new.startswith(STUDENTS_KEY + "."):
+            continue
         old_section, _, old_leaf = old.partition(".")
         new_section, _, new_leaf = new.partition(".")
         if not isinstance(out.get(old_section), dict) or old_leaf not in out[old_section]:
@@ -195,32 +223,24 @@ def _check_consistency(cfg: Config) -> None:
         )
     if cfg.codec.fmin >= cfg.codec.fmax:
         raise ConfigError(f"codec.fmin={cfg.codec.fmin} must be below codec.fmax={cfg.codec.fmax}")
-    diversity_distill_config(cfg)
+    students = parse_students(cfg)
+    parse_merges(cfg, students)
+    for student in students:
+        student_distill_config(cfg, student)
 
 
-#: distill keys the main job sets itself for each of its models
-_MAIN_JOB_SETS = {"beta": "run.diversity_beta", "mode": "the main job (on_policy for the diversity model)"}
+def student_distill_config(cfg: Config, student: Student) -> DistillConfig:
+    """The ``distill`` section with ``student``'s changes, its β and on-policy mode: what its stage trains.
 
-
-def diversity_distill_config(cfg: Config) -> DistillConfig:
-    """The ``distill`` section with ``run.diversity_distill``'s keys changed: the diversity model's
-    settings (before the main job sets its β). Raises ConfigError naming a bad key or value."""
-    changes = cfg.run.diversity_distill
-    for key in changes:
-        if key in _MAIN_JOB_SETS:
-            raise ConfigError(
-                f"run.diversity_distill.{key} is set by {_MAIN_JOB_SETS[key]}; remove it from run.diversity_distill"
-            )
+    Raises ConfigError naming ``run.students.<name>.distill.<key>`` when a changed value is out of range.
+    """
     names = [f.name for f in dataclasses.fields(DistillConfig)]
-    for key in changes:
-        if key not in names:
-            raise ConfigError(
-                f"run.diversity_distill.{key}: not a key of the distill section{_suggest(str(key), names)}"
-            )
     merged = {name: getattr(cfg.distill, name) for name in names}
-    distill = _build(DistillConfig, {**merged, **changes}, "run.diversity_distill.")
-    _check_ranges(distill, "run.diversity_distill.")
-    return distill
+    where = f"run.students.{student.control_of or student.name}.distill."
+    section = _build(DistillConfig, {**merged, **student.distill}, where)
+    section = dataclasses.replace(section, beta=student.beta, mode="on_policy")
+    _check_ranges(section, where)
+    return section
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -210,7 +210,7 @@ class DistillConfig:
     beta: float = opt(
         0.0,
         "weight of the diversity reward of 'musicdistill distill'; 0 = the quality model "
-        "(the main job sets beta itself: 0 and run.diversity_beta)",
+        "(the main job sets each student's beta itself: run.students)",
         ge=0.0,
         le=1000.0,
     )
@@ -435,7 +435,12 @@ class EvaluateConfig:
     samples_per_prompt: int = opt(4, "samples per prompt and system; >= 2 for diversity", ge=2, le=256)
     seed: int = opt(0, "sampling seed, the same for every system", ge=0)
     batch_size: int = opt(64, "sequences decoded together", ge=1, le=65536)
-    bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals", ge=100, le=1_000_000)
+    bootstrap: int = opt(
+        10000,
+        "bootstrap resamples for the 95% intervals (each bound's Monte-Carlo error is reported)",
+        ge=100,
+        le=1_000_000,
+    )
     save_prompts: int = opt(4, "prompts whose samples are written as wav files", ge=0)
 
 
@@ -443,24 +448,26 @@ class EvaluateConfig:
 class RunConfig:
     """Settings only the main job (``musicdistill run``) reads: which models it trains and compares.
 
-    The main job trains two students with one ``distill`` section: the quality model with β = 0 and
-    the diversity model with β = ``run.diversity_beta`` and the ``distill`` keys of
-    ``run.diversity_distill`` changed (``distill.beta`` and ``distill.mode`` are
-    read only by ``musicdistill distill``, which trains one model).
+    The main job trains every student of ``students`` with one ``distill`` section, each with its own β
+    and distill changes (:mod:`musicdistill.config.students`; ``distill.beta`` and ``distill.mode``
+    are read only by ``musicdistill distill``, which trains one model), and merges the pairs of
+    ``merges``.
     """
 
-    diversity_beta: float = opt(
-        15.0,
-        "beta of the diversity model the main job trains (its quality model has beta 0); "
-        "'musicdistill distill' reads distill.beta instead",
-        ge=0.0,
-        le=1000.0,
+    students: dict = opt(
+        {
+            "quality": {"role": "quality", "beta": 0.0},
+            "diversity": {"role": "diversity", "beta": 15.0},
+            "control": {"role": "control"},
+        },
+        "the students the main job distils: name -> {role: quality|diversity|control|student, beta, "
+        "distill: {distill keys that differ}}; a control copies the diversity student with beta 0; "
+        "name: null drops one",
     )
-    diversity_distill: dict = opt(
-        {},
-        "distill keys whose values differ for the diversity model, e.g. {lr: 0.0001, divergence: "
-        "jeffreys}; the quality and offline models use the distill section as it is (beta and mode "
-        "are set by the main job)",
+    merges: list = opt(
+        [{"a": "quality", "b": "diversity", "lambdas": [0.25, 0.5, 0.75]}],
+        "LERP merges between named students: [{a, b, lambdas}], lambda 0 = a, 1 = b; C4's candidates "
+        "are the merges of the quality and diversity students",
     )
     compare_offline: bool = opt(
         False,
@@ -468,7 +475,7 @@ class RunConfig:
         "(on-policy against offline)",
     )
     cfg_scales: list = opt(
-        [1.0, 1.5, 2.0, 3.0, 4.0, 5.0],
+        [1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 4.0],
         "CFG scales of the base's CFG front the main job evaluates (evaluate.systems empty); 1 and "
         "distill.gamma are always on it",
     )

@@ -14,6 +14,7 @@ imports gradio; :mod:`musicdistill.demo.app` builds the page on top of :class:`D
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,15 +44,11 @@ from musicdistill.model.loading import (
     text_encoder_name,
 )
 from musicdistill.model.text import build_text_encoder
-from musicdistill.storage.checkpoint import MODEL_FILE, load_checkpoint
+from musicdistill.storage.checkpoint import MODEL_FILE, PROVENANCE_FILE, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 #: folder names inside a pipeline run (``musicdistill run``)
-RUN_QUALITY = "distill_beta0"
-RUN_DIVERSITY_PREFIX = "distill_beta"
-#: the main job's folders (musicdistill run), tried before the distill_beta<β> names of 'musicdistill distill'
-MAIN_JOB_QUALITY, MAIN_JOB_DIVERSITY = "quality", "diversity"
 RUN_TEACHER = "base"
 RUN_EMBEDDER = "embedder"
 
@@ -81,19 +79,33 @@ class DemoPaths:
     embedder: Path | None = None
 
 
-def _run_beta(path: Path) -> float | None:
-    """β of a ``distill_beta<β>`` folder name, or None when the suffix is not a number."""
-    try:
-        beta = float(path.name[len(RUN_DIVERSITY_PREFIX) :])
-    except ValueError:
-        return None
-    return beta if math.isfinite(beta) else None
+def _distilled_students(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The run's sub-folders holding an on-policy distilled checkpoint, with their provenance."""
+    found = []
+    for path in sorted(p for p in run.iterdir() if p.is_dir()):
+        prov_path = path / PROVENANCE_FILE
+        if not (path / MODEL_FILE).is_file() or not prov_path.is_file():
+            continue
+        try:
+            prov = json.loads(prov_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            log.warning("--run %s: %s is unreadable (%s); skipping that folder", run, prov_path, err)
+            continue
+        beta = prov.get("beta") if isinstance(prov, dict) else None
+        if (
+            isinstance(beta, (int, float))
+            and math.isfinite(beta)
+            and prov.get("mode", "on_policy") == "on_policy"
+        ):
+            found.append((path, prov))
+    return found
 
 
 def find_run_checkpoints(run: str | Path) -> DemoPaths:
-    """The demo's folders in a pipeline run: quality ``quality`` (else ``distill_beta0``), diversity
-    ``diversity`` (else the ``distill_beta<β>`` with the largest β > 0), teacher ``base`` and embedder
-    ``embedder``.
+    """The demo's folders in a run, read from each checkpoint's ``provenance.json``: the student with
+    role ``quality`` (else the one with β = 0), the student with role ``diversity`` (else the one with
+    the largest β > 0), teacher ``base`` and embedder ``embedder``. A control (β = 0 with the
+    diversity student's settings) is never picked.
 
     Raises FileNotFoundError listing every missing folder when the quality or diversity model is
     missing; a missing teacher or embedder is logged and left out.
@@ -104,32 +116,22 @@ def find_run_checkpoints(run: str | Path) -> DemoPaths:
             f"--run {run}: no such folder; pass the folder of a 'musicdistill run' pipeline run"
         )
     teacher, embedder = run / RUN_TEACHER, run / RUN_EMBEDDER
-    main_q, main_d = run / MAIN_JOB_QUALITY, run / MAIN_JOB_DIVERSITY
-    if (main_q / MODEL_FILE).is_file() and (main_d / MODEL_FILE).is_file():
-        return DemoPaths(
-            quality=main_q,
-            diversity=main_d,
-            teacher=teacher if (teacher / MODEL_FILE).is_file() else None,
-            embedder=embedder if embedder.is_dir() else None,
-        )
-    distilled = sorted(
-        (beta, path)
-        for path in run.glob(f"{RUN_DIVERSITY_PREFIX}*")
-        if (path / MODEL_FILE).is_file() and (beta := _run_beta(path)) is not None and beta >= 0
-    )
-    zero = [path for beta, path in distilled if beta == 0]  # distill_beta0 (or distill_beta0.0)
-    quality = zero[0] if zero else run / RUN_QUALITY
-    candidates = [(beta, path) for beta, path in distilled if beta > 0]
+    students = _distilled_students(run)
+    by_role = {prov.get("role"): path for path, prov in reversed(students) if prov.get("role")}
+    unroled = [(float(prov["beta"]), path) for path, prov in students if not prov.get("role")]
+    quality = by_role.get("quality") or next((p for b, p in unroled if b == 0), None)
+    candidates = sorted((b, p) for b, p in unroled if b > 0)
+    diversity = by_role.get("diversity") or (candidates[-1][1] if candidates else None)
     missing = []
-    if not (quality / MODEL_FILE).is_file():
-        missing.append(f"{quality} (the quality model, distilled with beta=0)")
-    if not candidates:
-        missing.append(f"{run / (RUN_DIVERSITY_PREFIX + '<beta>')} with beta > 0 (the diversity model)")
+    if quality is None:
+        missing.append(f"a student with role quality (beta = 0) under {run}")
+    if diversity is None:
+        missing.append(f"a student with role diversity (beta > 0) under {run}")
     if not (teacher / MODEL_FILE).is_file():
         missing.append(f"{teacher} (the base model, the CFG teacher; optional)")
     if not embedder.is_dir():
         missing.append(f"{embedder} (the reward embedder; optional)")
-    if not (quality / MODEL_FILE).is_file() or not candidates:
+    if quality is None or diversity is None:
         raise FileNotFoundError(
             f"--run {run} is missing: "
             + "; ".join(missing)
@@ -137,7 +139,7 @@ def find_run_checkpoints(run: str | Path) -> DemoPaths:
         )
     for item in missing:
         log.warning("--run %s: not found, continuing without it: %s", run, item)
-    if len(candidates) > 1:
+    if "diversity" not in by_role and len(candidates) > 1:
         log.info(
             "--run %s has several diversity models %s; using beta=%g",
             run,
@@ -146,7 +148,7 @@ def find_run_checkpoints(run: str | Path) -> DemoPaths:
         )
     return DemoPaths(
         quality=quality,
-        diversity=candidates[-1][1],
+        diversity=diversity,
         teacher=teacher if (teacher / MODEL_FILE).is_file() else None,
         embedder=embedder if embedder.is_dir() else None,
     )

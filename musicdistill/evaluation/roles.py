@@ -1,7 +1,12 @@
 """Which evaluated system plays which part in the claims and fronts, read from ``metrics.json`` systems.
 
-Systems are recognised by checkpoint folder and sampling settings, not by display name (the main
-job's naming is :func:`musicdistill.pipeline.stages.main_job_systems`):
+Every system the main job evaluates carries its ``role`` (:func:`musicdistill.pipeline.stages.main_job_systems`):
+``base`` (the base checkpoint at a setting that is not the teacher's), ``teacher``, ``quality``,
+``diversity``, ``control``, ``student``, ``merge`` (with ``lam`` and ``merge_of``) or ``offline``.
+The merges that C4 reads are those of the quality and diversity students (``merge_of``), ordered by λ.
+
+A system without a role (a ``metrics.json`` written before roles, or a user's ``evaluate.systems``
+list without them) is recognised by checkpoint folder and sampling settings, never by display name:
 
 - **the base checkpoint**: the checkpoint folder named ``base``;
 - **the teacher**: the base sampled with CFG at γ = ``distill.gamma`` and temperature 1 (the frozen
@@ -36,6 +41,7 @@ class Roles:
     diversity: str | None
     merges: tuple[str, ...]
     offline: str | None = None
+    control: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "merges": list(self.merges)}
@@ -48,6 +54,7 @@ class Roles:
             self.quality: "quality model",
             self.diversity: "diversity model",
             self.offline: "offline student",
+            self.control: "control (beta = 0)",
         }
         return {name: tag for name, tag in tags.items() if name}
 
@@ -62,16 +69,28 @@ def settings(system: dict[str, Any]) -> tuple[float, float]:
     return float(s.get("cfg_scale", 1.0)), float(s.get("temperature", 1.0))
 
 
+def role(system: dict[str, Any]) -> str:
+    """The system's stated role ("" when it states none)."""
+    return str(system.get("role") or "")
+
+
 def on_base(system: dict[str, Any]) -> bool:
+    """Whether the system samples the base checkpoint (the CFG and temperature fronts' members)."""
+    if role(system):
+        return role(system) in ("base", "teacher")
     return folder(system).name == BASE_FOLDER
 
 
 def is_merge(system: dict[str, Any]) -> bool:
+    if role(system):
+        return role(system) == "merge"
     return system.get("family") == "merged" or folder(system).parent.name == "merges"
 
 
 def merge_lambda(system: dict[str, Any]) -> float:
-    """λ of a merged checkpoint from its folder name (``lam_0.25``); NaN when the name carries none."""
+    """λ of a merged checkpoint: its ``lam``, else from its folder name (``lam_0.25``); NaN when neither."""
+    if isinstance(system.get("lam"), (int, float)):
+        return float(system["lam"])
     found = _LAMBDA.search(folder(system).name)
     return float(found.group(1)) if found else math.nan
 
@@ -83,17 +102,32 @@ def rows_per_frame(system: dict[str, Any]) -> int | None:
 
 
 def find_roles(systems: dict[str, dict[str, Any]], gamma: float) -> Roles:
-    """The teacher, base, students, offline student and merges of ``metrics["systems"]`` (see module doc)."""
+    """The teacher, base, students, control, offline student and merges of ``metrics["systems"]``.
+
+    Stated roles decide; a system without one is recognised as the module doc says. The teacher is
+    the base sampled with CFG at ``gamma`` and temperature 1.
+    """
 
     def first(pred: Callable[[dict[str, Any]], bool]) -> str | None:
         return next((name for name, s in systems.items() if pred(s)), None)
 
-    teacher = first(lambda s: on_base(s) and math.isclose(settings(s)[0], gamma) and settings(s)[1] == 1.0)
+    def stated_or_folder(wanted: str) -> str | None:
+        return first(lambda s: role(s) == wanted) or first(lambda s: not role(s) and folder(s).name == wanted)
+
+    def guided(s: dict[str, Any]) -> bool:
+        return on_base(s) and math.isclose(settings(s)[0], gamma) and settings(s)[1] == 1.0
+
+    teacher = first(lambda s: role(s) == "teacher" and guided(s)) or first(guided)
     base = first(lambda s: on_base(s) and settings(s) == (1.0, 1.0))
-    quality = first(lambda s: folder(s).name == "quality")
-    diversity = first(lambda s: folder(s).name == "diversity")
-    offline = first(lambda s: folder(s).name == "offline")
-    merges = [name for name, s in systems.items() if is_merge(s)]
+    quality, diversity = stated_or_folder("quality"), stated_or_folder("diversity")
+    control, offline = stated_or_folder("control"), stated_or_folder("offline")
+    # a merge names its students by folder (merge_of); C4 reads those of the quality and diversity students
+    pair = {folder(systems[n]).name for n in (quality, diversity) if n is not None}
+    merges = [
+        name
+        for name, s in systems.items()
+        if is_merge(s) and (not s.get("merge_of") or set(s["merge_of"]) == pair)
+    ]
     order = {name: i for i, name in enumerate(merges)}
     merges.sort(key=lambda n: (math.isnan(merge_lambda(systems[n])), merge_lambda(systems[n]), order[n]))
-    return Roles(teacher, base, quality, diversity, tuple(merges), offline)
+    return Roles(teacher, base, quality, diversity, tuple(merges), offline, control)

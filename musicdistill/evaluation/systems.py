@@ -15,7 +15,21 @@ from typing import Any
 from musicdistill.config import GenerateConfig
 from musicdistill.generation.guidance import is_guided
 
-SYSTEM_KEYS = ("name", "checkpoint", "cfg_scale", "temperature", "top_k", "top_p", "codec", "family")
+SYSTEM_KEYS = (
+    "name",
+    "checkpoint",
+    "cfg_scale",
+    "temperature",
+    "top_k",
+    "top_p",
+    "codec",
+    "family",
+    "role",
+    "lam",
+    "merge_of",
+)
+#: the parts a system can play in the claims (docs/method.md section 7); "" = not stated
+SYSTEM_ROLES = ("", "base", "teacher", "quality", "diversity", "control", "student", "merge", "offline")
 
 
 def slug(name: str) -> str:
@@ -51,6 +65,9 @@ class SystemSpec:
     index: int = 0
     family: str = ""
     section: str = "listening.systems"
+    role: str = ""
+    lam: float | None = None
+    merge_of: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -65,6 +82,15 @@ class SystemSpec:
     def rows_per_sample(self) -> int:
         """Model rows each sample costs per step: 2 with CFG (conditional + null), 1 without."""
         return 2 if is_guided(self.cfg_scale) else 1
+
+    def identity(self) -> dict[str, Any]:
+        """The role (and for a merge its λ and students) as metrics.json records them; empty when unset."""
+        out: dict[str, Any] = {"role": self.role} if self.role else {}
+        if self.lam is not None:
+            out["lam"] = self.lam
+        if self.merge_of:
+            out["merge_of"] = list(self.merge_of)
+        return out
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -125,7 +151,22 @@ def parse_system(
         index=index,
         family=_text(raw, "family", where, required=False),
         section=section,
+        **_identity(raw, where),
     )
+
+
+def _identity(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """``role``, ``lam`` and ``merge_of`` of a system entry, validated (a merge needs its λ)."""
+    role = _text(raw, "role", where, required=False)
+    if role not in SYSTEM_ROLES:
+        raise ValueError(f"{where}.role={role!r}: choose one of {', '.join(r for r in SYSTEM_ROLES if r)}")
+    lam = _number(raw, "lam", 0.0, where, 0.0, 1.0) if "lam" in raw else None
+    if role == "merge" and lam is None:
+        raise ValueError(f"{where}: a system with role: merge needs its lam (0..1, e.g. lam: 0.5)")
+    merge_of = raw.get("merge_of", [])
+    if not isinstance(merge_of, list) or not all(isinstance(n, str) for n in merge_of):
+        raise ValueError(f"{where}.merge_of={merge_of!r} must be a list of two student names")
+    return {"role": role, "lam": lam, "merge_of": tuple(merge_of)}
 
 
 def parse_systems(raw: Any, defaults: GenerateConfig, section: str = "listening.systems") -> list[SystemSpec]:

@@ -81,12 +81,12 @@ def header_section(run_dir: Path, config: dict[str, Any]) -> str:
 #: the settings that decide what the students become and how finely they are judged, in the report's order
 RESULT_SETTINGS = (
     "distill.gamma",
-    "run.diversity_beta",
+    "run.students",
     "distill.steps",
     "distill.prompts_per_step",
     "distill.group_size",
     "distill.lr",
-    "run.diversity_distill",
+    "run.merges",
     "distill.advantage_norm",
     "embed.pitch_jitter",
     "embed.eq_jitter",

@@ -75,6 +75,14 @@ def offline_runs(run_dir: Path) -> dict[str, Path]:
     return found
 
 
+def student_names(run_dir: Path) -> list[str]:
+    """The students of the run's ``run.students`` (its saved config), in order; older runs: quality, diversity."""
+    students = (read_run_config(run_dir).get("run") or {}).get("students")
+    if isinstance(students, dict):
+        return [name for name, spec in students.items() if spec is not None]
+    return ["quality", "diversity"]
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """``evaluate/metrics.json``, or None when the evaluate stage has not written it."""
     metrics = read_json(run_dir / "evaluate" / "metrics.json")

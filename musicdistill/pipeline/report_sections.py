@@ -14,7 +14,7 @@ from musicdistill.evaluation.paired import FAILS, HOLDS, UNRESOLVED
 from musicdistill.evaluation.roles import Roles
 from musicdistill.evaluation.systems import slug
 from musicdistill.pipeline.report_html import NOT_RUN, audio_data_uri, data_uri, esc, figure_html, pyplot
-from musicdistill.pipeline.report_inputs import offline_runs, read_history
+from musicdistill.pipeline.report_inputs import offline_runs, read_history, student_names
 
 AUDIO_PROMPTS = 3
 AUDIO_SAMPLES = 2
@@ -268,7 +268,7 @@ def curves_section(run_dir: Path) -> str:
         "<h2>Training curves</h2><h3>Pretraining</h3>",
         figure_html(pretrain_figure(plt, base), "pretraining losses") if base else NOT_RUN,
     ]
-    runs = {name: read_history(run_dir / name) for name in ("quality", "diversity", *offline_runs(run_dir))}
+    runs = {name: read_history(run_dir / name) for name in (*student_names(run_dir), *offline_runs(run_dir))}
     runs = {name: rows for name, rows in runs.items() if rows}
     parts += [
         "<h3>Distillation</h3>",

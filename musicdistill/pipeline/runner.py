@@ -72,8 +72,10 @@ def stage_hash(stage: Stage, cfg: Config, upstream: dict[str, str]) -> str:
     parts: dict[str, Any] = {}
     for name in stage.reads:
         value: Any = cfg
-        for attr in name.split("."):  # a section ('distill') or one key ('run.diversity_beta')
-            value = getattr(value, attr)
+        for attr in name.split(
+            "."
+        ):  # a section ('distill'), a key ('run.merges'), an entry ('run.students.x')
+            value = value.get(attr) if isinstance(value, dict) else getattr(value, attr)
         parts[name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
     parts["__upstream__"] = {name: upstream[name] for name in stage.after}
     return config_hash(parts)

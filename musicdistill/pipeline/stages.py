@@ -6,10 +6,10 @@ Layout of a run folder ``<runs_dir>/<name>/``::
     codec/      the fitted codec
     tokens/     every usable clip encoded by the codec
     base/       the pretrained base generator (the CFG teacher)
-    quality/    the distilled quality model (β = 0)
-    diversity/  the distilled diversity model (β = run.diversity_beta)
+    <student>/  one folder per student of run.students (by default quality/ β = 0, diversity/ β > 0,
+                control/: the diversity student's settings with β = 0)
     offline/    with run.compare_offline: β = 0 distilled offline on teacher samples (claim C5)
-    merges/     LERP merges of quality and diversity at each λ
+    merges/<a>-<b>/lam_<λ>   LERP merges of the students of each entry of run.merges
     embedder/, second_embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
     evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
     report.html the self-contained report (claims C1-C5, metrics, curves, audio), by the ``report`` stage
@@ -18,6 +18,7 @@ Layout of a run folder ``<runs_dir>/<name>/``::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch
 
 from musicdistill.codec.factory import fit_codec, load_codec
 from musicdistill.codec.interface import read_codec_json
-from musicdistill.config import Config, DistillConfig, diversity_distill_config
+from musicdistill.config import Config, DistillConfig, student_distill_config
+from musicdistill.config.students import Merge, Student, parse_merges, parse_students, student_settings
 from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
 from musicdistill.data.checks import check_data
@@ -277,18 +279,10 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
 
 
 def _distill_stage(
-    cfg: Config,
-    run_dir: Path,
-    out: Path,
-    resume: bool,
-    beta: float,
-    mode: str = "on_policy",
-    distill_section: DistillConfig | None = None,
+    cfg: Config, run_dir: Path, out: Path, resume: bool, section: DistillConfig, provenance: dict[str, Any]
 ) -> dict[str, Any]:
-    """One ``distill`` run of the main job with ``beta`` and ``mode``, on ``distill_section`` (default:
-    the config's ``distill`` section)."""
-    section = distill_section or cfg.distill
-    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(section, beta=beta, mode=mode))
+    """One ``distill`` run of the main job with the distill section ``section`` (β and mode set)."""
+    cfg = dataclasses.replace(cfg, distill=section)
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
     embedder = run_dir / "embedder"
@@ -302,10 +296,10 @@ def _distill_stage(
         embedder if embedder.is_dir() else None,
         oracle if oracle.is_dir() else None,
     )
-    distill(cfg, parts.parts, out, parts.provenance, device, resume=resume)
+    distill(cfg, parts.parts, out, {**parts.provenance, **provenance}, device, resume=resume)
     rows = read_rows(out)
     evals = [r for r in rows if "eval_teacher_kl" in r]
-    summary = {"beta": beta, "mode": mode, "steps": cfg.distill.steps, "lr": cfg.distill.lr}
+    summary = {"beta": section.beta, "mode": section.mode, "steps": section.steps, "lr": section.lr}
     if evals:
         summary.update(
             {
@@ -316,18 +310,14 @@ def _distill_stage(
     return summary
 
 
-def stage_quality(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Distil the CFG teacher with β = 0: the quality model."""
-    return _distill_stage(cfg, run_dir, out, resume, beta=0.0)
-
-
-def stage_diversity(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Distil with the diversity reward, β = run.diversity_beta, on the distill section with
-    run.diversity_distill's changes: the diversity model."""
-    summary = _distill_stage(
-        cfg, run_dir, out, resume, beta=cfg.run.diversity_beta, distill_section=diversity_distill_config(cfg)
-    )
-    return {**summary, "changed": dict(cfg.run.diversity_distill)}
+def stage_student(cfg: Config, run_dir: Path, out: Path, resume: bool, student: Student) -> dict[str, Any]:
+    """Distil one student of ``run.students``: the CFG teacher plus the diversity reward at its β, on the
+    distill section with its changes (a control: its diversity student's, at β = 0)."""
+    provenance = {"role": student.role, "student": student.name, "beta": student.beta}
+    if student.control_of:
+        provenance["control_of"] = student.control_of
+    summary = _distill_stage(cfg, run_dir, out, resume, student_distill_config(cfg, student), provenance)
+    return {**summary, "role": student.role, "changed": dict(student.distill)}
 
 
 def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
@@ -335,62 +325,95 @@ def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[s
     (``distill.mode=teacher``), for claim C5 (on-policy against offline: teacher hacking)."""
     if not cfg.run.compare_offline:
         return {"ran": False, "reason": "run.compare_offline=false"}
-    return _distill_stage(cfg, run_dir, out, resume, beta=0.0, mode="teacher")
+    section = dataclasses.replace(cfg.distill, beta=0.0, mode="teacher")
+    return _distill_stage(cfg, run_dir, out, resume, section, {"role": "offline", "beta": 0.0})
 
 
-MERGE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def merge_dir(run_dir: Path, lam: float) -> Path:
-    return run_dir / "merges" / f"lam_{lam:.2f}"
+def merge_dir(run_dir: Path, merge: Merge, lam: float) -> Path:
+    """``<run>/merges/<a>-<b>/lam_<λ>``."""
+    return run_dir / "merges" / merge.folder / f"lam_{lam:.2f}"
 
 
 def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """LERP the quality and diversity models at each λ."""
-    for lam in MERGE_LAMBDAS:
-        merge_checkpoints(
-            run_dir / "quality", run_dir / "diversity", lam, method="lerp", out=merge_dir(run_dir, lam)
-        )
-    return {"lambdas": list(MERGE_LAMBDAS)}
+    """LERP the students of each entry of ``run.merges`` at each of its λ."""
+    merges = parse_merges(cfg, parse_students(cfg))
+    for merge in merges:
+        for lam in merge.lambdas:
+            merge_checkpoints(
+                run_dir / merge.a, run_dir / merge.b, lam, method="lerp", out=merge_dir(run_dir, merge, lam)
+            )
+    return {"merges": {m.folder: list(m.lambdas) for m in merges}}
+
+
+def student_system_name(student: Student) -> str:
+    """A student's display name in the evaluation: ``diversity (beta=30)``."""
+    return f"{student.name} (beta={student.beta:g})"
+
+
+def merge_system_name(merge: Merge, lam: float, students: list[Student]) -> str:
+    """``merge lambda=0.5`` for the quality-diversity pair, ``merge a-b lambda=0.5`` for any other."""
+    roles = {s.name: s.role for s in students}
+    if (roles.get(merge.a), roles.get(merge.b)) == ("quality", "diversity"):
+        return f"merge lambda={lam:g}"
+    return f"merge {merge.folder} lambda={lam:g}"
 
 
 def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
     """The systems the main job compares: the base's CFG and temperature fronts, the students, the merges.
 
-    The base without CFG at temperature 1 (``base``) is on both fronts and is evaluated once; the
-    teacher's scale ``distill.gamma`` is always on the CFG front. The merge front's ends, λ = 0 and
-    λ = 1, are the students themselves, so only the merges strictly between are evaluated. The
-    offline student is evaluated with ``run.compare_offline`` (claim C5).
+    Every system carries its role (base, teacher, quality, diversity, control, student, merge,
+    offline), so the claims never guess it. The base without CFG at temperature 1 (``base``) is on
+    both fronts and is evaluated once; the teacher's scale ``distill.gamma`` is always on the CFG
+    front. A merge's ends, λ = 0 and λ = 1, are the students themselves, so only the λ strictly
+    between are evaluated. The offline student is evaluated with ``run.compare_offline`` (claim C5).
     """
     base = str(run_dir / "base")
+    gamma = float(cfg.distill.gamma)
 
     def system(
-        name: str, checkpoint: str, family: str, cfg_scale: float = 1.0, temperature: float = 1.0
+        name: str, checkpoint: str, role: str, cfg_scale: float = 1.0, temperature: float = 1.0, **extra: Any
     ) -> dict[str, Any]:
+        families = {
+            "base": "base",
+            "teacher": "base + CFG",
+            "merge": "merged",
+            "offline": "distilled offline",
+        }
+        family = families.get(role, "distilled")
+        if role == "base":
+            family = "base + CFG" if cfg_scale != 1.0 else "base, temperature"
         return {
             "name": name,
             "checkpoint": checkpoint,
             "family": family,
+            "role": role,
             "cfg_scale": float(cfg_scale),
             "temperature": float(temperature),
+            **extra,
         }
 
     temperatures = sorted({float(t) for t in cfg.run.temperatures} - {1.0})
-    scales = sorted(({float(g) for g in cfg.run.cfg_scales} | {float(cfg.distill.gamma)}) - {1.0})
-    systems = [system("base", base, "base, temperature")]
-    systems += [system(f"base T={t:g}", base, "base, temperature", temperature=t) for t in temperatures]
-    systems += [system(f"base CFG {g:g}", base, "base + CFG", cfg_scale=g) for g in scales]
+    scales = sorted(({float(g) for g in cfg.run.cfg_scales} | {gamma}) - {1.0})
+    systems = [system("base", base, "base")]
+    systems += [system(f"base T={t:g}", base, "base", temperature=t) for t in temperatures]
     systems += [
-        system("quality (beta=0)", str(run_dir / "quality"), "distilled"),
-        system(f"diversity (beta={cfg.run.diversity_beta:g})", str(run_dir / "diversity"), "distilled"),
+        system(f"base CFG {g:g}", base, "teacher" if g == gamma else "base", cfg_scale=g) for g in scales
     ]
-    systems += [
-        system(f"merge lambda={lam:g}", str(merge_dir(run_dir, lam)), "merged")
-        for lam in MERGE_LAMBDAS
-        if 0.0 < lam < 1.0
-    ]
+    students = parse_students(cfg)
+    systems += [system(student_system_name(s), str(run_dir / s.name), s.role) for s in students]
+    for merge in parse_merges(cfg, students):
+        systems += [
+            system(
+                merge_system_name(merge, lam, students),
+                str(merge_dir(run_dir, merge, lam)),
+                "merge",
+                lam=lam,
+                merge_of=[merge.a, merge.b],
+            )
+            for lam in merge.lambdas
+        ]
     if cfg.run.compare_offline:
-        systems.append(system("offline (beta=0)", str(run_dir / "offline"), "distilled offline"))
+        systems.append(system("offline (beta=0)", str(run_dir / "offline"), "offline"))
     return systems
 
 
@@ -418,8 +441,34 @@ def _last_history_row(out: Path) -> dict[str, Any]:
     return evaluated[-1] if evaluated else (rows[-1] if rows else {})
 
 
-def main_job_stages() -> list[Stage]:
-    """Every stage of the main job, in order."""
+def student_stages(cfg: Config) -> list[Stage]:
+    """One distillation stage per student of ``run.students``, named after it; each reruns when the
+    distill section or its own entry changes (a control: its diversity student's entry too)."""
+    stages = []
+    for student in parse_students(cfg):
+        reads = ["distill", "device", f"run.students.{student.name}"]
+        if student.control_of:
+            reads.append(f"run.students.{student.control_of}")
+        settings = student_settings(cfg, student)
+        stages.append(
+            Stage(
+                student.name,
+                functools.partial(stage_student, student=student),
+                reads=tuple(reads),
+                after=("base", "judges"),
+                estimate_s=280,
+                doc=f"distil the CFG teacher into a CFG-free student: {student.role}, beta = {settings['beta']:g}",
+                concurrent=True,
+            )
+        )
+    return stages
+
+
+def main_job_stages(cfg: Config | None = None) -> list[Stage]:
+    """Every stage of the main job, in order (the students and merges of ``cfg``; the defaults' without)."""
+    cfg = cfg or Config()
+    students = parse_students(cfg)
+    merges = parse_merges(cfg, students)
     return [
         Stage(
             "data",
@@ -468,24 +517,7 @@ def main_job_stages() -> list[Stage]:
             estimate_s=280,
             doc="pretrain the base generator with condition dropout",
         ),
-        Stage(
-            "quality",
-            stage_quality,
-            reads=("distill", "device"),
-            after=("base", "judges"),
-            estimate_s=280,
-            doc="distil the CFG teacher into a CFG-free student (beta = 0)",
-            concurrent=True,
-        ),
-        Stage(
-            "diversity",
-            stage_diversity,
-            reads=("distill", "run.diversity_beta", "run.diversity_distill", "device"),
-            after=("base", "judges"),
-            estimate_s=280,
-            doc="distil with the diversity reward (beta = run.diversity_beta)",
-            concurrent=True,
-        ),
+        *student_stages(cfg),
         Stage(
             "offline",
             stage_offline,
@@ -498,10 +530,10 @@ def main_job_stages() -> list[Stage]:
         Stage(
             "merges",
             stage_merges,
-            reads=(),
-            after=("quality", "diversity"),
+            reads=("run.merges",),
+            after=tuple(dict.fromkeys(n for m in merges for n in (m.a, m.b))),
             estimate_s=5,
-            doc="LERP the quality and diversity models at each lambda",
+            doc="LERP the students of run.merges at each lambda",
         ),
         Stage(
             "evaluate",
@@ -513,9 +545,11 @@ def main_job_stages() -> list[Stage]:
                 "run.cfg_scales",
                 "run.temperatures",
                 "run.compare_offline",
+                "run.students",
+                "run.merges",
                 "distill.gamma",
             ),
-            after=("merges", "judges", "offline"),
+            after=("merges", "judges", "offline", *(s.name for s in students)),
             estimate_s=200,
             doc="evaluate every system on held-out prompts; Pareto plot",
         ),

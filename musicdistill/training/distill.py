@@ -220,6 +220,102 @@ def evaluate_student(parts: DistillParts, dc: DistillConfig, device: torch.devic
 
 
 # --------------------------------------------------------------------------------------------
+# One step
+# --------------------------------------------------------------------------------------------
+
+
+class StepTimer:
+    """Wall time of the phases of one step on the device's clock: ``with timer("teacher"): ...``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.times: dict[str, float] = {}
+        self._phase: str | None = None
+        self._t0 = 0.0
+
+    def __call__(self, phase: str) -> StepTimer:
+        self._phase = phase
+        return self
+
+    def __enter__(self) -> StepTimer:
+        self._t0 = self.clock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.times[str(self._phase)] = self.clock() - self._t0
+
+    def take(self) -> dict[str, float]:
+        """The step's phase times (seconds), cleared for the next step."""
+        times, self.times = self.times, {}
+        return times
+
+
+@dataclass
+class StepResult:
+    """What one training step computed: the losses, the student's logits and mask (for the log), the
+    rewards (None off-policy or without a reward model) and the gradient norm (None: step skipped)."""
+
+    loss: torch.Tensor
+    kl: torch.Tensor
+    pg: torch.Tensor
+    student_logits: torch.Tensor
+    mask: torch.Tensor
+    rewards: torch.Tensor | None
+    grad_norm: float | None
+
+
+def train_step(
+    parts: DistillParts,
+    model: torch.nn.Module,
+    roll: Rollouts,
+    dc: DistillConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    info: DistInfo,
+    timer: StepTimer,
+    on_policy: bool = True,
+) -> StepResult:
+    """Steps 2-5 of the module doc on rollouts ``roll`` (codes ``[N, K, T]`` on ``device``).
+
+    The frozen teacher runs teacher-forced with CFG, the reward model scores the rollouts (on-policy
+    only), ``model`` (the student, or its DDP wrapper) runs teacher-forced with gradients, and
+    ``loss = divergence + β · REINFORCE`` takes one optimizer step, unless the loss is non-finite on
+    any rank (then the gradients are cleared and ``grad_norm`` is None).
+    """
+    student, codes = parts.student, roll.codes
+    with timer("teacher"):
+        cond = parts.encode(roll.prompts)
+        inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
+        with torch.no_grad(), autocast(device, dc.bf16):
+            teacher_logits = guided_forward(parts.teacher, inputs, cond, dc.gamma)
+    with timer("reward"):
+        rewards, advantages = (
+            reward_terms(parts.reward_embed, codes, dc.group_size, dc.advantage_norm)
+            if on_policy
+            else (None, None)
+        )
+    with timer("student"):
+        with autocast(device, dc.bf16):
+            student_logits = model(inputs, cond)
+        kl, _ = token_divergence(
+            student_logits, teacher_logits, mask, kind=dc.divergence, beta=dc.divergence_beta
+        )
+        pg = torch.zeros((), device=device)
+        if advantages is not None:
+            seq_lp = sequence_logprob(student_logits, targets, mask, temperature=dc.temperature)
+            num_tokens = int(mask.sum()) * codes.shape[0]
+            pg = reinforce_loss(seq_lp, advantages.to(device), dc.reinforce_normalize, num_tokens)
+        loss = combined_loss(kl, pg, dc.beta)
+        grad_norm = None
+        if any_rank(not bool(torch.isfinite(loss)), info, device):
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            grad_norm = optimizer_step(loss, student, optimizer, scheduler, dc.grad_clip)
+    return StepResult(loss, kl, pg, student_logits, mask, rewards, grad_norm)
+
+
+# --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
 
@@ -292,55 +388,37 @@ def distill(
         append_row(out, {"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
     student.train()
     progress = Progress(f"distill β={dc.beta:g}", dc.steps, initial=start, enabled=info.is_main)
-    clock = device_clock(device)
+    timer = StepTimer(device_clock(device))
     for step in range(start, dc.steps):
-        times: dict[str, float] = {}
-        t0 = clock()
-        gen = step_generator(dc.seed, step, ROLLOUT_STREAM, info.rank, device)
-        if pool is None:
-            roll = student_rollouts(
-                student, parts.encode, step_prompts(parts.train, dc, step, info), dc, parts.num_frames, gen
-            )
-        else:
-            roll = offline_batch(pool, dc, step, info)
-        codes = roll.codes.to(device)
-        times["rollout"] = clock() - t0
-
-        t0 = clock()
-        cond = parts.encode(roll.prompts)
-        inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
-        with torch.no_grad(), autocast(device, dc.bf16):
-            teacher_logits = guided_forward(teacher, inputs, cond, dc.gamma)
-        times["teacher"] = clock() - t0
-
-        t0 = clock()
-        rewards, advantages = (
-            reward_terms(parts.reward_embed, codes, dc.group_size, dc.advantage_norm)
-            if pool is None
-            else (None, None)
+        with timer("rollout"):
+            gen = step_generator(dc.seed, step, ROLLOUT_STREAM, info.rank, device)
+            if pool is None:
+                prompts = step_prompts(parts.train, dc, step, info)
+                roll = student_rollouts(student, parts.encode, prompts, dc, parts.num_frames, gen)
+            else:
+                roll = offline_batch(pool, dc, step, info)
+            codes = roll.codes.to(device)
+        result = train_step(
+            parts,
+            ddp,
+            Rollouts(codes, roll.prompts),
+            dc,
+            optimizer,
+            scheduler,
+            device,
+            info,
+            timer,
+            pool is None,
         )
-        times["reward"] = clock() - t0
-
-        t0 = clock()
-        with autocast(device, dc.bf16):
-            student_logits = ddp(inputs, cond)
-        kl, _ = token_divergence(
-            student_logits, teacher_logits, mask, kind=dc.divergence, beta=dc.divergence_beta
-        )
-        pg = torch.zeros((), device=device)
-        if advantages is not None:
-            seq_lp = sequence_logprob(student_logits, targets, mask, temperature=dc.temperature)
-            num_tokens = int(mask.sum()) * codes.shape[0]
-            pg = reinforce_loss(seq_lp, advantages.to(device), dc.reinforce_normalize, num_tokens)
-        loss = combined_loss(kl, pg, dc.beta)
-        nonfinite = any_rank(not bool(torch.isfinite(loss)), info, device)
         row: dict[str, Any] = {"step": step + 1}
-        if nonfinite:
+        if result.grad_norm is None:
             bad_streak += 1
-            optimizer.zero_grad(set_to_none=True)
             row["skipped"] = "non-finite loss"
             log.warning(
-                "step %d: non-finite loss (%s); step skipped (%d in a row)", step + 1, loss.item(), bad_streak
+                "step %d: non-finite loss (%s); step skipped (%d in a row)",
+                step + 1,
+                result.loss.item(),
+                bad_streak,
             )
             if bad_streak >= dc.max_nonfinite:
                 raise FloatingPointError(
@@ -350,9 +428,15 @@ def distill(
                 )
         else:
             bad_streak = 0
-            row["grad_norm"] = round(optimizer_step(loss, student, optimizer, scheduler, dc.grad_clip), 5)
-        times["student"] = clock() - t0
-
+            row["grad_norm"] = round(result.grad_norm, 5)
+        times = timer.take()
+        student_logits, mask, kl, pg, rewards = (
+            result.student_logits,
+            result.mask,
+            result.kl,
+            result.pg,
+            result.rewards,
+        )
         with torch.no_grad():
             entropy = policy_entropy(student_logits.detach(), mask, temperature=dc.temperature)
         row.update(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -241,20 +243,35 @@ def test_find_run_checkpoints_takes_every_part_of_a_run(demo_run):
     assert paths.teacher == demo_run["base"] and paths.embedder is None
 
 
-def test_find_run_checkpoints_picks_the_largest_beta(tmp_path):
-    for name in ("distill_beta0.0", "distill_beta2", "distill_beta30", "distill_betaX"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / MODEL_FILE).write_bytes(b"")
+def _student(folder, **provenance):
+    folder.mkdir()
+    (folder / MODEL_FILE).write_bytes(b"")
+    (folder / "provenance.json").write_text(json.dumps({"kind": "distilled", **provenance}))
+
+
+def test_find_run_checkpoints_reads_beta_from_provenance_and_picks_the_largest(tmp_path):
+    for name, beta in (("a", 0.0), ("b", 2.0), ("c", 30.0), ("d", "x")):
+        _student(tmp_path / name, beta=beta, mode="on_policy")
+    _student(tmp_path / "e", beta=99.0, mode="teacher")  # offline: never the diversity model
     paths = find_run_checkpoints(tmp_path)
-    assert paths.quality == tmp_path / "distill_beta0.0" and paths.diversity == tmp_path / "distill_beta30"
+    assert paths.quality == tmp_path / "a" and paths.diversity == tmp_path / "c"
     assert paths.teacher is None and paths.embedder is None
+
+
+def test_find_run_checkpoints_prefers_stated_roles_over_beta(tmp_path):
+    _student(tmp_path / "control", beta=0.0, role="control")
+    _student(tmp_path / "div", beta=10.0, role="diversity")
+    _student(tmp_path / "other", beta=60.0, role="student")
+    _student(tmp_path / "qual", beta=0.0, role="quality")
+    paths = find_run_checkpoints(tmp_path)
+    assert (paths.quality, paths.diversity) == (tmp_path / "qual", tmp_path / "div")
 
 
 def test_find_run_checkpoints_lists_everything_missing(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         find_run_checkpoints(tmp_path)
     text = str(info.value)
-    for part in ("distill_beta0", "distill_beta<beta>", "base", "embedder", "--quality and --diversity"):
+    for part in ("role quality", "role diversity", "base", "embedder", "--quality and --diversity"):
         assert part in text
     with pytest.raises(FileNotFoundError, match="no such folder"):
         find_run_checkpoints(tmp_path / "nowhere")
@@ -440,7 +457,7 @@ def test_demo_command_help_and_errors(tmp_path, capsys):
     assert main(["demo"]) == 2
     assert "missing --quality and --diversity" in capsys.readouterr().err
     assert main(["demo", "--run", str(tmp_path)]) == 2
-    assert "distill_beta0" in capsys.readouterr().err
+    assert "a student with role quality" in capsys.readouterr().err
 
 
 def test_find_run_checkpoints_prefers_the_main_jobs_folders(demo_run, tmp_path):

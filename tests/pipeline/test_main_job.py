@@ -18,6 +18,7 @@ STAGES = [
     "base",
     "quality",
     "diversity",
+    "control",
     "offline",
     "merges",
     "evaluate",
@@ -47,7 +48,7 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
-    first = _run(tmp_path, "run.diversity_distill.lr=0.0005")
+    first = _run(tmp_path, "run.students.diversity.distill.lr=0.0005")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     run = tmp_path / "smoke"
     for stage in STAGES:
@@ -56,8 +57,9 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         "base",
         "quality",
         "diversity",
+        "control",
         "offline",
-        "merges/lam_0.50",
+        "merges/quality-diversity/lam_0.50",
         "embedder",
         "second_embedder",
         "oracle",
@@ -66,7 +68,13 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         assert (run / folder).is_dir(), folder
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
     names = set(metrics["systems"])
-    assert {"base", "base CFG 3", "quality (beta=0)", "merge lambda=0.5"} <= names
+    assert {"base", "base CFG 3", "quality (beta=0)", "control (beta=0)", "merge lambda=0.5"} <= names
+    roles = metrics["roles"]
+    assert (roles["control"], roles["diversity"], roles["merges"]) == (
+        "control (beta=0)",
+        "diversity (beta=1)",
+        ["merge lambda=0.5"],
+    )
     assert metrics["systems"]["base CFG 3"]["cost"]["rows_per_sample"] == 2
     assert metrics["systems"]["quality (beta=0)"]["cost"]["rows_per_sample"] == 1
     assert {"attribute_diversity", "diversity_second"} <= set(metrics["systems"]["base"]["metrics"])
@@ -81,11 +89,11 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         f"report: {run / 'report.html'}" in first.stdout and f"musicdistill demo --run {run}" in first.stdout
     )
     summaries = {
-        s: json.loads((run / s / "stage.json").read_text())["summary"] for s in ("quality", "diversity")
+        s: json.loads((run / s / "stage.json").read_text())["summary"] for s in ("quality", "diversity", "control")
     }
-    assert (
-        summaries["diversity"]["lr"] == 0.0005 != summaries["quality"]["lr"]
-    )  # the diversity model's own lr
-    second = _run(tmp_path, "run.diversity_distill.lr=0.0005")
+    # the diversity model's own lr, which its control shares (beta is their only difference)
+    assert summaries["diversity"]["lr"] == 0.0005 == summaries["control"]["lr"] != summaries["quality"]["lr"]
+    assert (summaries["diversity"]["beta"], summaries["control"]["beta"]) == (1.0, 0.0)
+    second = _run(tmp_path, "run.students.diversity.distill.lr=0.0005")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("skipped (up to date)") == len(STAGES)

@@ -241,7 +241,8 @@ def test_whole_main_job_on_a_tiny_musicgen(tmp_path, models, manifest):
         "scorer.steps=2",
         "scorer.batch_size=4",
         "scorer.crop_seconds=0.3",
-        "run.diversity_beta=1.0",
+        "run.students={quality: {role: quality}, diversity: {role: diversity, beta: 1.0}}",
+        "run.merges=[{a: quality, b: diversity, lambdas: [0.5]}]",
         "evaluate.num_prompts=1",
         "evaluate.samples_per_prompt=2",
         "evaluate.bootstrap=100",
@@ -249,11 +250,10 @@ def test_whole_main_job_on_a_tiny_musicgen(tmp_path, models, manifest):
         "run.temperatures=[]",
         "evaluate.save_prompts=0",
     )
-    results = run_stages(cfg, main_job_stages())
+    results = run_stages(cfg, main_job_stages(cfg))
     assert all(not r.skipped for r in results)
     run = cfg.run_dir
     assert (run / "embedder").is_dir() and (run / "scorer").is_dir() and not (run / "oracle").exists()
-    for lam in ("0.00", "0.50", "1.00"):
-        assert load_checkpoint(run / "merges" / f"lam_{lam}").provenance["backbone"] == "musicgen"
+    assert load_checkpoint(run / "merges" / "quality-diversity" / "lam_0.50").provenance["backbone"] == "musicgen"
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
     assert {"base", "base CFG 3", "quality (beta=0)", "merge lambda=0.5"} <= set(metrics["systems"])

@@ -49,7 +49,12 @@ def fake_run(root: Path, metrics: dict[str, Any] | None = None, plot: bool = Fal
             {
                 "name": "fake",
                 "distill": {"gamma": GAMMA},
-                "run": {"diversity_distill": {"lr": 0.0001, "divergence": "jeffreys"}},
+                "run": {
+                    "students": {
+                        "quality": {"role": "quality"},
+                        "diversity": {"role": "diversity", "distill": {"lr": 0.0001}},
+                    }
+                },
             },
             sort_keys=False,
         )
@@ -120,12 +125,13 @@ def test_write_report_is_one_self_contained_page(tmp_path: Path) -> None:
     settings = page[page.index("<h2>Settings behind the result</h2>") : page.index("<h2>Stage timings</h2>")]
     assert f"<td><code>distill.gamma</code></td><td>{GAMMA}</td>" in settings  # the run's value
     assert (
-        "<td><code>run.diversity_beta</code></td><td>not in this run&#x27;s config</td>" in settings
+        "<td><code>run.merges</code></td><td>not in this run&#x27;s config</td>" in settings
     )  # absent from this config
     assert "bench/RESULTS.md" in settings and "CFG scale of the frozen teacher" in settings
     # a mapping is shown as the YAML one writes
     assert (
-        "<td><code>run.diversity_distill</code></td><td>{lr: 0.0001, divergence: jeffreys}</td>" in settings
+        "<td><code>run.students</code></td><td>{quality: {role: quality}, diversity: {role: diversity, "
+        "distill: {lr: 0.0001}}}</td>" in settings
     )
     timings = page[page.index("<h2>Stage timings</h2>") :]
     assert (
