@@ -76,7 +76,8 @@ def score_system(
     """Per-prompt metric values and the embeddings of one system's samples (codes ``[B·G, K, T]``, prompt-major).
 
     A prompt whose adherence is undefined for every sample (it states no attribute) gets NaN, which
-    the intervals skip.
+    the intervals skip; so does a prompt that leaves no attribute open, for attribute diversity and
+    its expected variant (from the oracle's probabilities).
     """
     per: dict[str, list[float]] = {}
     rows_attrs = [a for a in prompts.attributes for _ in range(group)]
@@ -90,6 +91,9 @@ def score_system(
     if judges.attribute_diversity is not None and any(a is not None for a in prompts.attributes):
         values = judges.attribute_diversity(clips, list(prompts.attributes), group)
         per["attribute_diversity"] = np.asarray(values, dtype=np.float64).tolist()
+    if judges.expected_attribute_diversity is not None and any(a is not None for a in prompts.attributes):
+        values = judges.expected_attribute_diversity(clips, list(prompts.attributes), group)
+        per["expected_attribute_diversity"] = np.asarray(values, dtype=np.float64).tolist()
     embeddings = {"independent": judges.independent(clips)}
     if judges.reward is not None:
         embeddings["reward"] = judges.reward(clips)
@@ -163,6 +167,7 @@ def summarise(
     spec = result.spec
     return {
         "family": spec.family,
+        **spec.identity(),
         "checkpoint": spec.checkpoint,
         "settings": spec.settings(),
         "metrics": metrics,

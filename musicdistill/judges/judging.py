@@ -6,7 +6,8 @@
   objective, trained on the other half of the training split; ``diversity_second``);
 - the attribute oracle: the golden quality metric (attribute adherence), attribute diversity over the
   attributes a prompt leaves open (:mod:`musicdistill.judges.attribute_diversity`;
-  ``attribute_diversity``), and its hand-made features (the third view, ``diversity_independent``);
+  ``attribute_diversity``, and ``expected_attribute_diversity`` from its marginal probabilities), and its
+  hand-made features (the third view, ``diversity_independent``);
 - the joint text-audio scorer (text adherence).
 
 The primary independent diversity measure, fixed before any run, is attribute diversity where an
@@ -32,17 +33,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from musicdistill.judges.attribute_diversity import attribute_diversity_per_prompt
+from musicdistill.judges.attribute_diversity import (
+    attribute_diversity_per_prompt,
+    expected_attribute_diversity_per_prompt,
+)
 from musicdistill.judges.diversity import pairwise_diversity
 from musicdistill.judges.embedder import embed_audio, embed_mel, load_embedder
 from musicdistill.judges.log_mel import codec_shares_front_end
 from musicdistill.judges.oracle import (
+    Marginal,
     attribute_adherence,
     hand_features,
     hand_features_mel,
     load_oracle,
-    predict_attributes,
-    predict_attributes_mel,
+    predict_marginals_features,
 )
 from musicdistill.judges.scorer import load_scorer, text_adherence, text_adherence_mel
 from musicdistill.judges.second_embedder import embed_audio_second, embed_mel_second, load_second_embedder
@@ -151,6 +155,7 @@ class Judges:
     text_adherence: TextAdherence | None = None
     second: Embed | None = None
     attribute_diversity: AttributeDiversity | None = None
+    expected_attribute_diversity: AttributeDiversity | None = None
 
 
 def primary_diversity_measure(per_prompt: dict[str, Any]) -> str | None:
@@ -215,30 +220,69 @@ def second_judge(embedder) -> Embed:
 
 
 def oracle_readings(oracle, clips: CodedClips) -> list[dict[str, str]]:
-    """The oracle's reading ``{attribute: value}`` of every clip, computed once per clips and oracle."""
+    """The oracle's reading ``{attribute: value}`` of every clip: the argmax of each attribute's marginal
+    probabilities (as :func:`musicdistill.judges.oracle.predict_attributes_mel`), computed once per clips
+    and oracle from the shared features."""
+
+    def read() -> list[dict[str, str]]:
+        marginals = oracle_marginals(oracle, clips)
+        columns = {a: m.argmax() for a, m in marginals.items()}
+        return [{a: values[row] for a, values in columns.items()} for row in range(len(clips))]
+
+    return clips.memo(("oracle_readings", id(oracle)), read)
+
+
+def oracle_features(oracle, clips: CodedClips) -> torch.Tensor:
+    """The oracle's standardised hand-made features ``[N, F]`` of the clips, computed once per clips and
+    oracle (the independent embedding and the marginal probabilities share them)."""
     return clips.memo(
-        ("oracle_readings", id(oracle)),
+        ("oracle_features", id(oracle)),
         lambda: judge_rendering(
             clips,
             oracle.settings,
-            lambda mel: predict_attributes_mel(oracle, mel.cpu()),
-            lambda wav, sr: predict_attributes(oracle, wav, sr),
+            lambda mel: hand_features_mel(oracle, mel.cpu()),
+            lambda wav, sr: hand_features(oracle, wav, sr),
         ),
     )
+
+
+def oracle_marginals(oracle, clips: CodedClips) -> dict[str, Marginal]:
+    """Each attribute the oracle reads -> its marginal class probabilities ``[N, K]`` for every clip
+    (:func:`musicdistill.judges.oracle.predict_marginals_features`), computed once per clips and oracle."""
+    return clips.memo(
+        ("oracle_marginals", id(oracle)),
+        lambda: predict_marginals_features(oracle, oracle_features(oracle, clips)),
+    )
+
+
+def _check_prompt_major(clips: CodedClips, attributes: list[dict[str, Any] | None], group: int) -> None:
+    if len(attributes) * group != len(clips):
+        raise ValueError(
+            f"got {len(attributes)} prompts x G={group} for {len(clips)} clips; give one attribute "
+            "entry per prompt and G samples per prompt, prompt-major"
+        )
 
 
 def attribute_diversity_judge(oracle) -> AttributeDiversity:
     """Attribute diversity (:mod:`musicdistill.judges.attribute_diversity`) under the oracle's readings."""
 
     def diversity(clips: CodedClips, attributes: list[dict[str, Any] | None], group: int) -> np.ndarray:
-        if len(attributes) * group != len(clips):
-            raise ValueError(
-                f"got {len(attributes)} prompts x G={group} for {len(clips)} clips; give one attribute "
-                "entry per prompt and G samples per prompt, prompt-major"
-            )
+        _check_prompt_major(clips, attributes, group)
         return attribute_diversity_per_prompt(
             oracle_readings(oracle, clips), attributes, group, oracle.attributes
         )
+
+    return diversity
+
+
+def expected_attribute_diversity_judge(oracle) -> AttributeDiversity:
+    """Expected attribute diversity (:func:`musicdistill.judges.attribute_diversity.
+    expected_attribute_diversity_per_prompt`) under the oracle's marginal class probabilities."""
+
+    def diversity(clips: CodedClips, attributes: list[dict[str, Any] | None], group: int) -> np.ndarray:
+        _check_prompt_major(clips, attributes, group)
+        probs = {a: m.probs for a, m in oracle_marginals(oracle, clips).items()}
+        return expected_attribute_diversity_per_prompt(probs, attributes, group)
 
     return diversity
 
@@ -247,13 +291,7 @@ def oracle_judges(oracle) -> tuple[Embed, Adherence]:
     """The oracle's judges: its standardised hand-made features (L2-normalised) and attribute adherence."""
 
     def independent(clips: CodedClips) -> torch.Tensor:
-        raw = judge_rendering(
-            clips,
-            oracle.settings,
-            lambda mel: hand_features_mel(oracle, mel.cpu()),
-            lambda wav, sr: hand_features(oracle, wav, sr),
-        )
-        return F.normalize(raw.float(), dim=-1)
+        return F.normalize(oracle_features(oracle, clips).float(), dim=-1)
 
     def adherence(clips: CodedClips, attributes: list[dict[str, Any] | None]) -> np.ndarray:
         if len(attributes) != len(clips):
@@ -296,8 +334,8 @@ def build_judges(
     """The judges of :mod:`musicdistill.evaluation.evaluate` from their folders.
 
     The independent embedding is the oracle's standardised hand-made features when an oracle is
-    given, else :func:`spectral_judge`; the reward embedder, oracle (adherence and attribute
-    diversity), scorer and second embedder are optional.
+    given, else :func:`spectral_judge`; the reward embedder, oracle (adherence, attribute diversity and
+    its expected variant), scorer and second embedder are optional.
     """
     judges = Judges(independent=spectral_judge)
     if embedder_dir is not None:
@@ -308,6 +346,7 @@ def build_judges(
         oracle = load_oracle(oracle_dir)
         judges.independent, judges.adherence = oracle_judges(oracle)
         judges.attribute_diversity = attribute_diversity_judge(oracle)
+        judges.expected_attribute_diversity = expected_attribute_diversity_judge(oracle)
     if scorer_dir is not None:
         judges.text_adherence = text_judge(load_scorer(scorer_dir, device=device))
     return judges

@@ -15,7 +15,8 @@ Features are standardised with the training statistics and each *head* is a mult
 regression (L-BFGS, L2 penalty) trained on real clips plus their codec reconstructions. A head may
 classify several attributes jointly: ``"key+mode"`` learns one class per (key, mode) pair, which
 makes mode linearly separable (mode alone depends on the key through the pitch classes involved);
-each attribute is then read as the argmax of its marginal.
+each attribute is then read as the argmax of its marginal (:func:`predict_attributes_mel`), and its
+marginal probabilities feed the expected attribute diversity (:func:`predict_marginals_mel`).
 
 The standardised feature vector doubles as the *independent* embedding for diversity metrics
 (:func:`hand_features`): it was not trained to be diverse, so reward hacking of the learned
@@ -317,19 +318,44 @@ def hand_features(oracle: AttributeOracle, wav: torch.Tensor | np.ndarray, sampl
     return hand_features_mel(oracle, waveform_mels(mel_spec(oracle.settings), wav, sample_rate))
 
 
-def _marginal_argmax(head: Head, probs: torch.Tensor) -> list[dict[str, str]]:
-    """Per clip, each attribute of ``head`` -> the value with the largest marginal probability."""
+@dataclass(frozen=True)
+class Marginal:
+    """One attribute's marginal class probabilities: ``probs [N, K]`` over ``values`` (``K``, sorted)."""
+
+    values: tuple[str, ...]
+    probs: np.ndarray  # [N, K], float64, rows sum to 1
+
+    def argmax(self) -> list[str]:
+        """The most probable value of each clip ``[N]`` (the first of equals, as ``torch.argmax``)."""
+        return [self.values[i] for i in torch.from_numpy(self.probs).argmax(1).tolist()]
+
+
+def head_marginals(head: Head, probs: torch.Tensor) -> dict[str, Marginal]:
+    """The joint softmax ``probs [N, C]`` over ``head.classes`` -> each attribute of ``head`` -> its
+    :class:`Marginal` ``[N, K]``: the joint probabilities summed over the classes sharing that value."""
     values = [c.split(JOINT) for c in head.classes]
-    out: list[dict[str, str]] = [{} for _ in range(probs.shape[0])]
+    out: dict[str, Marginal] = {}
     for position, attribute in enumerate(head.attributes):
         names = sorted({v[position] for v in values})
         member = torch.tensor(
             [[v[position] == n for v in values] for n in names], dtype=probs.dtype
         )  # [K, C]
-        best = (probs @ member.T).argmax(1)
-        for row, choice in enumerate(best.tolist()):
-            out[row][attribute] = names[choice]
+        out[attribute] = Marginal(tuple(names), (probs @ member.T).double().numpy())
     return out
+
+
+def _marginal_argmax(head: Head, probs: torch.Tensor) -> list[dict[str, str]]:
+    """Per clip, each attribute of ``head`` -> the value with the largest marginal probability."""
+    out: list[dict[str, str]] = [{} for _ in range(probs.shape[0])]
+    for attribute, marginal in head_marginals(head, probs).items():
+        for row, choice in enumerate(marginal.argmax()):
+            out[row][attribute] = choice
+    return out
+
+
+def head_probabilities(head: Head, features: torch.Tensor) -> torch.Tensor:
+    """Standardised features ``[N, F]`` -> the head's softmax ``[N, C]`` over ``head.classes``."""
+    return torch.softmax(features @ head.weight.T + head.bias, dim=-1)
 
 
 @torch.no_grad()
@@ -338,10 +364,37 @@ def predict_attributes_mel(oracle: AttributeOracle, log_mel: torch.Tensor) -> li
     x = hand_features_mel(oracle, log_mel)
     predicted: list[dict[str, str]] = [{} for _ in range(x.shape[0])]
     for head in oracle.heads:
-        probs = torch.softmax(x @ head.weight.T + head.bias, dim=-1)
-        for row, values in enumerate(_marginal_argmax(head, probs)):
+        for row, values in enumerate(_marginal_argmax(head, head_probabilities(head, x))):
             predicted[row].update(values)
     return predicted
+
+
+@torch.no_grad()
+def predict_marginals_features(oracle: AttributeOracle, features: torch.Tensor) -> dict[str, Marginal]:
+    """Standardised features ``[N, F]`` (:func:`hand_features_mel`) -> every attribute the oracle reads
+    (in :attr:`AttributeOracle.attributes` order) -> its marginal probabilities ``[N, K]``.
+
+    A joint head (``key+mode``) is marginalised to each of its attributes as :func:`predict_attributes_mel`
+    does before its argmax, so ``Marginal.argmax()`` gives the same readings.
+    """
+    out: dict[str, Marginal] = {}
+    for head in oracle.heads:
+        out.update(head_marginals(head, head_probabilities(head, features.float())))
+    return out
+
+
+@torch.no_grad()
+def predict_marginals_mel(oracle: AttributeOracle, log_mel: torch.Tensor) -> dict[str, Marginal]:
+    """Log-mels ``[N, D, T]`` (the oracle's front end) -> attribute -> marginal probabilities ``[N, K]``."""
+    return predict_marginals_features(oracle, hand_features_mel(oracle, log_mel))
+
+
+@torch.no_grad()
+def predict_marginals(
+    oracle: AttributeOracle, wav: torch.Tensor | np.ndarray, sample_rate: int
+) -> dict[str, Marginal]:
+    """Clips ``[N, S]`` at ``sample_rate`` -> attribute -> marginal probabilities ``[N, K]``."""
+    return predict_marginals_features(oracle, hand_features(oracle, wav, sample_rate))
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""Attribute diversity (disagreement over the attributes a prompt leaves open) and the reference groups
-of real clips that every diversity measure is validated on."""
+"""Attribute diversity (disagreement over the attributes a prompt leaves open), its expected variant
+from the oracle's probabilities, and the reference groups of real clips that every diversity measure is
+validated on."""
 
 from __future__ import annotations
 
@@ -8,14 +9,27 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+import torch
 
+import musicdistill.judges.judging as judging
+from musicdistill.codec.factory import fit_codec
+from musicdistill.config import CodecConfig, OracleConfig
 from musicdistill.data.captions import ATTRIBUTE_NAMES
+from musicdistill.data.synth import synth_record
+from musicdistill.evaluation.evaluate import EvalPrompts, score_system
+from musicdistill.evaluation.metrics import metric_label
 from musicdistill.judges.attribute_diversity import (
     attribute_diversity,
     attribute_diversity_per_prompt,
+    expected_attribute_diversity,
+    expected_attribute_diversity_per_prompt,
+    expected_pairwise_disagreement,
     pairwise_disagreement,
     unstated_attributes,
 )
+from musicdistill.judges.judging import CodedClips
+from musicdistill.judges.log_mel import clip_mels, front_end_settings
+from musicdistill.judges.oracle import fit_oracle, predict_attributes_mel, predict_marginals_mel
 from musicdistill.judges.reference_groups import open_prompt, reference_groups, varied_attributes
 
 READABLE = ("instrument", "tempo", "key", "mode", "register", "drums")
@@ -109,3 +123,138 @@ def test_varied_attributes_keep_the_bpm_with_a_stated_tempo() -> None:
 def test_reference_groups_reject_groups_of_one() -> None:
     with pytest.raises(ValueError, match="2 clips per group"):
         reference_groups(2, 1, seed=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Expected attribute diversity (the oracle's probabilities)
+# --------------------------------------------------------------------------------------------
+
+VALUES = {"instrument": 6, "tempo": 3, "key": 12, "mode": 2, "register": 2, "drums": 4}
+
+
+def random_prompts(rng: np.random.Generator, count: int) -> list[dict | None]:
+    """Prompts stating random subsets of the attributes (some every attribute, one none, one None)."""
+    out: list[dict | None] = []
+    for b in range(count):
+        if b == 0:
+            out.append(None)
+            continue
+        stated = [a for a in READABLE if rng.random() < (1.0 if b == 1 else 0.5)]
+        out.append({a: "x" for a in stated} | {"stated": stated})
+    return out
+
+
+def test_expected_equals_the_hard_measure_on_one_hot_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    prompts, group = random_prompts(rng, 40), 4
+    # few values per attribute so that readings often agree and often differ
+    choices = np.stack([rng.integers(0, min(VALUES[a], 3), size=len(prompts) * group) for a in READABLE], 1)
+    readings = [{a: f"v{c}" for a, c in zip(READABLE, row)} for row in choices]
+    probs = {a: np.eye(VALUES[a])[choices[:, i]] for i, a in enumerate(READABLE)}
+    hard = attribute_diversity_per_prompt(readings, prompts, group, READABLE)
+    expected = expected_attribute_diversity_per_prompt(probs, prompts, group)
+    assert np.isnan(hard).sum() >= 2 and np.isfinite(hard).sum() >= 30
+    assert (hard[np.isfinite(hard)] > 0).any() and (hard[np.isfinite(hard)] < 1).any()
+    np.testing.assert_array_equal(np.isnan(expected), np.isnan(hard))
+    np.testing.assert_allclose(expected[np.isfinite(hard)], hard[np.isfinite(hard)], atol=1e-12)
+
+
+def test_expected_two_sample_example_by_hand() -> None:
+    prompt = {"instrument": "flute", "stated": ["instrument"]}
+    probs = {
+        "instrument": np.array([[0.9, 0.1], [0.1, 0.9]]),  # stated: does not count
+        "tempo": np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]),  # 1 - 0.2 = 0.8
+        "mode": np.array([[0.8, 0.2], [0.5, 0.5]]),  # 1 - (0.4 + 0.1) = 0.5
+    }
+    assert expected_attribute_diversity(probs, prompt) == pytest.approx((0.8 + 0.5) / 2)
+    out = expected_attribute_diversity_per_prompt(probs, [prompt], 2)
+    assert out.shape == (1,) and out[0] == pytest.approx(0.65)
+    # identical uncertain samples still differ with probability 1 - |p|^2
+    assert expected_pairwise_disagreement(np.array([[0.5, 0.5], [0.5, 0.5]])) == pytest.approx(0.5)
+
+
+def test_expected_is_the_mean_over_pairs_and_lies_in_the_unit_interval() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.full(5, 0.3), size=(7, 4))  # [B=7, G=4, K=5]
+    out = expected_pairwise_disagreement(probs)
+    by_pairs = [
+        np.mean([1.0 - probs[b, i] @ probs[b, j] for i, j in combinations(range(4), 2)]) for b in range(7)
+    ]
+    np.testing.assert_allclose(out, by_pairs, atol=1e-12)
+    assert ((out >= 0) & (out <= 1)).all()
+    assert expected_pairwise_disagreement(np.tile(np.eye(3)[:1], (5, 1))) == 0.0
+    assert expected_pairwise_disagreement(np.eye(3)) == 1.0
+
+
+def test_expected_is_undefined_where_nothing_is_left_open_and_checks_shapes() -> None:
+    probs = {"instrument": np.array([[1.0, 0.0], [0.0, 1.0]])}
+    every = {"instrument": "flute", "stated": ["instrument"]}
+    assert math.isnan(expected_attribute_diversity(probs, every))
+    assert math.isnan(expected_attribute_diversity(probs, None))
+    assert math.isnan(expected_attribute_diversity(probs, {"instrument": "flute"}))  # no list: all stated
+    assert math.isnan(expected_attribute_diversity({}, {"stated": []}))  # the oracle reads nothing
+    assert expected_attribute_diversity(probs, {"stated": []}) == 1.0
+    out = expected_attribute_diversity_per_prompt(probs | {"tempo": np.eye(2)}, [{"stated": []}], 2)
+    assert out[0] == 1.0
+    with pytest.raises(ValueError, match="G >= 2"):
+        expected_attribute_diversity_per_prompt(probs, [every, every], 2)  # 2 rows for 2 prompts x 2
+    with pytest.raises(ValueError, match="G >= 2"):
+        expected_attribute_diversity_per_prompt({"tempo": np.ones((1, 2))}, [every], 1)
+    with pytest.raises(ValueError, match="G >= 2"):
+        expected_pairwise_disagreement(np.ones((1, 3)))
+
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory) -> dict:
+    """A small mel codec and oracle fitted on 48 clips of 1 s, and 8 clips as codes (4 prompts x 2)."""
+    records, pcm = zip(*(synth_record(8, i, RATE, 1.0) for i in range(48)))
+    audio = torch.from_numpy(np.stack(pcm).astype(np.float32) / 32767.0)
+    codec_cfg = CodecConfig(n_mels=32, num_codebooks=2, cardinality=16, kmeans_iters=3, max_fit_frames=2000)
+    codec = fit_codec(codec_cfg, audio, RATE)
+    mels = clip_mels(audio, RATE, front_end_settings(codec_cfg, RATE), codec)
+    oracle = fit_oracle(
+        OracleConfig(iters=20, heads=["instrument", "tempo", "key+mode", "register", "drums"]),
+        mels,
+        [r["attributes"] for r in records],
+    )
+    codes = codec.encode(audio[:8].unsqueeze(1), RATE)
+    return {"codec": codec, "oracle": oracle, "codes": codes, "records": list(records)}
+
+
+def test_score_system_reports_expected_beside_hard_attribute_diversity(coded, monkeypatch) -> None:
+    oracle, codec = coded["oracle"], coded["codec"]
+    independent, adherence = judging.oracle_judges(oracle)
+    judges = judging.Judges(
+        independent=independent,
+        adherence=adherence,
+        attribute_diversity=judging.attribute_diversity_judge(oracle),
+        expected_attribute_diversity=judging.expected_attribute_diversity_judge(oracle),
+    )
+    records = coded["records"][:8:2]
+    attributes = [dict(r["attributes"], stated=["instrument"]) for r in records[:3]]
+    attributes.append(dict(records[3]["attributes"], stated=list(oracle.attributes)))  # nothing open
+    prompts = EvalPrompts([r["caption"] for r in records], attributes)
+    calls: list[int] = []
+    real = judging.hand_features_mel
+    monkeypatch.setattr(judging, "hand_features_mel", lambda o, m: calls.append(len(m)) or real(o, m))
+    per, _ = score_system(CodedClips(codec, coded["codes"]), prompts, 2, judges)
+    hard, expected = np.array(per["attribute_diversity"]), np.array(per["expected_attribute_diversity"])
+    assert calls == [8]  # the independent embedding and the probabilities share one feature pass
+    np.testing.assert_array_equal(np.isnan(expected), np.isnan(hard))
+    assert np.isnan(expected[3]) and np.isfinite(expected[:3]).all()
+    assert ((expected[:3] >= 0) & (expected[:3] <= 1)).all()
+    marginals = predict_marginals_mel(oracle, codec.decode_mel(coded["codes"]).float())
+    wanted = expected_attribute_diversity_per_prompt(
+        {a: m.probs for a, m in marginals.items()}, attributes, 2
+    )
+    np.testing.assert_allclose(expected, wanted, atol=1e-6)
+    # the probabilities' argmax is the oracle's hard reading, so both measures read the same clips
+    readings = predict_attributes_mel(oracle, codec.decode_mel(coded["codes"]).float())
+    for a, m in marginals.items():
+        assert m.argmax() == [r[a] for r in readings]
+    assert (
+        metric_label("expected_attribute_diversity") == "attribute diversity, expected (oracle probabilities)"
+    )

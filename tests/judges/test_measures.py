@@ -82,13 +82,15 @@ def test_every_measure_has_its_stable_name(small) -> None:
 
 def test_the_oracle_reads_each_set_of_clips_once(small, monkeypatch) -> None:
     calls = []
-    real = judging.predict_attributes_mel
-    monkeypatch.setattr(judging, "predict_attributes_mel", lambda o, m: calls.append(len(m)) or real(o, m))
+    real = judging.hand_features_mel
+    monkeypatch.setattr(judging, "hand_features_mel", lambda o, m: calls.append(len(m)) or real(o, m))
     judges = small["judges"]
     clips = CodedClips(small["codec"], small["codec"].encode(small["audio"][:8].unsqueeze(1), RATE))
     attributes = [r["attributes"] for r in small["records"][:8]]
     judges.adherence(clips, attributes)
     judges.attribute_diversity(clips, attributes[::2], 2)
+    judges.expected_attribute_diversity(clips, attributes[::2], 2)
+    judges.independent(clips)
     assert calls == [8]
 
 

@@ -12,17 +12,23 @@ from musicdistill.config import CodecConfig, OracleConfig
 from musicdistill.data.synth import synth_record
 from musicdistill.judges.log_mel import clip_mels, front_end_settings, mel_spec, waveform_mels
 from musicdistill.judges.oracle import (
+    AttributeOracle,
+    Head,
     attribute_accuracy,
     attribute_adherence,
     clip_features,
     fit_oracle,
     fit_softmax,
     hand_features,
+    head_marginals,
     load_oracle,
     num_lags,
     parse_heads,
     predict_attributes,
     predict_attributes_mel,
+    predict_marginals,
+    predict_marginals_features,
+    predict_marginals_mel,
     save_oracle,
 )
 
@@ -143,3 +149,50 @@ def test_oracle_meets_95_percent_on_synthesised_clips():
     )
     accuracy = attribute_accuracy(predict_attributes_mel(oracle, mels.real[6000:]), attributes[6000:])
     assert min(accuracy.values()) >= 0.95, accuracy
+
+
+def test_a_joint_head_is_marginalised_to_each_attribute():
+    classes = ["C|major", "C|minor", "D|major", "D|minor", "E|minor"]
+    head = Head(("key", "mode"), classes, torch.zeros(5, 1), torch.zeros(5))
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25], [0.0, 0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    marginals = head_marginals(head, probs)
+    assert list(marginals) == ["key", "mode"]
+    assert marginals["key"].values == ("C", "D", "E") and marginals["mode"].values == ("major", "minor")
+    np.testing.assert_allclose(marginals["key"].probs, [[0.3, 0.45, 0.25], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(marginals["mode"].probs, [[0.4, 0.6], [0.0, 1.0]])
+    # the joint argmax is D|major, but the marginal readings are key D and mode minor
+    assert marginals["key"].argmax() == ["D", "E"] and marginals["mode"].argmax() == ["minor", "minor"]
+
+
+def test_marginals_through_an_oracle_follow_its_heads():
+    # one feature; logits chosen so that the joint softmax is known: row 0 favours C|major, row 1 D|minor
+    weight = torch.tensor([[1.0], [0.0], [0.0], [-1.0]])
+    joint = Head(("key", "mode"), ["C|major", "C|minor", "D|major", "D|minor"], weight, torch.zeros(4))
+    single = Head(("drums",), ["none", "rock"], torch.tensor([[2.0], [-2.0]]), torch.zeros(2))
+    oracle = AttributeOracle({}, torch.zeros(1), torch.ones(1), [single, joint])
+    x = torch.tensor([[2.0], [-2.0]])
+    marginals = predict_marginals_features(oracle, x)
+    assert list(marginals) == list(oracle.attributes) == ["drums", "key", "mode"]
+    softmax = torch.softmax(x @ weight.T, dim=-1).double().numpy()
+    np.testing.assert_allclose(marginals["key"].probs[:, 0], softmax[:, 0] + softmax[:, 1], rtol=1e-6)
+    np.testing.assert_allclose(marginals["mode"].probs[:, 0], softmax[:, 0] + softmax[:, 2], rtol=1e-6)
+    for m in marginals.values():
+        assert m.probs.dtype == np.float64
+        np.testing.assert_allclose(m.probs.sum(1), 1.0, rtol=1e-6)
+    assert marginals["key"].argmax() == ["C", "D"] and marginals["drums"].argmax() == ["none", "rock"]
+
+
+def test_marginal_argmax_is_the_hard_reading_on_real_clips(small):
+    oracle, attributes, audio = small
+    assert any(len(h.attributes) > 1 for h in oracle.heads)  # the built-in data's key+mode head
+    mel = waveform_mels(mel_spec(SETTINGS), audio[:12], RATE)
+    readings = predict_attributes_mel(oracle, mel)
+    marginals = predict_marginals_mel(oracle, mel)
+    assert set(marginals) == set(oracle.attributes)
+    for name, m in marginals.items():
+        assert m.probs.shape == (12, len(m.values))
+        np.testing.assert_allclose(m.probs.sum(1), 1.0, rtol=1e-5)
+        assert m.argmax() == [r[name] for r in readings]
+    from_wav = predict_marginals(oracle, audio[:12], RATE)
+    for name, m in marginals.items():
+        np.testing.assert_allclose(from_wav[name].probs, m.probs, atol=1e-5)
