@@ -221,6 +221,16 @@ class DistillConfig:
     divergence_beta: float = opt(
         0.5, "mixing weight of jeffreys / gjsd (TRL GKD semantics for gjsd)", ge=0.0, le=1.0
     )
+    confident_weight: float = opt(
+        0.0,
+        "extra weight kappa of the divergence at tokens where the teacher is confident (its top "
+        "probability >= confident_threshold count 1 + kappa times); 0 = the paper's loss",
+        ge=0.0,
+        le=100.0,
+    )
+    confident_threshold: float = opt(
+        0.5, "teacher top probability at which a token counts as confident (confident_weight)", gt=0.0, lt=1.0
+    )
     temperature: float = opt(1.0, "student sampling temperature during rollouts", gt=0.0, le=10.0)
     mode: str = opt(
         "on_policy",

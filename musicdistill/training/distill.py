@@ -299,7 +299,13 @@ def train_step(
         with autocast(device, dc.bf16):
             student_logits = model(inputs, cond)
         kl, _ = token_divergence(
-            student_logits, teacher_logits, mask, kind=dc.divergence, beta=dc.divergence_beta
+            student_logits,
+            teacher_logits,
+            mask,
+            kind=dc.divergence,
+            beta=dc.divergence_beta,
+            confident_weight=dc.confident_weight,
+            confident_threshold=dc.confident_threshold,
         )
         pg = torch.zeros((), device=device)
         if advantages is not None:

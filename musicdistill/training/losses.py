@@ -113,6 +113,8 @@ def token_divergence(
     kind: str = "reverse_kl",
     beta: float = 0.5,
     temperature: float = 1.0,
+    confident_weight: float = 0.0,
+    confident_threshold: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-vocabulary divergence between student and (CFG) teacher at every valid token.
 
@@ -136,6 +138,11 @@ def token_divergence(
             both follow their source (BOND, TRL).
         beta: mixing weight in [0, 1] for ``jeffreys`` and ``gjsd``; ignored by the plain KLs.
         temperature: both logits are divided by it before the softmax (as in TRL GKD).
+        confident_weight: κ >= 0; a token where the teacher's largest probability is at least
+            ``confident_threshold`` counts ``1 + κ`` times (our choice: it protects what the teacher is
+            sure of, such as the attributes a caption states, from the diversity reward). 0 = every
+            token counts once (the paper's loss; computed exactly as without the option).
+        confident_threshold: τ in (0, 1), the teacher probability that makes a token confident.
 
     Returns:
         ``(loss, per_sequence)``: ``per_sequence`` ``[N]`` is the divergence summed over the valid
@@ -161,6 +168,14 @@ def token_divergence(
     student_logp = _log_softmax(student_logits[valid], temperature)  # [M, V], M valid tokens
     teacher_logp = _log_softmax(teacher_logits.detach()[valid], temperature)
     per_token = _divergence(student_logp, teacher_logp, kind, float(beta))  # [M]
+    if confident_weight < 0.0 or not 0.0 < confident_threshold < 1.0:
+        raise ValueError(
+            f"confident_weight={confident_weight} must be >= 0 and confident_threshold={confident_threshold} "
+            "must lie strictly between 0 and 1"
+        )
+    if confident_weight > 0.0:
+        confident = teacher_logp.detach().amax(dim=-1) >= math.log(confident_threshold)  # [M]
+        per_token = per_token * (1.0 + confident_weight * confident.to(per_token.dtype))
     per_sequence = torch.zeros(n, dtype=torch.float32, device=per_token.device).index_add(
         0, seq_index, per_token
     )

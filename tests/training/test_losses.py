@@ -350,3 +350,48 @@ def test_policy_entropy() -> None:
     mixed = torch.where(mask[..., None], peaked, uniform)
     assert policy_entropy(mixed, mask).item() == pytest.approx(0.0, abs=1e-6)
     assert policy_entropy(mixed, ~mask).item() == pytest.approx(np.log(V), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Extra weight where the teacher is confident
+# --------------------------------------------------------------------------------------------
+
+
+def _confident_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student and teacher logits ``[1, 1, 2, 3]``: the teacher is sure at t = 0 (p = 0.98), unsure at t = 1."""
+    teacher = torch.tensor([[[[6.0, 1.0, 1.0], [0.3, 0.0, 0.1]]]])
+    student = torch.tensor([[[[0.5, 0.2, 0.0], [0.0, 0.9, 0.1]]]], requires_grad=True)
+    per_token = torch.stack(
+        [token_divergence(student[:, :, t : t + 1], teacher[:, :, t : t + 1])[0] for t in range(2)]
+    )
+    return student, teacher, per_token
+
+
+def test_confident_weight_zero_is_the_plain_loss_exactly() -> None:
+    student, teacher, _ = _confident_case()
+    for kind in ("reverse_kl", "forward_kl", "jeffreys", "gjsd"):
+        plain = token_divergence(student, teacher, kind=kind)
+        weighted = token_divergence(
+            student, teacher, kind=kind, confident_weight=0.0, confident_threshold=0.9
+        )
+        assert torch.equal(plain[0], weighted[0]) and torch.equal(plain[1], weighted[1])
+
+
+def test_confident_weight_counts_only_the_tokens_the_teacher_is_sure_of() -> None:
+    student, teacher, per_token = _confident_case()
+    loss, per_sequence = token_divergence(student, teacher, confident_weight=3.0, confident_threshold=0.9)
+    expected = (4.0 * per_token[0] + per_token[1]) / 2  # t = 0 counts 1 + 3 times, t = 1 once
+    assert torch.allclose(loss, expected) and torch.allclose(per_sequence, 2 * expected.view(1))
+    everything, _ = token_divergence(student, teacher, confident_weight=3.0, confident_threshold=0.01)
+    assert torch.allclose(everything, 4.0 * per_token.mean())
+    (grad,) = torch.autograd.grad(loss, student)
+    (plain_grad,) = torch.autograd.grad(token_divergence(student, teacher)[0], student)
+    assert torch.allclose(grad[..., 1, :], plain_grad[..., 1, :])  # the unsure token's gradient is unchanged
+    assert torch.allclose(grad[..., 0, :], 4.0 * plain_grad[..., 0, :])
+
+
+@pytest.mark.parametrize(("weight", "threshold"), [(-1.0, 0.5), (1.0, 0.0), (1.0, 1.0)])
+def test_confident_weight_refuses_bad_values(weight: float, threshold: float) -> None:
+    student, teacher, _ = _confident_case()
+    with pytest.raises(ValueError, match="confident_weight"):
+        token_divergence(student, teacher, confident_weight=weight, confident_threshold=threshold)
