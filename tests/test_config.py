@@ -276,7 +276,7 @@ def test_every_command_with_overrides_declares_real_keys() -> None:
 def test_config_keys_lists_the_run_section_and_who_reads_what() -> None:
     build_parser()
     text = "\n".join(key_lines(declared_reads()))
-    assert "# run: settings only the main job, musicdistill run, reads (read by: run)" in text
+    assert "# run: settings only the main job, musicdistill run, reads (read by: replicate, run)" in text
     beta = next(line for line in text.splitlines() if line.startswith("distill.beta "))
     assert beta.endswith("[read by: distill]")
     keys, moved = text.split("# moved keys")

@@ -1,0 +1,147 @@
+"""``musicdistill replicate``: the main job once per seed (every seed changed), then the pooled report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+
+from musicdistill.commands.common import declare_reads, load_command_config
+from musicdistill.commands.run import READS as RUN_READS
+from musicdistill.config import config_keys
+from musicdistill.pipeline.replicate import (
+    DEVELOPMENT_SEEDS_FROM,
+    MARKDOWN_FILE,
+    POOLED_FILE,
+    REPORT_FILE,
+    SEED_KEY,
+    analyze,
+    missing_runs,
+    parse_seeds,
+    replicate,
+    replicate_dir,
+)
+
+#: the seed keys replicate sets itself (every section's ``seed``)
+SEED_KEYS = tuple(k for k in config_keys() if k.rpartition(".")[2] == SEED_KEY)
+
+#: what the main job reads, less the seeds, which --seeds sets
+READS = dataclasses.replace(
+    RUN_READS,
+    command="musicdistill replicate",
+    ignores=(*RUN_READS.ignores, *SEED_KEYS),
+    instead=(
+        *RUN_READS.instead,
+        *(
+            (key, "replicate sets every seed (data's included) to each of --seeds in turn: choose them there")
+            for key in SEED_KEYS
+        ),
+    ),
+)
+
+
+class UsageError(ValueError):
+    """A wrong combination of options (printed without a traceback by the command line)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replicate",
+        help="run the main job once per seed and pool the claims over the seeds",
+        description=(
+            "Run the main job once per seed into <runs_dir>/<name>-seed<seed>/, every seed of the "
+            "config (the data's too) set to that seed, so prompts and judges are fresh; the shipped "
+            "base stays. Then pool the claims with a hierarchical bootstrap (seeds, then prompts "
+            "within each seed) into <runs_dir>/<name>-replicate-<seeds>/ (pooled.json, report.html, "
+            f"pooled.md). Seeds >= {DEVELOPMENT_SEEDS_FROM} are development seeds (trials); smaller "
+            "ones are reporting seeds. Finished seeds are skipped, so an interrupted replication resumes."
+        ),
+    )
+    p.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        metavar="CONFIG",
+        help="YAML config (e.g. configs/default.yaml; default: built-in defaults)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help=f"dotted overrides, e.g. distill.steps=200; replicate reads {READS.describe()}",
+    )
+    p.add_argument(
+        "--seeds",
+        required=True,
+        metavar="A,B,...",
+        help="comma-separated seeds (integers >= 0, at least two distinct), e.g. --seeds 2,3,4",
+    )
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rerun this stage in every seed's run (repeatable)",
+    )
+    p.add_argument(
+        "--analyze-only",
+        action="store_true",
+        help="train nothing: pool the seeds' existing runs and rewrite the report",
+    )
+    p.set_defaults(func=_run)
+    declare_reads(p, READS)
+    _accept_late_positionals(p)
+
+
+def _accept_late_positionals(parser: argparse.ArgumentParser) -> None:
+    """Let CONFIG and KEY=VALUE overrides also follow the options (``CONFIG --seeds 2,3 KEY=VALUE``).
+
+    argparse fills the positionals from the words before the first option and leaves later ones
+    unrecognised (bpo-14191); this parser takes them back: the first (when CONFIG was not
+    given and it is no override) is CONFIG, the rest are overrides. Other leftovers stay errors.
+    """
+    parse = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        namespace, extras = parse(args, namespace)
+        late = [a for a in extras if not a.startswith("-")]
+        if late and getattr(namespace, "config", None) is None and "=" not in late[0]:
+            namespace.config = late.pop(0)
+        namespace.overrides = [*getattr(namespace, "overrides", []), *late]
+        return namespace, [a for a in extras if a.startswith("-")]
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _run(args: argparse.Namespace) -> int:
+    seeds = parse_seeds(args.seeds)
+    if args.analyze_only and args.force:
+        raise UsageError("--force reruns stages and --analyze-only runs none: give one of them")
+    config = args.config
+    overrides = list(args.overrides)
+    if config is not None and "=" in config:  # only overrides were given
+        overrides.insert(0, config)
+        config = None
+    cfg = load_command_config(config, overrides, READS)
+    if args.analyze_only:
+        missing = missing_runs(cfg, seeds)
+        if missing:
+            command = shlex.join(
+                ["musicdistill", "replicate", *([config] if config else []), *overrides]
+                + ["--seeds", ",".join(map(str, seeds))]
+            )
+            raise FileNotFoundError(
+                "--analyze-only needs every seed's finished run; missing: "
+                + ", ".join(f"{m} (no evaluate/per_prompt.csv or metrics.json)" for m in missing)
+                + f". Create them with: {command}"
+            )
+        result = analyze(cfg, seeds)
+    else:
+        result = replicate(cfg, seeds, force=tuple(args.force))
+    out = replicate_dir(cfg, seeds)
+    print(f"\nreport: {out / REPORT_FILE}")
+    print(f"        {out / POOLED_FILE}, {out / MARKDOWN_FILE}")
+    print(f"pooled verdicts (seeds {', '.join(map(str, seeds))}; R = {result['statistics']['bootstrap']}):")
+    for claim in result["pooled"]["claims"]:
+        print(f"  {claim['id']}: {claim['verdict']}")
+    return 0
