@@ -66,6 +66,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="sequences decoded together; the samples depend on it, so keep evaluate.batch_size (64)",
+    )
     args = parser.parse_args()
 
     device = resolve_device("auto")
@@ -92,6 +98,7 @@ def main() -> None:
             None,
             text_encoder=loaded.text_encoder,
             frame_rate=float(loaded.codec.frame_rate),
+            batch_size=args.batch_size,
         )
         readings = oracle_readings(oracle, CodedClips(loaded.codec, out.codes))
         rows[name] = breakdown(readings, list(prompts.attributes), args.samples, names)
