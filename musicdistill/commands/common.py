@@ -149,3 +149,23 @@ def load_command_config(path: str | None, overrides: list[str], reads: ConfigRea
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config of a command set up with :func:`add_config_args`."""
     return load_command_config(args.config, args.overrides, args.config_reads)
+
+
+def accept_late_positionals(parser: argparse.ArgumentParser) -> None:
+    """Let CONFIG and KEY=VALUE overrides also follow the options (``CONFIG --seeds 2,3 KEY=VALUE``).
+
+    argparse fills the positionals from the words before the first option and leaves later ones
+    unrecognised (bpo-14191); this parser takes them back: the first (when CONFIG was not
+    given and it is no override) is CONFIG, the rest are overrides. Other leftovers stay errors.
+    """
+    parse = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        namespace, extras = parse(args, namespace)
+        late = [a for a in extras if not a.startswith("-")]
+        if late and getattr(namespace, "config", None) is None and "=" not in late[0]:
+            namespace.config = late.pop(0)
+        namespace.overrides = [*getattr(namespace, "overrides", []), *late]
+        return namespace, [a for a in extras if a.startswith("-")]
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import shlex
 
-from musicdistill.commands.common import declare_reads, load_command_config
+from musicdistill.commands.common import accept_late_positionals, declare_reads, load_command_config
 from musicdistill.commands.run import READS as RUN_READS
 from musicdistill.config import config_keys
 from musicdistill.pipeline.replicate import (
@@ -90,27 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_run)
     declare_reads(p, READS)
-    _accept_late_positionals(p)
-
-
-def _accept_late_positionals(parser: argparse.ArgumentParser) -> None:
-    """Let CONFIG and KEY=VALUE overrides also follow the options (``CONFIG --seeds 2,3 KEY=VALUE``).
-
-    argparse fills the positionals from the words before the first option and leaves later ones
-    unrecognised (bpo-14191); this parser takes them back: the first (when CONFIG was not
-    given and it is no override) is CONFIG, the rest are overrides. Other leftovers stay errors.
-    """
-    parse = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
-        namespace, extras = parse(args, namespace)
-        late = [a for a in extras if not a.startswith("-")]
-        if late and getattr(namespace, "config", None) is None and "=" not in late[0]:
-            namespace.config = late.pop(0)
-        namespace.overrides = [*getattr(namespace, "overrides", []), *late]
-        return namespace, [a for a in extras if a.startswith("-")]
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    accept_late_positionals(p)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,7 +6,12 @@ import argparse
 import shlex
 from pathlib import Path
 
-from musicdistill.commands.common import ConfigReads, declare_reads, load_command_config
+from musicdistill.commands.common import (
+    ConfigReads,
+    accept_late_positionals,
+    declare_reads,
+    load_command_config,
+)
 from musicdistill.pipeline.report import REPORT_FILE
 from musicdistill.pipeline.report_inputs import demo_command
 from musicdistill.pipeline.runner import run_stages
@@ -67,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the stages and exit")
     p.set_defaults(func=_run)
     declare_reads(p, READS)
+    accept_late_positionals(p)
 
 
 def _run(args: argparse.Namespace) -> int:
