@@ -27,11 +27,11 @@ from musicdistill.config import (
     config_sections,
     config_to_dict,
     describe_fields,
-    student_distill_config,
     load_config,
     load_saved_config,
     save_config,
     section_from_dict,
+    student_distill_config,
 )
 from musicdistill.config.students import parse_students
 from musicdistill.pipeline import stages

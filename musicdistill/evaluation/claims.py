@@ -25,21 +25,38 @@ Measures, chosen by what the run measured, never by its results:
 - **the reward embedder's diversity** (``diversity_reward``): what the diversity model was trained
   to raise, so it can be gamed; C3 requires it as well as the primary measure.
 
-Non-inferiority (C2, C4, C5): the interval of ``q_A - q_B`` lies above ``-5 %`` of ``q_B``, the
-reference's mean quality over the prompts both have.
+Non-inferiority (C2, C4, C5): the interval of ``q_A - q_B`` lies above ``-delta``, one absolute margin
+``delta = min(5 % of the teacher's mean quality, 25 % of the teacher's mean quality gain over the
+base)`` from the point estimates (:func:`noninferiority_margin`; 5 % of the reference when the teacher
+or the base is missing or CFG gains nothing).
+
+C3 compares the diversity student with its control (beta the only difference; the quality student
+stands in when no control was evaluated). C4 decides on simultaneous lower bounds over every
+candidate's components (:func:`musicdistill.evaluation.paired.simultaneous_lower_bounds`). C3 and C4
+are **contested** (:data:`musicdistill.evaluation.paired.CONTESTED`) when another validated view
+(:data:`VALIDATED_VIEWS`) places a primary comparison they rest on entirely on the other side of its
+margin (``docs/method.md`` section 7.5).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from musicdistill.evaluation.fronts import Front, Gain, find_fronts, matched_quality_gain
+from musicdistill.evaluation.fronts import (
+    MIN_DEFINED_FRACTION,
+    Front,
+    Gain,
+    find_fronts,
+    matched_quality_gain,
+)
 from musicdistill.evaluation.metrics import metric_label
 from musicdistill.evaluation.paired import (
+    CONTESTED,
     FAILS,
     HOLDS,
     LEVEL,
@@ -50,7 +67,9 @@ from musicdistill.evaluation.paired import (
     any_of,
     complete,
     masked_mean,
-    paired_difference,
+    paired_replicates,
+    percentile_interval,
+    simultaneous_lower_bounds,
     verdict,
 )
 from musicdistill.evaluation.roles import Roles, find_roles, rows_per_frame
@@ -59,22 +78,27 @@ QUALITY_METRICS = ("attribute_adherence", "text_adherence")
 PRIMARY_DIVERSITY = ("attribute_diversity", "diversity_second")
 FALLBACK_DIVERSITY = "diversity_independent"
 DIVERSITY_REWARD = "diversity_reward"
+#: the diversity views validated on real clips (docs/method.md section 6); the reward embedder is not one
+VALIDATED_VIEWS = ("attribute_diversity", "diversity_second", "diversity_independent")
 GOLDEN = "attribute_adherence"
+#: the non-inferiority margin: min(this share of the teacher's quality, CFG_GAIN_SHARE of CFG's gain)
 NON_INFERIORITY_MARGIN = 0.05
+CFG_GAIN_SHARE = 0.25
 CLAIM_IDS = ("C1", "C2", "C3", "C4", "C5")
 
 STATEMENTS = {
     "C1": "CFG (the teacher, gamma = distill.gamma) raises quality and lowers diversity over the base "
     "model without CFG (paired).",
-    "C2": "The beta = 0 student is non-inferior to the teacher (quality difference above -5 % of the "
-    "teacher's quality) at 1 model row per frame against 2.",
-    "C3": "The beta > 0 student is more diverse than the beta = 0 student and than the teacher, under "
-    "the primary independent measure and under the reward embedder (paired).",
-    "C4": "Some merge (or the beta > 0 student) is non-inferior to the teacher in quality (within 5 %) "
+    "C2": "The beta = 0 student is non-inferior to the teacher (quality difference above -delta, "
+    "delta = min(5 % of the teacher's quality, 25 % of CFG's quality gain)) at 1 model row per frame "
+    "against 2.",
+    "C3": "The beta > 0 student is more diverse than its control (the same settings with beta = 0) and "
+    "than the teacher, under the primary independent measure and under the reward embedder (paired).",
+    "C4": "Some merge (or the beta > 0 student) is non-inferior to the teacher in quality (above -delta) "
     "and has a positive diversity gain at matched quality over the CFG front, under the primary "
-    "independent measure.",
+    "independent measure, on bounds corrected for trying several candidates.",
     "C5": "On-policy distillation's golden metric (held-out attribute adherence) is non-inferior to "
-    "offline distillation's (within 5 %, paired).",
+    "offline distillation's (above -delta, paired).",
 }
 
 
@@ -94,6 +118,8 @@ class Comparison:
 
     ``mean [low, high]`` is the quantity and its 95 % interval over ``n`` prompts; the claim is that
     it lies ``side`` (above / below) ``margin``. ``decides`` is False for numbers shown beside a claim.
+    ``mc_error`` is the larger Monte-Carlo error of the two bounds; ``corrected_low``, when set, is the
+    simultaneous lower bound (C4) that decided in place of ``low``.
     """
 
     label: str
@@ -109,23 +135,43 @@ class Comparison:
     decides: bool = True
     defined_fraction: float | None = None
     note: str = ""
+    mc_error: float | None = None
+    corrected_low: float | None = None
 
     def text(self) -> str:
-        """One line: ``label: +0.115 [+0.080, +0.150] (n=48), claimed above 0 -> holds``."""
+        """One line: ``label: +0.115 [+0.080, +0.150] (n=48, MC ±0.0004), claimed above 0 -> holds``."""
         if self.kind == "cost":
             value = f"{self.mean:.3g}"
         elif not math.isfinite(self.mean):
             value = "not defined"
         elif math.isfinite(self.low) and math.isfinite(self.high):
-            value = f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}] (n={self.n})"
+            finite_mc = self.mc_error is not None and math.isfinite(self.mc_error)
+            mc = f", MC ±{self.mc_error:.4f}" if finite_mc else ""
+            value = f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}] (n={self.n}{mc})"
         else:
             value = f"{self.mean:+.4f} (no interval; n={self.n})"
+        if self.corrected_low is not None and math.isfinite(self.corrected_low):
+            value += f", simultaneous lower bound {self.corrected_low:+.4f}"
+        elif self.corrected_low is not None:
+            value += ", no simultaneous lower bound"
         if self.defined_fraction is not None:
             value += f", defined in {100 * self.defined_fraction:.0f} % of resamples"
         claim = f"{'at most' if self.kind == 'cost' else self.side} {self.margin:.4g}"
         beside = "" if self.decides else " (beside, does not decide)"
         note = f"; {self.note}" if self.note else ""
         return f"{self.label}: {value}, claimed {claim} -> {self.verdict}{beside}{note}"
+
+    def contradicts(self, other: Comparison) -> bool:
+        """Whether this comparison's interval lies entirely on the other side of the margin from
+        ``other``'s verdict (holds or fails) on the same quantity (a gain must be resolved to count)."""
+        if other.verdict not in (HOLDS, FAILS) or not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return False
+        if self.kind == "gain" and not (
+            math.isfinite(self.mean) and (self.defined_fraction or 0.0) >= MIN_DEFINED_FRACTION
+        ):
+            return False
+        opposite = {HOLDS: FAILS, FAILS: HOLDS}[other.verdict]
+        return verdict(self.low, self.high, self.margin, self.side) == opposite
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +184,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim's verdict (holds / fails / unresolved / not run), its comparisons and the measures it used."""
+    """One claim's verdict (holds / fails / unresolved / contested / not run), comparisons and measures."""
 
     id: str
     statement: str
@@ -149,7 +195,7 @@ class Claim:
 
     @property
     def holds(self) -> bool | None:
-        """True when it holds, False when it fails, None when unresolved or not run."""
+        """True when it holds, False when it fails, None when unresolved, contested or not run."""
         return {HOLDS: True, FAILS: False}.get(self.verdict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,7 +232,7 @@ def not_run(cid: str, why: str, measures: dict[str, str] | None = None) -> Claim
 
 @dataclass(frozen=True)
 class Evidence:
-    """Per-prompt values, the systems' descriptions and roles, the fronts and the joint draws ``[R, B]``."""
+    """Per-prompt values, the systems' descriptions and roles, the fronts and the joint draws ``[R, N]``."""
 
     table: PromptTable
     systems: dict[str, dict[str, Any]]
@@ -200,6 +246,11 @@ class Evidence:
 
     def measures(self) -> dict[str, str]:
         return {k: v for k, v in (("quality", self.quality), ("diversity", self.primary)) if v is not None}
+
+    @property
+    def control(self) -> str | None:
+        """The diversity student's control (its settings with beta = 0), when one was evaluated."""
+        return getattr(self.roles, "control", None)
 
 
 def choose_quality(table: PromptTable) -> str | None:
@@ -227,7 +278,11 @@ def choose_primary(table: PromptTable) -> tuple[str | None, str]:
 def build_evidence(
     table: PromptTable, systems: dict[str, dict[str, Any]], gamma: float, indices: np.ndarray
 ) -> Evidence:
-    """Everything the claims read, from the per-prompt table and ``metrics.json``-style system entries."""
+    """Everything the claims read, from the per-prompt table and ``metrics.json``-style system entries.
+
+    ``indices`` ``[R, N]`` index the table's prompts: the joint draws of one run, or hierarchical
+    draws over a concatenation of several seeds' tables.
+    """
     roles = find_roles(systems, gamma)
     primary, note = choose_primary(table)
     return Evidence(
@@ -250,9 +305,10 @@ def difference(
     decides: bool = True,
 ) -> Comparison:
     """``first - second`` of ``metric`` per prompt, claimed to lie ``side`` ``margin``."""
-    est = paired_difference(
-        ev.table.column(first, metric), ev.table.column(second, metric), ev.indices, ev.level
+    point, reps, n = paired_replicates(
+        ev.table.column(first, metric), ev.table.column(second, metric), ev.indices
     )
+    est = percentile_interval(point, reps, n, ev.level)
     return Comparison(
         f"{metric_label(metric)}: {first} - {second}",
         metric,
@@ -265,35 +321,96 @@ def difference(
         side,
         verdict(est.low, est.high, margin, side),
         decides,
+        mc_error=est.mc_error,
     )
 
 
-def non_inferiority(ev: Evidence, first: str, reference: str, metric: str) -> Comparison:
-    """``first - reference`` claimed above ``-5 %`` of the reference's mean over the prompts both have."""
-    a, b = ev.table.column(first, metric), ev.table.column(reference, metric)
-    ref = masked_mean(b, complete((a, b)))
-    if not ref > 0:
+@dataclass(frozen=True)
+class Margin:
+    """The non-inferiority margin ``delta`` (> 0 when usable; the claim is ``q_A - q_B > -delta``) and why."""
+
+    delta: float
+    note: str
+
+
+def noninferiority_margin(ev: Evidence, metric: str, reference: str) -> Margin:
+    """``delta = min(5 % of q_T, 25 % of (q_T - q_0))`` from the teacher's and the base's means of ``metric``
+    over the prompts where both have it; 5 % of ``reference``'s mean (over the prompts the reference
+    has) when the teacher or the base is missing or ``q_T - q_0`` is not positive."""
+    teacher, base = ev.roles.teacher, ev.roles.base
+    share, gain_share = NON_INFERIORITY_MARGIN, CFG_GAIN_SHARE
+    why = None
+    if teacher is None or base is None or not _has_all(ev, metric, teacher, base):
+        why = "the teacher or the base was not evaluated"
+    else:
+        t, b = ev.table.column(teacher, metric), ev.table.column(base, metric)
+        mask = complete((t, b))
+        q_t, q_0 = masked_mean(t, mask), masked_mean(b, mask)
+        cfg_gain = q_t - q_0
+        if cfg_gain > 0:
+            by_teacher, by_gain = share * q_t, gain_share * cfg_gain
+            if by_teacher <= by_gain:
+                return Margin(
+                    by_teacher,
+                    f"margin -{by_teacher:.4f}: {100 * share:.0f} % of the teacher {teacher}'s mean "
+                    f"{q_t:.4f} (below {100 * gain_share:.0f} % of CFG's gain {cfg_gain:.4f} "
+                    f"= {by_gain:.4f})",
+                )
+            return Margin(
+                by_gain,
+                f"margin -{by_gain:.4f}: {100 * gain_share:.0f} % of CFG's gain {cfg_gain:.4f} "
+                f"({teacher} {q_t:.4f} - {base} {q_0:.4f}; below {100 * share:.0f} % of the teacher's "
+                f"mean = {by_teacher:.4f})",
+            )
+        why = f"CFG's gain over the base ({cfg_gain:.4f}) is not positive"
+    ref = ev.table.column(reference, metric)
+    ref_mean = masked_mean(ref, np.isfinite(ref))
+    return Margin(
+        share * ref_mean,
+        f"margin -{share * ref_mean:.4f}: {100 * share:.0f} % of {reference}'s mean {ref_mean:.4f}, "
+        f"a FALLBACK because {why}",
+    )
+
+
+def non_inferiority(
+    ev: Evidence, first: str, reference: str, metric: str, margin: Margin | None = None
+) -> Comparison:
+    """``first - reference`` claimed above ``-delta`` (:func:`noninferiority_margin` unless given)."""
+    margin = margin or noninferiority_margin(ev, metric, reference)
+    if not margin.delta > 0:
         return replace(
             difference(ev, first, reference, metric, "above", margin=math.nan),
             verdict=NOT_RUN,
-            note=f"the reference's mean {ref:.4g} is not positive, so 5 % of it is no margin",
+            note=f"{margin.note}: not positive, so no margin",
         )
-    comparison = difference(ev, first, reference, metric, "above", margin=-NON_INFERIORITY_MARGIN * ref)
-    return Comparison(
-        **{
-            **comparison.as_dict(),
-            "note": f"margin = -{100 * NON_INFERIORITY_MARGIN:.0f} % of {reference}'s mean {ref:.4f}",
-        }
-    )
+    return replace(difference(ev, first, reference, metric, "above", margin=-margin.delta), note=margin.note)
 
 
-def gain_comparison(ev: Evidence, system: str, front: Front, metric: str, decides: bool = True) -> Comparison:
-    """``system``'s diversity gain at matched quality over ``front``, claimed above 0."""
-    gain: Gain = matched_quality_gain(ev.table, system, front, ev.quality or "", metric, ev.indices, ev.level)
+def _gain(ev: Evidence, system: str, front: Front, metric: str) -> Gain:
+    return matched_quality_gain(ev.table, system, front, ev.quality or "", metric, ev.indices, ev.level)
+
+
+def gain_comparison(
+    ev: Evidence,
+    gain: Gain | str,
+    front: Front | None = None,
+    metric: str | None = None,
+    decides: bool = True,
+    corrected_low: float | None = None,
+) -> Comparison:
+    """A gain at matched quality (``gain``, or the system's gain over ``front`` under ``metric``), claimed
+    above 0; ``corrected_low`` decides in place of the interval's lower bound when given."""
+    if isinstance(gain, str):
+        if front is None or metric is None:
+            raise ValueError("gain_comparison needs front and metric when given a system name")
+        gain = _gain(ev, gain, front, metric)
+    front = front or ev.fronts[gain.front]
     e = gain.estimate
+    note = "; ".join(x for x in (gain.why_unresolved(), gain.conservative_note()) if x)
     return Comparison(
-        f"gain in {metric_label(metric)} at matched quality over the {front.label} front: {system}",
-        metric,
+        f"gain in {metric_label(gain.diversity)} at matched quality over the {front.label} front: "
+        f"{gain.system}",
+        gain.diversity,
         "gain",
         e.mean,
         e.low,
@@ -301,10 +418,12 @@ def gain_comparison(ev: Evidence, system: str, front: Front, metric: str, decide
         e.n,
         0.0,
         "above",
-        gain.verdict(),
+        gain.verdict(low=corrected_low),
         decides,
         gain.defined_fraction,
-        gain.why_unresolved() or "",
+        note,
+        e.mc_error,
+        corrected_low,
     )
 
 
@@ -342,6 +461,11 @@ def _has_all(ev: Evidence, metric: str | None, *names: str) -> bool:
     return metric is not None and all(ev.table.has(n, metric) for n in names)
 
 
+def _views(ev: Evidence, *names: str) -> list[str]:
+    """The validated diversity views other than the primary measure that every one of ``names`` has."""
+    return [m for m in VALIDATED_VIEWS if m != ev.primary and _has_all(ev, m, *names)]
+
+
 def _claim(cid: str, ev: Evidence, parts: list[Comparison], words: str, combined: str | None = None) -> Claim:
     deciding = [c.verdict for c in parts if c.decides]
     result = combined if combined is not None else all_of(deciding)
@@ -355,6 +479,18 @@ def _beside_diversity(ev: Evidence, first: str, second: str, side: str) -> list[
         for m in ev.table.measures()
         if is_diversity(m) and m != ev.primary and _has_all(ev, m, first, second)
     ]
+
+
+def _contradiction(primary: Comparison, views: Sequence[Comparison]) -> str | None:
+    """A sentence naming the first view in ``views`` that contradicts ``primary`` (None when none does)."""
+    for view in views:
+        if view.contradicts(primary):
+            return (
+                f"{metric_label(view.metric)} places it on the other side of {view.margin:.4g}: "
+                f"{view.mean:+.4f} [{view.low:+.4f}, {view.high:+.4f}], where {metric_label(primary.metric)} "
+                f"gives {primary.mean:+.4f} [{primary.low:+.4f}, {primary.high:+.4f}] ({primary.verdict})"
+            )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,7 +518,7 @@ def claim_c1(ev: Evidence) -> Claim:
 
 
 def claim_c2(ev: Evidence) -> Claim:
-    """C2: β = 0 student - teacher quality above -5 % of the teacher's, at most half the rows per frame."""
+    """C2: β = 0 student - teacher quality above -delta, at most half the rows per frame."""
     r = ev.roles
     if why := _missing(teacher=r.teacher, **{"quality (beta=0)": r.quality}):
         return not_run("C2", why, ev.measures())
@@ -392,37 +528,146 @@ def claim_c2(ev: Evidence) -> Claim:
     if cost is None:
         return not_run("C2", "not measured: the inference cost (model rows per frame) is missing")
     ni = non_inferiority(ev, r.quality, r.teacher, ev.quality)
-    words = f"non-inferiority {ni.verdict}; half the cost {cost.verdict} (both must hold)."
+    words = f"non-inferiority {ni.verdict} ({ni.note}); half the cost {cost.verdict} (both must hold)."
     return _claim("C2", ev, [ni, cost], words)
 
 
 def claim_c3(ev: Evidence) -> Claim:
-    """C3: β > 0 student - β = 0 student and - teacher, under the primary measure and the reward embedder, above 0."""
+    """C3: β > 0 student - its control and - teacher, under the primary measure and the reward embedder,
+    above 0; contested when another validated view contradicts a primary comparison it rests on."""
     r = ev.roles
+    control = ev.control if ev.control is not None and ev.table.has(ev.control, ev.primary) else None
+    other = control or r.quality
+    stand_in = (
+        "against the control (its settings with beta = 0, so beta is the only difference)"
+        if control
+        else f"NO control was evaluated (or it lacks the primary measure), so the beta = 0 quality "
+        f"student ({r.quality}) stands in: it differs from the diversity student in more than beta"
+    )
     if why := _missing(
-        teacher=r.teacher, **{"quality (beta=0)": r.quality, "diversity (beta>0)": r.diversity}
+        teacher=r.teacher, **{"control or quality (beta=0)": other, "diversity (beta>0)": r.diversity}
     ):
         return not_run("C3", why, ev.measures())
     measures = [m for m in dict.fromkeys((ev.primary, DIVERSITY_REWARD)) if m is not None]
     lacking = [
-        m for m in (ev.primary, DIVERSITY_REWARD) if not _has_all(ev, m, r.teacher, r.quality, r.diversity)
+        m for m in (ev.primary, DIVERSITY_REWARD) if not _has_all(ev, m, r.teacher, other, r.diversity)
     ]
     if lacking:
         missing = ", ".join(m or "the primary diversity measure" for m in lacking)
         return not_run("C3", f"not measured: {missing} is missing (no reward embedder?)", ev.measures())
-    parts = [
-        difference(ev, r.diversity, other, m, "above") for m in measures for other in (r.quality, r.teacher)
-    ]
+    against = (other, r.teacher)
+    deciding = [(o, difference(ev, r.diversity, o, m, "above")) for m in measures for o in against]
+    parts = [p for _, p in deciding]
+    beside = {
+        o: [difference(ev, r.diversity, o, v, "above", decides=False) for v in _views(ev, r.diversity, o)]
+        for o in against
+    }
     counts = {v: sum(p.verdict == v for p in parts) for v in (HOLDS, FAILS, UNRESOLVED)}
+    result = all_of(p.verdict for p in parts)
+    # contested: the verdict rests on primary comparisons that another validated view contradicts
+    primary = [(p, _contradiction(p, beside[o])) for o, p in deciding if p.metric == ev.primary]
+    contested = []
+    if result == HOLDS:
+        contested = [(p, why) for p, why in primary if why]
+    elif result == FAILS:
+        failing = [p for p in parts if p.verdict == FAILS]
+        found = [(p, why) for p, why in primary if p.verdict == FAILS]
+        if len(found) == len(failing) and all(why for _, why in found):
+            contested = found
     words = (
-        f"of {len(parts)} paired comparisons (2 measures x the beta = 0 student and the teacher), "
-        f"{counts[HOLDS]} hold, {counts[FAILS]} fail, {counts[UNRESOLVED]} are unresolved (all must hold)."
+        f"{stand_in}; of {len(parts)} paired comparisons (2 measures x the "
+        f"{'control' if control else 'beta = 0 student'} and the teacher), {counts[HOLDS]} hold, "
+        f"{counts[FAILS]} fail, {counts[UNRESOLVED]} are unresolved (all must hold)."
     )
-    return _claim("C3", ev, parts, words)
+    if contested:
+        reasons = "; ".join(f"{p.label}: {why}" for p, why in contested)
+        words += f" CONTESTED (it would be {result}): {reasons}."
+        result = CONTESTED
+    all_parts = parts + [c for o in against for c in beside[o]]
+    return _claim("C3", ev, all_parts, words, combined=result)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One C4 candidate's deciding comparisons (non-inferiority, gain over the CFG front) and its views."""
+
+    name: str
+    ni: Comparison
+    gain: Comparison
+    beside: tuple[Comparison, ...]
+    views: tuple[Comparison, ...]
+
+    @property
+    def verdict(self) -> str:
+        return all_of([self.ni.verdict, self.gain.verdict])
+
+    def line(self) -> str:
+        return (
+            f"{self.name}: {self.verdict} (non-inferior: {self.ni.verdict}; gain over CFG: "
+            f"{self.gain.verdict})"
+        )
+
+
+def _c4_candidates(
+    ev: Evidence, names: list[str], cfg: Front, margin: Margin
+) -> tuple[list[_Candidate], float]:
+    """Each candidate's comparisons, decided on simultaneous lower bounds over all 2 x len(names)
+    components (:func:`simultaneous_lower_bounds`), and the critical value c."""
+    teacher = ev.roles.teacher or ""
+    teacher_q = ev.table.column(teacher, ev.quality or "")
+    ni_raw = [paired_replicates(ev.table.column(c, ev.quality or ""), teacher_q, ev.indices) for c in names]
+    gains = [_gain(ev, c, cfg, ev.primary or "") for c in names]
+    points = np.array([x for (p, _, _), g in zip(ni_raw, gains) for x in (p, g.estimate.mean)])  # [2m]
+    reps = np.stack([x for (_, rep, _), g in zip(ni_raw, gains) for x in (rep, g.replicates)], axis=1)
+    sim = simultaneous_lower_bounds(points, reps, ev.level)  # components: ni_1, gain_1, ni_2, ...
+    temperature = ev.fronts.get("temperature")
+    if temperature is not None and (
+        len(temperature.members) < 2 or not _has_all(ev, ev.primary, *temperature.members)
+    ):
+        temperature = None
+    out = []
+    for i, (name, gain) in enumerate(zip(names, gains)):
+        ni_low = float(sim.lows[2 * i])
+        ni = difference(ev, name, teacher, ev.quality or "", "above", margin=-margin.delta)
+        ni = replace(
+            ni,
+            verdict=verdict(ni_low, ni.high, -margin.delta, "above"),
+            note=margin.note,
+            corrected_low=ni_low,
+        )
+        beside = (gain_comparison(ev, name, temperature, ev.primary, decides=False),) if temperature else ()
+        views = tuple(
+            gain_comparison(ev, name, cfg, v, decides=False) for v in _views(ev, name, *cfg.members)
+        )
+        out.append(
+            _Candidate(
+                name,
+                ni,
+                gain_comparison(ev, gain, cfg, corrected_low=float(sim.lows[2 * i + 1])),
+                beside,
+                views,
+            )
+        )
+    return out, sim.critical
+
+
+def _c4_contested(result: str, candidates: list[_Candidate]) -> list[str]:
+    """Why C4's verdict is contested: every holding candidate's gain is contradicted by a view, or some
+    candidate that failed only on its gain has a view that sees it (empty when neither)."""
+    if result == HOLDS:
+        found = [(c, _contradiction(c.gain, c.views)) for c in candidates if c.verdict == HOLDS]
+        return [f"{c.name}'s gain: {why}" for c, why in found] if all(why for _, why in found) else []
+    if result == FAILS:
+        only_gain = [c for c in candidates if c.ni.verdict != FAILS and c.gain.verdict == FAILS]
+        found = [(c, _contradiction(c.gain, c.views)) for c in only_gain]
+        return [f"{c.name}'s gain: {why}" for c, why in found if why]
+    return []
 
 
 def claim_c4(ev: Evidence) -> Claim:
-    """C4: some candidate (merge or β > 0 student) is non-inferior to the teacher and gains over the CFG front."""
+    """C4: some candidate (merge or β > 0 student) is non-inferior to the teacher and gains over the CFG
+    front, on simultaneous lower bounds over every candidate's two components; contested when
+    another validated view contradicts the gain of every candidate it holds through."""
     r = ev.roles
     candidates = [*r.merges, *([r.diversity] if r.diversity else [])]
     candidates = [c for c in candidates if c not in (r.quality,)]
@@ -433,39 +678,43 @@ def claim_c4(ev: Evidence) -> Claim:
     cfg = ev.fronts.get("cfg")
     if cfg is None or len(cfg.members) < 2:
         return not_run("C4", "not evaluated: the CFG front needs at least two CFG scales", ev.measures())
-    front_names = (r.teacher, *cfg.members)
-    if not _has_all(ev, ev.quality, *front_names) or not _has_all(ev, ev.primary, *cfg.members):
+    if not _has_all(ev, ev.quality, r.teacher, *cfg.members) or not _has_all(ev, ev.primary, *cfg.members):
         return not_run(
             "C4", "not measured: quality or the primary diversity measure is missing", ev.measures()
         )
-    temperature = ev.fronts.get("temperature")
-    parts: list[Comparison] = []
-    outcome, lines = [], []
-    for name in candidates:
-        if not _has_all(ev, ev.quality, name) or not _has_all(ev, ev.primary, name):
-            lines.append(f"{name}: not measured")
-            continue
-        ni = non_inferiority(ev, name, r.teacher, ev.quality)
-        gain = gain_comparison(ev, name, cfg, ev.primary)
-        parts += [ni, gain]
-        if (
-            temperature is not None
-            and len(temperature.members) >= 2
-            and _has_all(ev, ev.primary, *temperature.members)
-        ):
-            parts.append(gain_comparison(ev, name, temperature, ev.primary, decides=False))
-        outcome.append(all_of([ni.verdict, gain.verdict]))
-        lines.append(f"{name}: {outcome[-1]} (non-inferior: {ni.verdict}; gain over CFG: {gain.verdict})")
-    result = any_of(outcome)
+    margin = noninferiority_margin(ev, ev.quality, r.teacher)
+    if not margin.delta > 0:
+        return not_run("C4", f"{margin.note}: not positive, so no margin", ev.measures())
+    measured = [c for c in candidates if _has_all(ev, ev.quality, c) and _has_all(ev, ev.primary, c)]
+    if not measured:
+        return not_run("C4", "not measured: no candidate has quality and the primary measure", ev.measures())
+    found, critical = _c4_candidates(ev, measured, cfg, margin)
+    result = any_of(c.verdict for c in found)
+    lines = [f"{c}: not measured" for c in candidates if c not in measured] + [c.line() for c in found]
+    c_text = f"{critical:.3f}" if math.isfinite(critical) else "infinite"
     words = (
-        f"best of {len(candidates)} candidates: C4 holds when any one is both non-inferior and above "
-        "0 in gain, with no correction for picking the best of several; " + "; ".join(lines) + "."
+        f"{len(found)} candidate{'s' if len(found) != 1 else ''}, {2 * len(found)} deciding components "
+        "(each candidate's non-inferiority and gain over the CFG front), corrected together by a "
+        f"max-statistic in the joint bootstrap: simultaneous lower bounds at c = {c_text} bootstrap "
+        f"standard errors; C4 holds when some candidate has both components holding; {margin.note}; "
+        + "; ".join(lines)
+        + "."
     )
+    if not math.isfinite(critical):
+        words += (
+            " c is infinite because some gain is undefined (below the CFG front's lowest quality) in "
+            "more than 2.5 % of the resamples, so no bound can clear its margin."
+        )
+    if contested := _c4_contested(result, found):
+        words += f" CONTESTED (it would be {result}): " + "; ".join(contested) + "."
+        result = CONTESTED
+    parts = [x for c in found for x in (c.ni, c.gain, *c.beside, *c.views)]
     return _claim("C4", ev, parts, words, combined=result)
 
 
 def claim_c5(ev: Evidence) -> Claim:
-    """C5: on-policy (β = 0) - offline golden metric above -5 % of the offline student's."""
+    """C5: on-policy (β = 0) - offline golden metric above -delta (the same delta as C2, from the teacher
+    and the base on the golden metric; 5 % of the offline student's as a fallback)."""
     r = ev.roles
     if r.offline is None:
         return not_run(
@@ -486,14 +735,14 @@ def claim_c5(ev: Evidence) -> Claim:
         STATEMENTS["C5"],
         ni.verdict,
         (ni,),
-        f"on-policy against offline: {ni.verdict}; the golden metric is attribute adherence of the "
-        "students' samples on the evaluation's held-out prompts.",
+        f"on-policy against offline: {ni.verdict} ({ni.note}); the golden metric is attribute "
+        "adherence of the students' samples on the evaluation's held-out prompts.",
         {"quality": GOLDEN},
     )
 
 
 def all_claims(ev: Evidence) -> list[Claim]:
-    """C1-C5 on one run's evidence."""
+    """C1-C5 on one run's evidence (or on the pooled evidence of several seeds)."""
     return [claim_c1(ev), claim_c2(ev), claim_c3(ev), claim_c4(ev), claim_c5(ev)]
 
 

@@ -14,21 +14,24 @@ mean diversity) in the order of that setting:
 
 with ``d_F(q)`` the front's diversity at quality q by piecewise-linear interpolation along the
 polyline (:func:`front_diversity_at`). Where q meets several segments (a front that bends back in
-quality), ``d_F(q)`` is the highest of them: the best the sweep can do at that quality. Outside the
-front's quality range the gain is **not defined** (NaN), never extrapolated.
+quality), ``d_F(q)`` is the highest of them: the best the sweep can do at that quality. **Above the
+front's highest quality**, ``d_F(q)`` is the diversity of the front's highest-quality point: a
+conservative gain (to beat S there the sweep would need more quality and more diversity at once).
+**Below the front's lowest quality** the gain is not defined (NaN), never extrapolated.
 
 Its interval comes from the joint bootstrap (:mod:`musicdistill.evaluation.paired`): each resample
 rebuilds the front from that resample's means of every front system and of S, and recomputes the
-gain. ``defined_fraction`` is the share of resamples where the gain is defined; an interval from
-fewer than :data:`MIN_DEFINED_FRACTION` of them is unresolved (the missing resamples could lie
-anywhere). Every mean is over the prompts where S and every front system have the measure
-(pairwise-complete, per measure).
+gain (above or below the front as that resample falls). ``defined_fraction`` is the share of
+resamples where the gain is defined, ``above_fraction`` the share where S lies above the front's
+highest quality; an interval from fewer than :data:`MIN_DEFINED_FRACTION` defined resamples is
+unresolved (the missing resamples could lie anywhere). Every mean is over the prompts where S and
+every front system have the measure (pairwise-complete, per measure).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,7 @@ from musicdistill.evaluation.paired import (
     complete,
     masked_mean,
     percentile_interval,
-    resampled_means,
+    resampled_column_means,
     verdict,
 )
 from musicdistill.evaluation.roles import Roles, merge_lambda, on_base, rows_per_frame, settings
@@ -133,16 +136,23 @@ def find_fronts(systems: dict[str, dict[str, Any]], roles: Roles) -> dict[str, F
 
 
 def front_diversity_at(front_q: np.ndarray, front_d: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """The front's highest diversity at quality ``q``: ``[R, n], [R, n], [R] -> [R]``, NaN outside its range.
+    """The front's diversity at quality ``q``: ``[R, n], [R, n], [R] -> [R]``.
 
     The front is the polyline through its n points in setting order; each segment that spans ``q``
     gives a linearly interpolated diversity (a segment of equal qualities gives its larger
-    diversity); the result is the largest of them. A one-point front is defined only at its quality.
+    diversity); the result is the largest of them. Above the front's highest quality it is the
+    diversity of its highest-quality point (the best of them when several tie); below its lowest
+    quality it is NaN. A one-point front is defined at and above its quality.
     """
     front_q, front_d = np.atleast_2d(front_q), np.atleast_2d(front_d)
     q = np.asarray(q, dtype=np.float64).reshape(-1, 1)
+    top = front_q.max(axis=1, keepdims=True)  # [R, 1], NaN when a point is NaN
+    with np.errstate(invalid="ignore"):
+        above = (q > top)[:, 0]
+        at_top = np.where(front_q == top, front_d, -np.inf).max(axis=1)
     if front_q.shape[1] == 1:
-        return np.where(front_q[:, 0] == q[:, 0], front_d[:, 0], np.nan)
+        inner = np.where(front_q[:, 0] == q[:, 0], front_d[:, 0], np.nan)
+        return np.where(above, at_top, inner)
     q0, q1, d0, d1 = front_q[:, :-1], front_q[:, 1:], front_d[:, :-1], front_d[:, 1:]
     with np.errstate(invalid="ignore"):
         inside = (np.minimum(q0, q1) <= q) & (q <= np.maximum(q0, q1))
@@ -151,12 +161,19 @@ def front_diversity_at(front_q: np.ndarray, front_d: np.ndarray, q: np.ndarray) 
         t = np.where(span != 0, (q - q0) / np.where(span != 0, span, 1.0), 0.0)
     value = np.where(span != 0, d0 + t * (d1 - d0), np.maximum(d0, d1))
     best = np.where(inside & np.isfinite(value), value, -np.inf).max(axis=1)
+    best = np.where(above, at_top, best)
     return np.where(np.isfinite(best), best, np.nan)
 
 
 @dataclass(frozen=True)
 class Gain:
-    """Diversity of ``system`` minus ``front``'s diversity at its quality; ``estimate.mean`` NaN when undefined."""
+    """``system``'s diversity minus ``front``'s at its quality; ``estimate.mean`` NaN when undefined.
+
+    ``above`` says whether the system's quality lies above the front's highest quality on the
+    prompts as drawn, ``above_fraction`` in how many resamples (there the gain is conservative,
+    against the front's highest-quality point); ``replicates`` ``[R]`` are the resampled gains (NaN
+    where undefined), for corrections over several gains.
+    """
 
     system: str
     front: str
@@ -165,6 +182,9 @@ class Gain:
     estimate: Estimate
     front_diversity: float
     defined_fraction: float
+    above: bool = False
+    above_fraction: float = 0.0
+    replicates: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def defined(self) -> bool:
@@ -175,24 +195,38 @@ class Gain:
         """Defined on the prompts as drawn and in at least :data:`MIN_DEFINED_FRACTION` of the resamples."""
         return self.defined and self.defined_fraction >= MIN_DEFINED_FRACTION
 
-    def verdict(self, margin: float = 0.0) -> str:
-        """Verdict of "the gain lies above ``margin``"; unresolved when not :attr:`resolved`."""
+    def verdict(self, margin: float = 0.0, low: float | None = None) -> str:
+        """Verdict of "the gain lies above ``margin``" (with ``low`` in place of the interval's lower
+        bound when given, e.g. a simultaneous bound); unresolved when not :attr:`resolved`."""
         if not self.resolved:
             return UNRESOLVED
-        return verdict(self.estimate.low, self.estimate.high, margin, "above")
+        return verdict(self.estimate.low if low is None else low, self.estimate.high, margin, "above")
 
     def why_unresolved(self) -> str | None:
         """Why the gain cannot decide (None when it can)."""
         front = FRONT_NAMES.get(self.front, self.front)
         if not self.defined:
-            return f"not defined: {self.system}'s {self.quality} lies outside the {front} front's range"
+            return (
+                f"not defined: {self.system}'s {self.quality} lies outside the {front} front's range, "
+                "below its lowest quality (never extrapolated)"
+            )
         if self.defined_fraction < MIN_DEFINED_FRACTION:
             return (
                 f"defined in only {100 * self.defined_fraction:.0f} % of the resamples "
-                f"(< {100 * MIN_DEFINED_FRACTION:.0f} %): {self.system}'s quality is near the edge of "
-                f"the {front} front's range"
+                f"(< {100 * MIN_DEFINED_FRACTION:.0f} %): {self.system}'s quality is near the {front} "
+                "front's lowest quality"
             )
         return None
+
+    def conservative_note(self) -> str:
+        """Where the gain was taken against the front's highest-quality point ("" when nowhere)."""
+        if not self.above and self.above_fraction == 0.0:
+            return ""
+        where = "as drawn and " if self.above else ""
+        return (
+            f"above the front's highest quality {where}in {100 * self.above_fraction:.0f} % of the "
+            "resamples: there the gain is against its highest-quality point (conservative)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         e = self.estimate
@@ -205,9 +239,12 @@ class Gain:
             "low": e.low,
             "high": e.high,
             "n": e.n,
+            "mc_error": e.mc_error,
             "front_diversity": self.front_diversity,
             "defined": self.defined,
             "defined_fraction": self.defined_fraction,
+            "above": self.above,
+            "above_fraction": self.above_fraction,
             "verdict": self.verdict(),
         }
 
@@ -223,25 +260,30 @@ def matched_quality_gain(
 ) -> Gain:
     """``system``'s diversity gain over ``front`` at its quality, with its joint-bootstrap interval.
 
-    ``indices`` ``[R, B]`` are the joint draws; quality and diversity means use the prompts where
-    ``system`` and every front member have the measure.
+    ``indices`` ``[R, N]`` are the joint draws (any prompt indices into the table); quality and
+    diversity means use the prompts where ``system`` and every front member have the measure.
     """
     names = [system, *front.members]
-    q_cols = [table.column(n, quality) for n in names]
-    d_cols = [table.column(n, diversity) for n in names]
-    q_mask, d_mask = complete(q_cols), complete(d_cols)
-    q_point = np.array([masked_mean(c, q_mask) for c in q_cols])  # [1 + n]
-    d_point = np.array([masked_mean(c, d_mask) for c in d_cols])
-    q_reps = np.stack([resampled_means(c, q_mask, indices) for c in q_cols], axis=1)  # [R, 1 + n]
-    d_reps = np.stack([resampled_means(c, d_mask, indices) for c in d_cols], axis=1)
+    q_cols = np.stack([table.column(n, quality) for n in names], axis=1)  # [B, 1 + n]
+    d_cols = np.stack([table.column(n, diversity) for n in names], axis=1)
+    q_mask, d_mask = complete(q_cols.T), complete(d_cols.T)
+    q_point = np.array([masked_mean(c, q_mask) for c in q_cols.T])  # [1 + n]
+    d_point = np.array([masked_mean(c, d_mask) for c in d_cols.T])
+    q_reps = resampled_column_means(q_cols, q_mask, indices)  # [R, 1 + n]
+    d_reps = resampled_column_means(d_cols, d_mask, indices)
     front_point = float(front_diversity_at(q_point[None, 1:], d_point[None, 1:], q_point[:1])[0])
     front_reps = front_diversity_at(q_reps[:, 1:], d_reps[:, 1:], q_reps[:, 0])
     gains = d_reps[:, 0] - front_reps
     defined = float(np.isfinite(gains).mean()) if gains.size else 0.0
+    with np.errstate(invalid="ignore"):
+        above = bool(q_point[0] > q_point[1:].max())
+        above_fraction = float((q_reps[:, 0] > q_reps[:, 1:].max(axis=1)).mean()) if gains.size else 0.0
     estimate = percentile_interval(
         float(d_point[0] - front_point), gains, int(min(q_mask.sum(), d_mask.sum())), level
     )
-    return Gain(system, front.key, quality, diversity, estimate, front_point, defined)
+    return Gain(
+        system, front.key, quality, diversity, estimate, front_point, defined, above, above_fraction, gains
+    )
 
 
 def gain_table(

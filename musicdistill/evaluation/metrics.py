@@ -34,6 +34,7 @@ METRIC_LABELS = {
     "attribute_adherence": "attribute adherence",
     "text_adherence": "text adherence",
     "attribute_diversity": "attribute diversity",
+    "expected_attribute_diversity": "attribute diversity, expected (oracle probabilities)",
     "diversity_second": "diversity (second embedder)",
     "diversity_reward": "diversity (reward embedder)",
     "diversity_independent": "diversity (hand-made features)",
@@ -53,12 +54,17 @@ def metric_label(key: str) -> str:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over ``n`` prompts with its bootstrap confidence interval [low, high]."""
+    """A mean over ``n`` prompts with its bootstrap confidence interval [low, high].
+
+    ``mc_error`` is the larger Monte-Carlo standard error of the two bounds from the finite number of
+    resamples (:func:`musicdistill.evaluation.paired.bound_mc_error`); None when not computed.
+    """
 
     mean: float
     low: float
     high: float
     n: int
+    mc_error: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

@@ -59,6 +59,7 @@ td.num small { color: #666; } .scroll { overflow-x: auto; }
 #claims { width: 100%; } #claims td:nth-child(2) { width: 22%; } #claims td:nth-child(3) { white-space: nowrap; }
 #claims td:nth-child(4) { width: 42%; font-size: 0.9em; } #claims td:nth-child(5) { font-size: 0.9em; }
 .holds { background: #dff3df; } .fails { background: #f8dcdc; } .unresolved { background: #fdf3d0; }
+.contested { background: #eadcf5; }
 .notrun { background: #eee; color: #666; } .beside { color: #666; }
 #claims ul { margin: 0; padding-left: 1.1em; } #claims li { margin-bottom: 0.25em; }
 .missing { color: #888; font-style: italic; } .role { font-size: 0.8em; color: #555; }

@@ -10,7 +10,7 @@ from typing import Any
 
 from musicdistill.evaluation.claims import Claim
 from musicdistill.evaluation.metrics import metric_label
-from musicdistill.evaluation.paired import FAILS, HOLDS, UNRESOLVED
+from musicdistill.evaluation.paired import CONTESTED, FAILS, HOLDS, UNRESOLVED
 from musicdistill.evaluation.roles import Roles
 from musicdistill.evaluation.systems import slug
 from musicdistill.pipeline.report_html import NOT_RUN, audio_data_uri, data_uri, esc, figure_html, pyplot
@@ -29,7 +29,8 @@ METRIC_ORDER = (
 )
 
 
-VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNRESOLVED: "unresolved"}
+#: a contested claim is drawn as undecided (yellow), with its own class for styling
+VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNRESOLVED: "unresolved", CONTESTED: "contested unresolved"}
 
 
 def _comparison_item(text: str, decides: bool, verdict: str) -> str:
@@ -65,7 +66,10 @@ def claims_section(claims: list[Claim], roles: Roles | None, metrics: dict[str, 
         f"system and measure ({esc(stats.get('bootstrap', '?'))} resamples). A comparison <b>holds</b> "
         "when the interval clears the margin on the claimed side, <b>fails</b> when it lies entirely on "
         "the other side, and is <b>unresolved</b> otherwise; grey lines are shown beside a claim and do "
-        "not decide it. Non-inferiority margins are -5 % of the reference's quality.</p>"
+        "not decide it. C3 and C4 are <b>contested</b> when another validated diversity view places a "
+        "primary comparison they rest on entirely on the other side of its margin. The non-inferiority "
+        "margin is min(5 % of the teacher's quality, 25 % of CFG's quality gain over the base); C4 "
+        "decides on lower bounds corrected for its several candidates (docs/method.md section 7).</p>"
     )
     return (
         "<h2>Claims</h2>"
@@ -123,8 +127,9 @@ def gains_table(metrics: dict[str, Any] | None) -> str:
     return (
         "<h3>Diversity gain at matched quality</h3>"
         "<p class=\"meta\">A system's diversity minus the front's diversity at the system's quality "
-        "(piecewise-linear along the front; the front's best where it bends back; not defined outside "
-        "its quality range). Each bootstrap resample rebuilds the front; an interval from fewer than 95 % "
+        "(piecewise-linear along the front; the front's best where it bends back; above its highest "
+        "quality, its highest-quality point's diversity; not defined below its lowest). Each bootstrap "
+        "resample rebuilds the front; an interval from fewer than 95 % "
         "defined resamples is unresolved.</p>"
         '<div class="scroll"><table><tr><th>system</th><th>front (cost)</th><th>diversity measure</th>'
         "<th>gain [95 % interval]</th><th>defined in resamples</th><th>gain above 0</th></tr>"

@@ -11,7 +11,13 @@ By default every claim C1-C5 holds:
 - the CFG front: base (γ = 1) 0.50 / 0.60, γ = 1.5 0.58 / 0.52, teacher γ = 3 0.70 / 0.40, γ = 5 0.72 / 0.30
   (quality / primary diversity);
 - merge λ = 0.25 at 0.68 / 0.47: non-inferior to the teacher (−0.02 > −0.035) and 0.05 above the
-  CFG front at its quality (0.42).
+  CFG front at its quality (0.42);
+- the non-inferiority margin is min(5 % of 0.70, 25 % of (0.70 − 0.50)) = 0.035 (the 5 % branch).
+
+``control=True`` adds the diversity student's control (β = 0 with its settings; 0.68 / 0.42), which C3
+then compares against. The hand-made features (``diversity_independent``) read the primary values
++ 0.1, the second embedder (``views=("diversity_second",)``) + 0.05, each with the primary's noise;
+``overrides`` may move their means (``"independent"``, ``"second"``) to make a view disagree.
 """
 
 from __future__ import annotations
@@ -42,6 +48,19 @@ SYSTEMS: dict[str, tuple[str, float, float, float, float, float]] = {
     "merge lambda=0.5": ("merges/lam_0.50", 1.0, 1.0, 0.64, 0.50, 0.80),
     "offline (beta=0)": ("offline", 1.0, 1.0, 0.66, 0.40, 0.70),
 }
+CONTROL = "control (beta=0, diversity settings)"
+CONTROL_SYSTEM = {CONTROL: ("control", 1.0, 1.0, 0.68, 0.42, 0.73)}
+ROLES = {"quality": "quality", "diversity": "diversity", "offline": "offline", "control": "control"}
+
+
+def role_of(name: str, folder: str, cfg: float, temperature: float) -> dict[str, Any]:
+    """The ``role`` entry (with ``lam`` and ``merge_of`` for merges) the main job writes for a system."""
+    if folder == "base":
+        return {"role": "teacher" if (cfg, temperature) == (GAMMA, 1.0) else "base"}
+    if folder.startswith("merges/"):
+        lam = float(folder.split("_")[-1])
+        return {"role": "merge", "lam": lam, "merge_of": ["quality", "diversity"]}
+    return {"role": ROLES.get(folder, "student")}
 
 
 def _centred(rng: np.random.Generator, sd: float) -> np.ndarray:
@@ -59,25 +78,31 @@ def per_prompt(
     drop: tuple[str, ...] = (),
     primary: str = "attribute_diversity",
     systems: dict[str, tuple[str, float, float, float, float, float]] | None = None,
+    control: bool = False,
+    views: tuple[str, ...] = (),
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, Any]]]:
     """(``{system: {measure: B values}}``, metrics.json-style ``systems``) for the synthetic run.
 
-    ``overrides`` sets a system's mean of a measure (``quality``, ``primary``, ``reward`` or a measure
-    name); ``noise_of`` sets a system's own noise; ``drop`` leaves out systems or measures; ``primary``
-    names the primary measure's key.
+    ``overrides`` sets a system's mean of a measure (``quality``, ``primary``, ``reward``,
+    ``independent``, ``second``); ``noise_of`` sets a system's own noise; ``drop`` leaves out systems
+    or measures; ``primary`` names the primary measure's key; ``control`` adds the control;
+    ``views`` adds ``"diversity_second"`` beside the hand-made features.
     """
     overrides = overrides or {}
     rng = np.random.default_rng(0)
     effects = {m: _centred(rng, 0.15) for m in ("quality", "primary", "reward", "text")}
     values: dict[str, dict[str, list[float]]] = {}
     info: dict[str, dict[str, Any]] = {}
-    for name, (folder, cfg, temp, q, d, r) in (systems or SYSTEMS).items():
+    table = {**(systems or SYSTEMS), **(CONTROL_SYSTEM if control else {})}
+    for name, (folder, cfg, temp, q, d, r) in table.items():
         if name in drop:
             continue
         means = {"quality": q, "primary": d, "reward": r, "text": 0.3 + 0.2 * q}
-        means.update(overrides.get(name, {}))
+        means.update({k: v for k, v in overrides.get(name, {}).items() if k in means})
         own = {m: _centred(rng, (noise_of or {}).get(name, noise)) for m in means}
         cols = {m: means[m] + effects[m] + own[m] for m in means}
+        shifted = {"independent": means["primary"] + 0.1, "second": means["primary"] + 0.05}
+        shifted.update({k: v for k, v in overrides.get(name, {}).items() if k in shifted})
         measures = {
             "attribute_adherence": cols["quality"],
             "text_adherence": cols["text"],
@@ -85,7 +110,9 @@ def per_prompt(
             "diversity_reward": cols["reward"],
         }
         if primary != "diversity_independent":
-            measures["diversity_independent"] = cols["primary"] + 0.1
+            measures["diversity_independent"] = cols["primary"] + shifted["independent"] - means["primary"]
+        if "diversity_second" in views and primary != "diversity_second":
+            measures["diversity_second"] = cols["primary"] + shifted["second"] - means["primary"]
         measures["attribute_adherence"][:NAN_PROMPTS] = np.nan
         if primary == "attribute_diversity":
             measures[primary][:NAN_PROMPTS] = np.nan
@@ -95,15 +122,27 @@ def per_prompt(
             "checkpoint": f"/runs/x/{folder}",
             "settings": {"cfg_scale": cfg, "temperature": temp, "top_k": 0, "top_p": 0.0},
             "cost": {"rows_per_sample": 1 if cfg == 1.0 else 2},
+            **role_of(name, folder, cfg, temp),
         }
     return values, info
 
 
-def evidence(overrides: dict[str, dict[str, float]] | None = None, **kwargs: Any) -> Evidence:
-    """The :class:`Evidence` of :func:`per_prompt` with 400 joint resamples."""
+def evidence_of(
+    values: dict[str, dict[str, list[float]]],
+    info: dict[str, dict[str, Any]],
+    indices: np.ndarray,
+    gamma: float = GAMMA,
+) -> Evidence:
+    """:func:`build_evidence` on a ``{system: {measure: values}}`` table and its systems."""
+    return build_evidence(PromptTable.from_lists(values), info, gamma, indices)
+
+
+def evidence(
+    overrides: dict[str, dict[str, float]] | None = None, *, resamples: int = 400, **kwargs: Any
+) -> Evidence:
+    """The :class:`Evidence` of :func:`per_prompt` with ``resamples`` joint resamples (400)."""
     values, info = per_prompt(overrides, **kwargs)
-    table = PromptTable.from_lists(values)
-    return build_evidence(table, info, GAMMA, resample_indices(B, 400, seed=0))
+    return evidence_of(values, info, resample_indices(B, resamples, seed=0))
 
 
 def metrics_json(overrides: dict[str, dict[str, float]] | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from synthetic_evidence import GAMMA, evidence, per_prompt  # noqa: E402
 
 TEACHER, BASE, QUALITY = "base CFG 3", "base", "quality (beta=0)"
 DIVERSITY, MERGE = "diversity (beta=15)", "merge lambda=0.25"
+CONTROL = "control (beta=0, diversity settings)"
 
 
 def _parts(claim: Claim) -> dict[str, str]:
@@ -87,14 +88,14 @@ def test_c1_is_decided_by_the_primary_measure_not_the_reward_embedder() -> None:
 
 @pytest.mark.parametrize(
     ("quality", "expected"),
-    [(0.69, HOLDS), (0.62, FAILS), (0.665, UNRESOLVED)],  # margin: -5 % of 0.70 = -0.035
+    [(0.69, HOLDS), (0.62, FAILS), (0.665, UNRESOLVED)],  # margin: min(5 % of 0.70, 25 % of 0.20)
 )
 def test_c2(quality: float, expected: str) -> None:
     claim = claim_c2(evidence({QUALITY: {"quality": quality}}))
     assert claim.verdict == expected
     ni = claim.comparisons[0]
     assert ni.margin == pytest.approx(-0.035) and ni.mean == pytest.approx(quality - 0.70)
-    assert "margin = -5 % of base CFG 3's mean 0.7000" in ni.note
+    assert "margin -0.0350: 5 % of the teacher base CFG 3's mean 0.7000" in ni.note
 
 
 def test_c2_fails_when_the_student_costs_as_much_as_the_teacher() -> None:
@@ -117,13 +118,33 @@ def test_c2_fails_when_the_student_costs_as_much_as_the_teacher() -> None:
         ({}, HOLDS),
         ({DIVERSITY: {"primary": 0.30}}, FAILS),
         ({DIVERSITY: {"reward": 0.60}}, FAILS),  # the reward embedder alone disagrees: it must hold too
-        ({DIVERSITY: {"primary": 0.41}}, UNRESOLVED),  # equal to the β = 0 student's
+        ({DIVERSITY: {"primary": 0.42}}, UNRESOLVED),  # equal to the control's
+        ({DIVERSITY: {"primary": 0.41}, CONTROL: {"primary": 0.41}}, UNRESOLVED),
     ],
 )
-def test_c3(overrides: dict, expected: str) -> None:
-    claim = claim_c3(evidence(overrides))
+def test_c3_against_the_control(overrides: dict, expected: str) -> None:
+    claim = claim_c3(evidence(overrides, control=True))
     assert claim.verdict == expected
-    assert len(_parts(claim)) == 4  # two measures x (β = 0 student, teacher)
+    deciding = _parts(claim)
+    assert len(deciding) == 4  # two measures x (control, teacher)
+    assert all(CONTROL in label or TEACHER in label for label in deciding)
+    assert not any(QUALITY in label for label in deciding)
+    assert "against the control" in claim.explanation
+
+
+def test_c3_does_not_credit_beta_for_what_the_settings_did() -> None:
+    """The quality student is far less diverse than the diversity student, the control is not: against
+    the control C3 is unresolved, while the old comparison with the quality student would hold."""
+    overrides = {CONTROL: {"primary": 0.55, "reward": 0.85}}
+    assert claim_c3(evidence(overrides, control=True)).verdict == UNRESOLVED
+    assert claim_c3(evidence(overrides)).verdict == HOLDS  # no control: the quality student stands in
+
+
+def test_c3_without_a_control_falls_back_to_the_quality_student_and_says_so() -> None:
+    claim = claim_c3(evidence())
+    assert claim.verdict == HOLDS
+    assert "NO control was evaluated" in claim.explanation and QUALITY in claim.explanation
+    assert any(QUALITY in label for label in _parts(claim))
 
 
 def test_c3_is_not_run_without_the_reward_embedder() -> None:
@@ -139,14 +160,16 @@ def test_c3_is_not_run_without_the_reward_embedder() -> None:
 def test_c4_holds_through_one_candidate_and_lists_every_candidate() -> None:
     claim = claim_c4(evidence())
     assert claim.verdict == HOLDS
-    assert "best of 3 candidates" in claim.explanation and "no correction" in claim.explanation
+    assert "3 candidates, 6 deciding components" in claim.explanation and "c = " in claim.explanation
     for name in (MERGE, "merge lambda=0.5", DIVERSITY):
         assert f"{name}:" in claim.explanation
     assert f"{MERGE}: holds" in claim.explanation and f"{DIVERSITY}: fails" in claim.explanation
     gain = next(c for c in claim.comparisons if c.kind == "gain" and MERGE in c.label and "CFG" in c.label)
     assert gain.mean == pytest.approx(0.05) and gain.verdict == HOLDS and gain.defined_fraction == 1.0
+    assert gain.corrected_low is not None and gain.corrected_low < gain.low  # corrected: wider
+    assert "simultaneous lower bound" in gain.text()
     beside = [c for c in claim.comparisons if not c.decides]
-    assert beside and all("temperature" in c.label for c in beside)
+    assert beside and {c.metric for c in beside if "temperature" not in c.label} == {"diversity_independent"}
 
 
 @pytest.mark.parametrize(
@@ -155,7 +178,8 @@ def test_c4_holds_through_one_candidate_and_lists_every_candidate() -> None:
         ({MERGE: {"quality": 0.60}}, FAILS),  # no candidate keeps the teacher's quality
         ({MERGE: {"primary": 0.35}}, FAILS),  # non-inferior, but below the CFG front
         ({MERGE: {"primary": 0.42}}, UNRESOLVED),  # exactly on the CFG front: the gain straddles 0
-        ({MERGE: {"quality": 0.75}}, UNRESOLVED),  # above the CFG front's range: the gain is not defined
+        ({MERGE: {"quality": 0.75}}, HOLDS),  # above the CFG front's range: more diverse than its top
+        ({MERGE: {"quality": 0.75, "primary": 0.25}}, FAILS),  # above it, less diverse than its top
     ],
 )
 def test_c4(overrides: dict, expected: str) -> None:
@@ -164,9 +188,9 @@ def test_c4(overrides: dict, expected: str) -> None:
 
 
 def test_c4_undefined_gain_is_reported_as_such() -> None:
-    claim = claim_c4(evidence({MERGE: {"quality": 0.75}}))
+    claim = claim_c4(evidence({MERGE: {"quality": 0.45}}))  # below the CFG front's lowest quality
     gain = next(c for c in claim.comparisons if c.kind == "gain" and MERGE in c.label and "CFG" in c.label)
-    assert gain.verdict == UNRESOLVED and "not defined" in gain.text() and "outside" in gain.note
+    assert gain.verdict == UNRESOLVED and "not defined" in gain.text() and "below" in gain.note
 
 
 def test_c4_is_not_run_without_a_cfg_front() -> None:
@@ -181,12 +205,13 @@ def test_c4_is_not_run_without_a_cfg_front() -> None:
 
 @pytest.mark.parametrize(
     ("offline", "expected"),
-    [(0.66, HOLDS), (0.80, FAILS), (0.69 / 0.95, UNRESOLVED)],  # on-policy 0.69; margin 5 % of offline
+    [(0.66, HOLDS), (0.80, FAILS), (0.725, UNRESOLVED)],  # on-policy 0.69; the margin is C2's, 0.035
 )
 def test_c5(offline: float, expected: str) -> None:
     claim = claim_c5(evidence({"offline (beta=0)": {"quality": offline}}))
     assert claim.verdict == expected
     assert claim.comparisons[0].metric == "attribute_adherence"
+    assert claim.comparisons[0].margin == pytest.approx(-0.035)  # the same delta as C2, not 5 % of offline
 
 
 def test_c5_is_not_run_without_an_offline_student_or_an_oracle() -> None:
@@ -242,5 +267,7 @@ def test_older_metrics_json_gives_claims_not_run() -> None:
 def test_non_inferiority_to_a_reference_without_positive_quality_is_not_run() -> None:
     ev = evidence({TEACHER: {"quality": -0.1}})
     comparison = non_inferiority(ev, QUALITY, TEACHER, ev.quality)
-    assert comparison.verdict == NOT_RUN and "not positive" in comparison.note
+    assert (
+        comparison.verdict == NOT_RUN and "not positive" in comparison.note and "FALLBACK" in comparison.note
+    )
     assert comparison.kind == "difference" and comparison.side == "above" and comparison.mean > 0

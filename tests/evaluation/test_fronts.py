@@ -1,5 +1,6 @@
-"""Fronts and the gain at matched quality: interpolation, the front's best where it bends back, undefined
-outside its range, an interval that rebuilds the front on every resample."""
+"""Fronts and the gain at matched quality: interpolation, the front's best where it bends back, the
+front's highest-quality point above its range (conservative), undefined below it, an interval that
+rebuilds the front on every resample."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from musicdistill.evaluation.fronts import (
     gain_table,
     matched_quality_gain,
 )
-from musicdistill.evaluation.paired import HOLDS, UNRESOLVED, PromptTable, mean_estimate, resample_indices
+from musicdistill.evaluation.paired import (
+    FAILS,
+    HOLDS,
+    UNRESOLVED,
+    PromptTable,
+    mean_estimate,
+    resample_indices,
+)
 from musicdistill.evaluation.roles import find_roles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,10 +45,16 @@ def test_interpolation_along_the_front() -> None:
     assert _at(qs, ds, 0.5) == pytest.approx(0.6) and _at(qs, ds, 0.7) == pytest.approx(0.3)
 
 
-def test_outside_the_front_the_value_is_not_defined() -> None:
-    assert math.isnan(_at([0.5, 0.6, 0.7], [0.6, 0.5, 0.3], 0.71))
-    assert math.isnan(_at([0.5, 0.6, 0.7], [0.6, 0.5, 0.3], 0.49))
-    assert math.isnan(_at([0.5], [0.6], 0.55)) and _at([0.5], [0.6], 0.5) == pytest.approx(0.6)
+def test_below_the_front_the_value_is_not_defined_and_above_it_is_the_top_point() -> None:
+    qs, ds = [0.5, 0.6, 0.7], [0.6, 0.5, 0.3]
+    assert math.isnan(_at(qs, ds, 0.49))
+    assert _at(qs, ds, 0.71) == pytest.approx(0.3) and _at(qs, ds, 0.95) == pytest.approx(0.3)
+    # the highest-quality point, not the last in setting order, nor the most diverse
+    assert _at([0.5, 0.75, 0.7], [0.6, 0.35, 0.2], 0.8) == pytest.approx(0.35)
+    assert _at([0.5, 0.7, 0.7], [0.6, 0.2, 0.25], 0.8) == pytest.approx(0.25)  # tied top: its best
+    assert math.isnan(_at([0.5], [0.6], 0.45)) and _at([0.5], [0.6], 0.5) == pytest.approx(0.6)
+    assert _at([0.5], [0.6], 0.55) == pytest.approx(0.6)
+    assert math.isnan(_at([0.5, math.nan], [0.6, 0.3], 0.8))  # a broken front says nothing
 
 
 def test_a_front_that_bends_back_gives_its_best_diversity() -> None:
@@ -79,22 +93,50 @@ def test_the_gain_of_a_system_off_the_front() -> None:
     assert gain.estimate.n == B - 3  # prompts without an attribute are left out
 
 
-def test_a_gain_outside_the_front_is_not_defined_and_unresolved() -> None:
-    ev = evidence({"merge lambda=0.25": {"quality": 0.80}})  # above the CFG front's best, 0.72
+def test_a_gain_above_the_front_is_taken_against_its_highest_quality_point() -> None:
+    """Above the CFG front's best quality (0.72 at γ = 5, diversity 0.30) the gain is d_S - 0.30: a
+    conservative gain that holds when S is more diverse than that point."""
+    ev = evidence({"merge lambda=0.25": {"quality": 0.80}})
     gain = matched_quality_gain(
         ev.table, "merge lambda=0.25", ev.fronts["cfg"], ev.quality, ev.primary, ev.indices
     )
-    assert not gain.defined and gain.defined_fraction == 0.0
-    assert gain.verdict() == UNRESOLVED and "outside" in gain.why_unresolved()
+    assert gain.defined and gain.above and gain.above_fraction == 1.0 and gain.defined_fraction == 1.0
+    assert gain.front_diversity == pytest.approx(0.30) and gain.estimate.mean == pytest.approx(0.17)
+    assert gain.verdict() == HOLDS and gain.why_unresolved() is None
+    assert "conservative" in gain.conservative_note()
+    ev = evidence({"merge lambda=0.25": {"quality": 0.80, "primary": 0.25}})
+    less = matched_quality_gain(
+        ev.table, "merge lambda=0.25", ev.fronts["cfg"], ev.quality, ev.primary, ev.indices
+    )
+    assert less.estimate.mean == pytest.approx(-0.05) and less.verdict() == FAILS
 
 
-def test_a_gain_near_the_front_edge_is_unresolved_when_too_few_resamples_define_it() -> None:
+def test_a_gain_below_the_front_is_not_defined_and_unresolved() -> None:
+    ev = evidence({"merge lambda=0.25": {"quality": 0.45}})  # below the CFG front's lowest, 0.50
+    gain = matched_quality_gain(
+        ev.table, "merge lambda=0.25", ev.fronts["cfg"], ev.quality, ev.primary, ev.indices
+    )
+    assert not gain.defined and gain.defined_fraction == 0.0 and not gain.above
+    assert gain.verdict() == UNRESOLVED and "below its lowest quality" in gain.why_unresolved()
+
+
+def test_a_gain_at_the_front_top_edge_stays_defined_in_every_resample() -> None:
+    """Issue 23: a merge at the top of the front was undefined in 9-10 % of the resamples; now each of
+    them takes the conservative gain instead."""
     ev = evidence({"merge lambda=0.25": {"quality": 0.7199}}, noise=0.05)
     gain = matched_quality_gain(
         ev.table, "merge lambda=0.25", ev.fronts["cfg"], ev.quality, ev.primary, ev.indices
     )
+    assert gain.defined_fraction == 1.0 and 0.2 < gain.above_fraction < 0.8 and gain.resolved
+
+
+def test_a_gain_near_the_front_low_edge_is_unresolved_when_too_few_resamples_define_it() -> None:
+    ev = evidence({"merge lambda=0.25": {"quality": 0.5001}}, noise=0.05)
+    gain = matched_quality_gain(
+        ev.table, "merge lambda=0.25", ev.fronts["cfg"], ev.quality, ev.primary, ev.indices
+    )
     assert gain.defined and gain.defined_fraction < MIN_DEFINED_FRACTION
-    assert gain.verdict() == UNRESOLVED and "resamples" in gain.why_unresolved()
+    assert gain.verdict() == UNRESOLVED and "lowest quality" in gain.why_unresolved()
 
 
 def test_each_resample_rebuilds_the_front_from_the_same_prompts() -> None:

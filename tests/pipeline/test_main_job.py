@@ -89,7 +89,8 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         f"report: {run / 'report.html'}" in first.stdout and f"musicdistill demo --run {run}" in first.stdout
     )
     summaries = {
-        s: json.loads((run / s / "stage.json").read_text())["summary"] for s in ("quality", "diversity", "control")
+        s: json.loads((run / s / "stage.json").read_text())["summary"]
+        for s in ("quality", "diversity", "control")
     }
     # the diversity model's own lr, which its control shares (beta is their only difference)
     assert summaries["diversity"]["lr"] == 0.0005 == summaries["control"]["lr"] != summaries["quality"]["lr"]

@@ -254,6 +254,9 @@ def test_whole_main_job_on_a_tiny_musicgen(tmp_path, models, manifest):
     assert all(not r.skipped for r in results)
     run = cfg.run_dir
     assert (run / "embedder").is_dir() and (run / "scorer").is_dir() and not (run / "oracle").exists()
-    assert load_checkpoint(run / "merges" / "quality-diversity" / "lam_0.50").provenance["backbone"] == "musicgen"
+    assert (
+        load_checkpoint(run / "merges" / "quality-diversity" / "lam_0.50").provenance["backbone"]
+        == "musicgen"
+    )
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
     assert {"base", "base CFG 3", "quality (beta=0)", "merge lambda=0.5"} <= set(metrics["systems"])
