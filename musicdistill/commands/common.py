@@ -104,6 +104,36 @@ def add_config_args(parser: argparse.ArgumentParser, reads: ConfigReads) -> None
     declare_reads(parser, reads)
 
 
+def add_positional_config_args(parser: argparse.ArgumentParser, reads: ConfigReads) -> None:
+    """``CONFIG`` and ``KEY=VALUE`` overrides as positionals, before or after the options (the main
+    job's commands: ``musicdistill run CONFIG --force x KEY=VALUE``)."""
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        metavar="CONFIG",
+        help="YAML config (e.g. configs/default.yaml; default: built-in defaults)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help=f"dotted overrides, e.g. distill.steps=200; `{reads.command}` reads {reads.describe()}",
+    )
+    declare_reads(parser, reads)
+    accept_late_positionals(parser)
+
+
+def positional_config(args: argparse.Namespace, reads: ConfigReads) -> tuple[Config, str | None, list[str]]:
+    """The config of a command set up with :func:`add_positional_config_args`, with the file and the
+    overrides it came from (a first positional holding ``=`` is an override: no file was given)."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:
+        overrides.insert(0, config)
+        config = None
+    return load_command_config(config, overrides, reads), config, overrides
+
+
 def _not_read(reads: ConfigReads, key: str, value: str) -> str:
     """The rest of the message for an override of ``key``, which the command does not read."""
     return reads.hint(key, value) or f"`{reads.command}` reads {reads.describe()}"

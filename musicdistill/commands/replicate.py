@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import shlex
 
-from musicdistill.commands.common import accept_late_positionals, declare_reads, load_command_config
+from musicdistill.commands.common import add_positional_config_args, positional_config
 from musicdistill.commands.run import READS as RUN_READS
 from musicdistill.config import config_keys
 from musicdistill.pipeline.replicate import (
@@ -58,19 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "config",
-        nargs="?",
-        default=None,
-        metavar="CONFIG",
-        help="YAML config (e.g. configs/default.yaml; default: built-in defaults)",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help=f"dotted overrides, e.g. distill.steps=200; replicate reads {READS.describe()}",
-    )
-    p.add_argument(
         "--seeds",
         required=True,
         metavar="A,B,...",
@@ -89,20 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train nothing: pool the seeds' existing runs and rewrite the report",
     )
     p.set_defaults(func=_run)
-    declare_reads(p, READS)
-    accept_late_positionals(p)
+    add_positional_config_args(p, READS)
 
 
 def _run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if args.analyze_only and args.force:
         raise UsageError("--force reruns stages and --analyze-only runs none: give one of them")
-    config = args.config
-    overrides = list(args.overrides)
-    if config is not None and "=" in config:  # only overrides were given
-        overrides.insert(0, config)
-        config = None
-    cfg = load_command_config(config, overrides, READS)
+    cfg, config, overrides = positional_config(args, READS)
     if args.analyze_only:
         missing = missing_runs(cfg, seeds)
         if missing:

@@ -6,12 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from musicdistill.commands.common import (
-    ConfigReads,
-    accept_late_positionals,
-    declare_reads,
-    load_command_config,
-)
+from musicdistill.commands.common import ConfigReads, add_positional_config_args, positional_config
 from musicdistill.pipeline.report import REPORT_FILE
 from musicdistill.pipeline.report_inputs import demo_command
 from musicdistill.pipeline.runner import run_stages
@@ -51,19 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "config",
-        nargs="?",
-        default=None,
-        metavar="CONFIG",
-        help="YAML config (e.g. configs/default.yaml; default: built-in defaults)",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help=f"dotted overrides, e.g. pretrain.steps=200; the main job reads {READS.describe()}",
-    )
-    p.add_argument(
         "--force", action="append", default=[], metavar="STAGE", help="rerun this stage (repeatable)"
     )
     p.add_argument(
@@ -71,17 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--list", action="store_true", help="list the stages and exit")
     p.set_defaults(func=_run)
-    declare_reads(p, READS)
-    accept_late_positionals(p)
+    add_positional_config_args(p, READS)
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = args.config
-    overrides = list(args.overrides)
-    if config is not None and "=" in config:  # only overrides were given
-        overrides.insert(0, config)
-        config = None
-    cfg = load_command_config(config, overrides, READS)
+    cfg, _, _ = positional_config(args, READS)
     stages = main_job_stages(cfg)
     if args.list:
         for s in stages:
