@@ -33,7 +33,8 @@ import soundfile as sf
 import torch
 
 from musicdistill.config import DistillConfig
-from musicdistill.evaluation.claims import all_claims, build_evidence, is_diversity
+from musicdistill.evaluation.claims import all_claims
+from musicdistill.evaluation.comparisons import build_evidence, is_diversity
 from musicdistill.evaluation.fronts import gain_table
 from musicdistill.evaluation.metrics import frechet_distance, vendi_score
 from musicdistill.evaluation.paired import LEVEL, PromptTable, mean_estimate, resample_indices

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from musicdistill.evaluation.claims import Evidence, all_claims, build_evidence, is_diversity
+from musicdistill.evaluation.claims import all_claims
+from musicdistill.evaluation.comparisons import Evidence, build_evidence, is_diversity
 from musicdistill.evaluation.fronts import gain_table
 from musicdistill.evaluation.paired import LEVEL, PromptTable, mean_estimate, resample_indices
 

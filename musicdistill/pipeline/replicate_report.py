@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from musicdistill.evaluation.claims import is_diversity
+from musicdistill.evaluation.comparisons import is_diversity
 from musicdistill.evaluation.metrics import metric_label
 
 VERDICT_CLASSES = {

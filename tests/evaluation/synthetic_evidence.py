@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from musicdistill.evaluation.claims import Evidence, build_evidence
+from musicdistill.evaluation.comparisons import Evidence, build_evidence
 from musicdistill.evaluation.evaluate import paired_evidence
 from musicdistill.evaluation.paired import PromptTable, mean_estimate, resample_indices
 from musicdistill.evaluation.systems import slug

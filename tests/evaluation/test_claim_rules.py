@@ -14,16 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from musicdistill.evaluation.claims import (
+from musicdistill.evaluation.claims import Claim, all_claims, claim_c2, claim_c3, claim_c4, claim_c5
+from musicdistill.evaluation.comparisons import (
     CFG_GAIN_SHARE,
     NON_INFERIORITY_MARGIN,
-    Claim,
     Comparison,
-    all_claims,
-    claim_c2,
-    claim_c3,
-    claim_c4,
-    claim_c5,
     noninferiority_margin,
 )
 from musicdistill.evaluation.paired import CONTESTED, FAILS, HOLDS, UNRESOLVED, resample_indices

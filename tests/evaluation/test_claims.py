@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from musicdistill.evaluation.claims import (
-    FALLBACK_DIVERSITY,
     Claim,
     all_claims,
     claim_c1,
@@ -18,8 +17,8 @@ from musicdistill.evaluation.claims import (
     claim_c4,
     claim_c5,
     claims_from_metrics,
-    non_inferiority,
 )
+from musicdistill.evaluation.comparisons import FALLBACK_DIVERSITY, non_inferiority
 from musicdistill.evaluation.paired import FAILS, HOLDS, NOT_RUN, UNRESOLVED
 from musicdistill.evaluation.roles import find_roles
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from musicdistill.evaluation.claims import CLAIM_IDS, all_claims, build_evidence, is_diversity
+from musicdistill.evaluation.claims import CLAIM_IDS, all_claims
+from musicdistill.evaluation.comparisons import build_evidence, is_diversity
 from musicdistill.evaluation.evaluate import EvalPrompts, SystemResult, write_per_prompt_csv
 from musicdistill.evaluation.paired import HOLDS, PromptTable, paired_difference, resample_indices
 from musicdistill.evaluation.pooled import (
