@@ -184,11 +184,6 @@ def parse_students(cfg: Config) -> list[Student]:
     return out
 
 
-def student_settings(cfg: Config, student: Student) -> dict[str, Any]:
-    """What decides whether a student's stage reruns: its role, β and its distill changes."""
-    return {"role": student.role, "beta": student.beta, "distill": dict(sorted(student.distill.items()))}
-
-
 def parse_merges(cfg: Config, students: list[Student]) -> list[Merge]:
     """``run.merges`` as :class:`Merge` s; each names two declared students and λ in (0, 1)."""
     raw = cfg.run.merges

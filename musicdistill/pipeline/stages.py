@@ -29,7 +29,7 @@ import torch
 from musicdistill.codec.factory import fit_codec, load_codec
 from musicdistill.codec.interface import read_codec_json
 from musicdistill.config import Config, DistillConfig, student_distill_config
-from musicdistill.config.students import Merge, Student, parse_merges, parse_students, student_settings
+from musicdistill.config.students import Merge, Student, parse_merges, parse_students
 from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
 from musicdistill.data.checks import check_data
@@ -449,7 +449,6 @@ def student_stages(cfg: Config) -> list[Stage]:
         reads = ["distill", "device", f"run.students.{student.name}"]
         if student.control_of:
             reads.append(f"run.students.{student.control_of}")
-        settings = student_settings(cfg, student)
         stages.append(
             Stage(
                 student.name,
@@ -457,7 +456,7 @@ def student_stages(cfg: Config) -> list[Stage]:
                 reads=tuple(reads),
                 after=("base", "judges"),
                 estimate_s=280,
-                doc=f"distil the CFG teacher into a CFG-free student: {student.role}, beta = {settings['beta']:g}",
+                doc=f"distil the CFG teacher into a CFG-free student: {student.role}, beta = {student.beta:g}",
                 concurrent=True,
             )
         )
