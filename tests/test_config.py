@@ -351,7 +351,7 @@ def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
 
     def hashes(*overrides: str) -> dict[str, str]:
         cfg = load_config(default, list(overrides))
-        names = ("quality", "diversity", "control", "offline", "merges", "evaluate")
+        names = ("quality", "diversity", "control", "offline", "front", "merges", "evaluate")
         return {n: stage_hash(by_name[n], cfg, upstream) for n in names}
 
     base = hashes()
@@ -369,7 +369,7 @@ def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
         "offline",
         "evaluate",
     }
-    assert {n for n, h in hashes("run.cfg_scales=[2.0]").items() if h != base[n]} == {"evaluate"}
+    assert {n for n, h in hashes("run.cfg_scales=[2.0]").items() if h != base[n]} == {"front", "evaluate"}
     assert "control" not in {
         s.name for s in stages.main_job_stages(load_config(default, ["run.students.control=null"]))
     }

@@ -39,6 +39,7 @@ from musicdistill.evaluation.fronts import gain_table
 from musicdistill.evaluation.metrics import frechet_distance, vendi_score
 from musicdistill.evaluation.paired import LEVEL, PromptTable, mean_estimate, resample_indices
 from musicdistill.evaluation.pareto import plot_pareto
+from musicdistill.evaluation.system_store import StoredSystem, SystemStore
 from musicdistill.evaluation.systems import SystemSpec
 from musicdistill.generation.sampling import generate
 from musicdistill.judges.diversity import pairwise_diversity
@@ -274,27 +275,38 @@ def evaluate_systems(
     save_prompts: int = 4,
     num_resamples: int = 1000,
     teacher_gamma: float = DistillConfig().gamma,
+    store: SystemStore | None = None,
 ) -> dict[str, Any]:
     """Run every system on the same prompts and seed; write metrics.json, per_prompt.csv, samples, pareto.png.
 
     ``reference`` (real held-out clips as codes) is what the Fréchet distances compare each system with;
-    ``teacher_gamma`` is the CFG scale of the distillation teacher, whom the claims compare with.
+    ``teacher_gamma`` is the CFG scale of the distillation teacher, whom the claims compare with;
+    ``store`` keeps each system's result as it finishes and supplies those evaluated before.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reference_embeddings = {} if reference is None else reference_embeddings_of(reference, judges)
     indices = resample_indices(len(prompts.prompts), num_resamples, seed)  # [R, B], shared by every statistic
-    results: list[SystemResult] = []
+    results = run_systems(
+        systems,
+        prompts,
+        judges,
+        out,
+        group=group,
+        duration=duration,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        loader=loader,
+        store=store,
+        save_prompts=save_prompts,
+    )
     summary: dict[str, Any] = {}
-    sample_rate = None
-    for spec in track(systems, desc="evaluating systems", unit="system"):
-        result, clips = run_system(spec, prompts, group, duration, seed, batch_size, judges, device, loader)
-        sample_rate = clips.sample_rate
-        folder = write_samples(out, spec, clips, group, save_prompts)
-        results.append(result)
+    for result in results:
+        spec = result.spec
         summary[spec.name] = summarise(result, reference_embeddings, indices)
-        if folder is not None:
-            summary[spec.name]["samples"] = folder.relative_to(out).as_posix()
+        if (out / "samples" / spec.slug).is_dir() and save_prompts > 0:
+            summary[spec.name]["samples"] = f"samples/{spec.slug}"
         log.info(
             "%s: %s",
             spec.name,
@@ -305,7 +317,7 @@ def evaluate_systems(
         "samples_per_prompt": group,
         "seed": seed,
         "duration": duration,
-        "sample_rate": sample_rate,
+        "sample_rate": reference.sample_rate if reference is not None else codec_sample_rate(loader, systems),
         "systems": summary,
         "prompts": prompts.prompts[:save_prompts],
         **paired_evidence(
@@ -322,3 +334,46 @@ def evaluate_systems(
 
     plot_pareto(report, out / "pareto.png")
     return report
+
+
+def run_systems(
+    systems: list[SystemSpec],
+    prompts: EvalPrompts,
+    judges: Judges,
+    out: Path,
+    *,
+    group: int,
+    duration: float,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    loader: Callable[[str], Any],
+    store: SystemStore | None = None,
+    save_prompts: int = 4,
+) -> list[SystemResult]:
+    """Generate and score each system (or take its stored result), writing its first samples to
+    ``out/samples/<slug>/`` and its result to ``store``; returns the results in order."""
+    results: list[SystemResult] = []
+    for spec in track(systems, desc="evaluating systems", unit="system"):
+        stored = store.load(spec) if store is not None else None
+        if stored is not None:
+            results.append(
+                SystemResult(spec, stored.per_prompt, stored.seconds, stored.frames, stored.embeddings)
+            )
+            continue
+        result, clips = run_system(spec, prompts, group, duration, seed, batch_size, judges, device, loader)
+        write_samples(out, spec, clips, group, save_prompts)
+        if store is not None:
+            store.save(
+                spec, StoredSystem(result.per_prompt, result.embeddings, result.seconds, result.frames)
+            )
+        results.append(result)
+    return results
+
+
+def codec_sample_rate(loader: Callable[[str], Any], systems: list[SystemSpec]) -> int | None:
+    """The sample rate of the first system's codec (what the written samples use)."""
+    if not systems:
+        return None
+    codec = loader(systems[0].checkpoint).codec
+    return None if codec is None else int(codec.sample_rate)

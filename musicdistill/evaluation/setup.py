@@ -12,7 +12,8 @@ import yaml
 
 from musicdistill.config import Config
 from musicdistill.data.tokens import TokenSet, load_token_set
-from musicdistill.evaluation.evaluate import EvalPrompts, evaluate_systems
+from musicdistill.evaluation.evaluate import EvalPrompts, evaluate_systems, run_systems
+from musicdistill.evaluation.system_store import SystemStore, evaluation_context, files_digest
 from musicdistill.evaluation.systems import SystemSpec
 from musicdistill.judges.judging import CodedClips, build_judges
 from musicdistill.model.loading import LoadedGenerator, load_generator
@@ -79,8 +80,16 @@ def run_evaluation(
     oracle: Path | None,
     scorer: Path | None,
     second_embedder: Path | None = None,
+    reuse: tuple[Path, ...] = (),
+    statistics: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``systems`` on held-out prompts of ``tokens_dir``; see :func:`evaluate_systems`."""
+    """Evaluate ``systems`` on held-out prompts of ``tokens_dir``; see :func:`evaluate_systems`.
+
+    Each system's result is kept under ``out/systems/`` as it finishes (an interrupted evaluation
+    resumes there), and a system already evaluated with the same settings, weights, prompts and
+    judges under ``out`` or one of the ``reuse`` folders is taken from there. With ``statistics``
+    off the systems are only evaluated and stored (no metrics.json): the main job's front stage.
+    """
     ec = cfg.evaluate
     device = resolve_device(cfg.device)
     tokens = load_token_set(tokens_dir).select(ec.split)
@@ -93,6 +102,27 @@ def run_evaluation(
     # real held-out clips as codes: the judges read them as they read generations
     reference = CodedClips(codec, tokens.codes[: ec.num_prompts * ec.samples_per_prompt])
     duration = tokens.num_frames / tokens.frame_rate
+    judge_dirs = [embedder, oracle, scorer, second_embedder]
+    context = evaluation_context(
+        prompts.prompts, ec.samples_per_prompt, duration, ec.seed, ec.batch_size, files_digest(judge_dirs)
+    )
+    store = SystemStore(out, context, reuse)
+    if not statistics:
+        results = run_systems(
+            systems,
+            prompts,
+            judges,
+            out,
+            group=ec.samples_per_prompt,
+            duration=duration,
+            seed=ec.seed,
+            batch_size=ec.batch_size,
+            device=device,
+            loader=pool,
+            store=store,
+            save_prompts=ec.save_prompts,
+        )
+        return {"systems": {r.spec.name: r.seconds for r in results}, "num_prompts": len(prompts.prompts)}
     return evaluate_systems(
         systems,
         prompts,
@@ -108,4 +138,5 @@ def run_evaluation(
         save_prompts=ec.save_prompts,
         num_resamples=ec.bootstrap,
         teacher_gamma=cfg.distill.gamma,
+        store=store,
     )

@@ -55,6 +55,7 @@ from musicdistill.generation.next_token import (
     check_num_frames,
     check_sampling_args,
     race_draw,
+    race_noise_,
     truncated_logprobs,
 )
 from musicdistill.model.delay import valid_mask
@@ -326,7 +327,7 @@ class StaticDecoder:
                     range(self.steps), desc="sampling", unit="step", enabled=progress, leave=False
                 ):
                     if self.race is not None:
-                        self.race.exponential_(1.0, generator=generator)
+                        race_noise_(self.race, generator)
                     limit = self.limit(s)
                     if self.graphs:
                         self._graphs[limit].replay()

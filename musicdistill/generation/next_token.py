@@ -62,7 +62,17 @@ def sample_next_token(
     if temperature == 0.0:
         return logits.argmax(dim=-1), logits.new_zeros(n, k, dtype=torch.float32)
     logp = truncated_logprobs(logits, temperature, top_k, top_p)
-    return race_draw(logp, torch.empty_like(logp).exponential_(1.0, generator=generator))
+    return race_draw(logp, race_noise_(torch.empty_like(logp), generator))
+
+
+def race_noise_(buf: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill ``buf`` in place with i.i.d. Exp(1) noise for :func:`race_draw` and return it.
+
+    Drawn as ``-log(1 - U)`` from uniforms ``U`` in [0, 1), so every value is finite. On the CPU
+    this is 4-5x faster than ``Tensor.exponential_`` (0.14 ms against 0.63 ms for 32 x 4 x 256, one
+    thread): a sixth of a decode step at the default's size (bench/RESULTS.md).
+    """
+    return buf.uniform_(generator=generator).neg_().log1p_().neg_()
 
 
 def truncated_logprobs(

@@ -3,13 +3,15 @@
 A stage reruns when its marker is missing, its hash differs, it is forced, or a stage it depends
 on ran in this invocation.
 
-Consecutive stages marked ``concurrent`` that do not depend on each other (the two distillation
-runs) run at the same time in separate processes when the run is on the CPU and the machine has
-more cores than one process can use well: each process gets ``cores // n`` torch threads. Small
-models spend most of a sampling step in per-operation overhead that a second thread does not
-shorten, so two one-thread processes finish sooner than two two-thread runs in turn. On a GPU the
-stages run one after the other (they would share the card). Their progress bars are off in the
-child processes; each logs its own lines.
+Consecutive stages marked ``concurrent`` that do not depend on each other (the students, the
+offline distillation, the CFG front's evaluation) share a pool of worker processes when the run is
+on the CPU and the machine has more than one core: one worker per core (at most one per stage),
+each with ``cores // workers`` torch threads. A worker that finishes takes the next stage in order,
+so no core waits for the slowest stage of a batch. Small models spend most of a sampling step in
+per-operation overhead that a second thread does not shorten, so two one-thread processes finish
+sooner than two two-thread runs in turn. On a GPU the stages run one after the other (they would
+share the card). Each stage's marker is written as soon as it finishes; progress bars are off in
+the child processes, and each logs its own lines.
 
 Each stage writes into ``<run_dir>/<stage>/`` and, when it finishes, a ``stage.json`` marker holding
 the hash of the config sections it reads plus the hashes of the stages it depends on. A stage is
@@ -26,7 +28,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,12 +129,18 @@ def _plan(
     return h, None
 
 
-def concurrency_threads(cfg: Config, count: int) -> int:
-    """Torch threads per process when ``count`` stages may run together; 0 = run them one by one."""
+def concurrency_workers(cfg: Config, count: int) -> int:
+    """Worker processes for ``count`` stages that may run together; 0 = run them one by one."""
     cores = os.cpu_count() or 1
-    if count < 2 or cores < count or resolve_device(cfg.device).type != "cpu":
+    if count < 2 or cores < 2 or resolve_device(cfg.device).type != "cpu":
         return 0
-    return max(1, cores // count)
+    return min(count, cores)
+
+
+def concurrency_threads(cfg: Config, count: int) -> int:
+    """Torch threads per worker process when ``count`` stages may run together; 0 = one by one."""
+    workers = concurrency_workers(cfg, count)
+    return max(1, (os.cpu_count() or 1) // workers) if workers else 0
 
 
 def _child_stage(
@@ -176,29 +184,39 @@ def _finish(stage: Stage, out_dir: Path, h: str, summary: dict[str, Any], second
 
 
 def _run_together(
-    batch: list[tuple[Stage, str, Path, bool]], cfg: Config, threads: int
-) -> list[tuple[dict[str, Any], float]]:
-    """Run stages at the same time, one spawned process each; the first failure is raised after all end."""
+    batch: list[tuple[Stage, str, Path, bool]],
+    cfg: Config,
+    workers: int,
+    threads: int,
+    on_done: Callable[[Stage, float], None],
+) -> None:
+    """Run stages on ``workers`` spawned processes, each stage as soon as a worker is free, in order.
+
+    Each finished stage gets its marker at once and is reported to ``on_done``; the first failure is
+    raised after every stage has ended.
+    """
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
-    with ProcessPoolExecutor(max_workers=len(batch), mp_context=context) as pool:
-        futures = [
-            pool.submit(_child_stage, stage, cfg, out_dir, resume, threads, level)
-            for stage, _, out_dir, resume in batch
-        ]
-        outcomes = []
-        for future in futures:
-            try:
-                outcomes.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the other stages finish
-                outcomes.append(exc)
-    for (stage, h, out_dir, _), outcome in zip(batch, outcomes):
-        if not isinstance(outcome, Exception):
-            _finish(stage, out_dir, h, *outcome)
-    failed = [o for o in outcomes if isinstance(o, Exception)]
+    failed: list[BaseException] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: dict[Future, tuple[Stage, str, Path]] = {
+            pool.submit(_child_stage, stage, cfg, out_dir, resume, threads, level): (stage, h, out_dir)
+            for stage, h, out_dir, resume in batch
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                stage, h, out_dir = pending.pop(future)
+                exc = future.exception()
+                if exc is not None:
+                    log.error("%s failed: %s", stage.name, exc)
+                    failed.append(exc)
+                    continue
+                summary, seconds = future.result()
+                _finish(stage, out_dir, h, summary, seconds)
+                on_done(stage, seconds)
     if failed:
         raise failed[0]
-    return outcomes
 
 
 def run_stages(
@@ -237,7 +255,7 @@ def run_stages(
             i += 1
             continue
         batch = [(stage, h)]
-        while stage.concurrent and i + len(batch) < len(ordered) and len(batch) < (os.cpu_count() or 1):
+        while stage.concurrent and i + len(batch) < len(ordered):
             nxt = ordered[i + len(batch)]
             if not nxt.concurrent or any(a in {s.name for s, _ in batch} for a in nxt.after):
                 break
@@ -246,42 +264,52 @@ def run_stages(
                 break
             hashes[nxt.name] = nh
             batch.append((nxt, nh))
-        threads = concurrency_threads(cfg, len(batch))
-        if not threads:
+        workers = concurrency_workers(cfg, len(batch))
+        if not workers:
             batch = batch[:1]
+        threads = concurrency_threads(cfg, len(batch))
         names = " + ".join(s.name for s, _ in batch)
-        estimate = max(s.estimate_s for s, _ in batch)
+        estimate = sum(s.estimate_s for s, _ in batch) / max(1, workers)
         log.info(
             "[%d/%d] %s: running%s (estimated %.0fs, about %.0fs left in all) - %s",
             i + 1,
             len(ordered),
             names,
-            f" at the same time, {threads} thread(s) each" if len(batch) > 1 else "",
+            f" on {workers} processes, {threads} thread(s) each" if len(batch) > 1 else "",
             estimate,
             remaining,
             "; ".join(s.doc for s, _ in batch),
         )
-        started = [(s, sh, *_start(s, cfg, sh, force)) for s, sh in batch]
-        if len(batch) > 1:
-            outcomes = _run_together(started, cfg, threads)
-        else:
-            t0 = time.perf_counter()
-            summary = stage.run(cfg, run_dir, started[0][2], started[0][3]) or {}
-            outcomes = [(summary, time.perf_counter() - t0)]
-            _finish(stage, started[0][2], h, summary, outcomes[0][1])
-        for (s, _), (summary, seconds) in zip(batch, outcomes):
+
+        def done(s: Stage, seconds: float, summary: dict[str, Any] | None = None, position: int = i) -> None:
+            nonlocal remaining
             remaining -= s.estimate_s
             log.info(
                 "[%d/%d] %s: done in %.1fs (%.0fs elapsed)",
-                i + 1,
+                position + 1,
                 len(ordered),
                 s.name,
                 seconds,
                 time.perf_counter() - t_start,
             )
-            results.append(StageResult(s.name, False, seconds, summary))
+            marker = (
+                summary if summary is not None else (_read_marker(run_dir / s.name) or {}).get("summary", {})
+            )
+            results.append(StageResult(s.name, False, seconds, marker))
             ran.add(s.name)
+
+        started = [(s, sh, *_start(s, cfg, sh, force)) for s, sh in batch]
+        if len(batch) > 1:
+            _run_together(started, cfg, workers, threads, done)
+        else:
+            t0 = time.perf_counter()
+            summary = stage.run(cfg, run_dir, started[0][2], started[0][3]) or {}
+            seconds = time.perf_counter() - t0
+            _finish(stage, started[0][2], h, summary, seconds)
+            done(stage, seconds, summary)
         i += len(batch)
+    order = {s.name: n for n, s in enumerate(ordered)}
+    results.sort(key=lambda r: order[r.name])
     timing = {r.name: {"skipped": r.skipped, "seconds": round(r.seconds, 2)} for r in results}
     atomic_write_text(run_dir / "timings.json", json.dumps(timing, indent=2))
     return results

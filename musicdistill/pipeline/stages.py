@@ -417,15 +417,39 @@ def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
     return systems
 
 
-def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Every system on the same held-out prompts and seeds."""
-    raw = cfg.evaluate.systems or main_job_systems(cfg, run_dir)
-    systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
-    optional = {
+def judge_dirs(run_dir: Path) -> dict[str, Path | None]:
+    """The run's judges by role (None for one the run has not trained)."""
+    return {
         name: (run_dir / name if (run_dir / name).is_dir() else None)
         for name in ("embedder", "second_embedder", "oracle", "scorer")
     }
-    report = run_evaluation(cfg, systems, run_dir / "tokens", out, **optional)
+
+
+def front_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
+    """The main job's systems that need no student: the base without CFG, its temperature and CFG
+    fronts (the teacher among them); none when ``evaluate.systems`` names the systems."""
+    if cfg.evaluate.systems:
+        return []
+    return [s for s in main_job_systems(cfg, run_dir) if s["role"] in ("base", "teacher")]
+
+
+def stage_front(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Evaluate the base's fronts while the students train; the evaluate stage takes their results."""
+    raw = front_systems(cfg, run_dir)
+    if not raw:
+        return {"systems": 0, "reason": "evaluate.systems names the systems"}
+    systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
+    done = run_evaluation(cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), statistics=False)
+    return {"systems": len(done["systems"]), "prompts": done["num_prompts"]}
+
+
+def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Every system on the same held-out prompts and seeds (the fronts' results from the front stage)."""
+    raw = cfg.evaluate.systems or main_job_systems(cfg, run_dir)
+    systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
+    report = run_evaluation(
+        cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), reuse=(run_dir / "front",)
+    )
     return {"systems": len(report["systems"]), "prompts": report["num_prompts"]}
 
 
@@ -527,6 +551,22 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
             concurrent=True,
         ),
         Stage(
+            "front",
+            stage_front,
+            reads=(
+                "evaluate",
+                "generate",
+                "device",
+                "run.cfg_scales",
+                "run.temperatures",
+                "distill.gamma",
+            ),
+            after=("base", "judges"),
+            estimate_s=150,
+            doc="evaluate the base's CFG and temperature fronts (beside the students)",
+            concurrent=True,
+        ),
+        Stage(
             "merges",
             stage_merges,
             reads=("run.merges",),
@@ -548,8 +588,8 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
                 "run.merges",
                 "distill.gamma",
             ),
-            after=("merges", "judges", "offline", *(s.name for s in students)),
-            estimate_s=200,
+            after=("merges", "judges", "offline", "front", *(s.name for s in students)),
+            estimate_s=120,
             doc="evaluate every system on held-out prompts; Pareto plot",
         ),
         Stage(

@@ -9,7 +9,7 @@ import torch
 
 from musicdistill.config import ModelConfig
 from musicdistill.generation.guidance import guided_forward
-from musicdistill.generation.next_token import sample_next_token
+from musicdistill.generation.next_token import race_noise_, sample_next_token
 from musicdistill.generation.sampling import generate, sample_tokens
 from musicdistill.model.delay import teacher_forcing_batch, undo_delay
 from musicdistill.model.generator import build_generator, teacher_forced
@@ -86,6 +86,16 @@ def test_samples_follow_the_softmax_and_logprobs_are_exact():
     assert torch.allclose(freq, expected, atol=0.015)
     tokens, logp = sample_next_token(logits.expand(8, 1, 4), 0.7, generator=g)
     torch.testing.assert_close(logp, expected.log()[tokens])
+
+
+def test_race_noise_is_finite_unit_exponential():
+    g = torch.Generator().manual_seed(3)
+    noise = race_noise_(torch.empty(200_000), g)
+    assert bool(torch.isfinite(noise).all()) and float(noise.min()) >= 0.0
+    # Exp(1): mean 1, variance 1, P(E > 1) = 1/e
+    assert abs(float(noise.mean()) - 1.0) < 0.01
+    assert abs(float(noise.var()) - 1.0) < 0.03
+    assert abs(float((noise > 1.0).float().mean()) - 1 / 2.718281828) < 0.005
 
 
 def test_top_k_and_top_p_restrict_the_support_and_renormalise():

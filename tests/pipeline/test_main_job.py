@@ -20,6 +20,7 @@ STAGES = [
     "diversity",
     "control",
     "offline",
+    "front",
     "merges",
     "evaluate",
     "report",
@@ -79,6 +80,10 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert metrics["systems"]["quality (beta=0)"]["cost"]["rows_per_sample"] == 1
     assert {"attribute_diversity", "diversity_second"} <= set(metrics["systems"]["base"]["metrics"])
     assert (run / "evaluate" / "pareto.png").is_file()
+    # the base's fronts were evaluated by the front stage, beside the students, and reused
+    assert (run / "front" / "systems" / "base_cfg3" / "result.json").is_file()
+    assert "base CFG 3: evaluated before" in first.stderr
+    assert (run / "evaluate" / "samples" / "base_cfg3").is_dir()
     report = (run / "report.html").read_text(encoding="utf-8")
     assert '<table id="claims">' in report and report.count("<audio controls") >= len(names)
     claims = json.loads((run / "report" / "stage.json").read_text())["summary"]["claims"]
