@@ -2,16 +2,22 @@
 
 Each command group lives in ``musicdistill/commands/<group>.py`` and exposes
 ``register(subparsers)``; the handler it sets (``args.func``) returns an exit code.
+
+Only the group a command line names is imported (most import torch): ``--help`` and ``--version``
+list the others by the help line their ``register`` gives, read from the source without importing
+it. ``config`` imports every group, since ``config keys`` lists which command reads each key.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import logging
 import os
 import pkgutil
 import sys
+from pathlib import Path
 
 import musicdistill.commands as pkg
 from musicdistill import __version__
@@ -44,11 +50,40 @@ def command_modules() -> list[str]:
     return ordered + sorted(found - set(ordered))
 
 
+def command_help(name: str) -> str:
+    """The help line ``musicdistill/commands/<name>.py`` registers its group with, read without importing it."""
+    source = (Path(pkg.__path__[0]) / f"{name}.py").read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_parser"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value == name
+        ):
+            for keyword in node.keywords:
+                if keyword.arg == "help" and isinstance(keyword.value, ast.Constant):
+                    return str(keyword.value.value)
+    return ""
+
+
+def chosen_commands(argv: list[str]) -> tuple[str, ...] | None:
+    """The command groups to import for ``argv``: the one it names, every group for ``config``
+    (None), none when it names no group (``--help``, ``--version``, a typo)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first == "config":
+        return None
+    return (first,) if first in command_modules() else ()
+
+
 class UserError(Exception):
     """An error caused by the user's input; printed without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``commands``, only those groups are imported and registered and the
+    others are listed by their help line (see the module doc)."""
     parser = argparse.ArgumentParser(
         prog="musicdistill",
         description=(
@@ -62,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in command_modules():
-        importlib.import_module(f"musicdistill.commands.{name}").register(sub)
+        if commands is None or name in commands:
+            importlib.import_module(f"musicdistill.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=command_help(name))
     return parser
 
 
@@ -76,7 +114,8 @@ def setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_commands(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from test_layout import find_cycle, import_graph
 
+import musicdistill
 from musicdistill.pipeline.stages import main_job_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,12 +70,13 @@ def top_level_names(path: Path) -> frozenset[str]:
 def dotted_problem(dotted: str) -> str | None:
     """Why ``dotted`` names nothing in the package, or None when it resolves."""
     parts = dotted.split(".")
-    for cut in range(len(parts), 1, -1):
+    for cut in range(len(parts), 0, -1):
         path = module_file(".".join(parts[:cut]))
         if path is None:
             continue
         rest = parts[cut:]
-        if rest and rest[0] not in top_level_names(path):
+        public = set(musicdistill.__all__) if cut == 1 else set()  # the lazily imported API
+        if rest and rest[0] not in top_level_names(path) | public:
             return f"{'.'.join(parts[:cut])} defines no {rest[0]!r}"
         return None
     return "no such module"
@@ -231,7 +233,9 @@ def test_the_checks_catch_what_they_should() -> None:
     assert named_modules(text) == {"musicdistill.model.text.null_condition", "musicdistill.nothing"}
     assert dotted_problem("musicdistill.model.text.null_condition") is None
     assert dotted_problem("musicdistill.model.text.no_such_name") is not None
-    assert dotted_problem("musicdistill.nothing") == "no such module"
+    assert dotted_problem("musicdistill.nothing") == "musicdistill defines no 'nothing'"
+    assert dotted_problem("musicdistill.load") is None  # the lazily imported API
+    assert dotted_problem("musicdistil.nothing") == "no such module"
     assert floors({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == {"b": 0, "a": 1, "c": 2}
     with pytest.raises(AssertionError, match="loop"):
         floors({"a": {"b"}, "b": {"a"}})
