@@ -36,6 +36,7 @@ PREFERRED_ORDER = (
     "generate",
     "distill",
     "merge",
+    "export",
     "evaluate",
     "listening",
     "demo",

@@ -177,6 +177,48 @@ def _slerp_from_base(
 # --------------------------------------------------------------------------------------------
 
 
+def _merge_float(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    lam: float,
+    method: str,
+    base: torch.Tensor | None,
+    dot_threshold: float,
+    eps: float,
+) -> tuple[torch.Tensor, bool]:
+    """One floating tensor of a merge (a fresh tensor in ``a``'s dtype) and whether SLERP fell back to LERP."""
+    if lam == 0.0:
+        return a.clone(), False
+    if lam == 1.0:
+        return b.clone(), False
+    if method == "lerp":
+        return lerp(a, b, lam), False
+    return _slerp_from_base(a, b, base, lam, dot_threshold, eps)
+
+
+def merge_tensor(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    lam: float,
+    method: str = "lerp",
+    base: torch.Tensor | None = None,
+    compute: torch.dtype | None = None,
+    dot_threshold: float = 0.9995,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """One tensor of :func:`merge_state_dicts` (a fresh tensor): λ = 0 gives ``a``, λ = 1 ``b``,
+    else the LERP, or the SLERP of the task vectors from ``base``. ``compute`` (e.g. float32 for
+    half-precision inputs) is the dtype the inputs are cast to first; the result keeps it.
+    Non-float tensors are returned as a copy of ``a``. Arguments are checked by the caller.
+    """
+    if not a.is_floating_point():
+        return a.clone()
+    if compute is not None:
+        a, b = a.to(compute), b.to(compute)
+        base = base.to(compute) if base is not None else None
+    return _merge_float(a, b, lam, method, base, dot_threshold, eps)[0]
+
+
 def check_lambda(lam: float, extrapolate: bool = False) -> float:
     """Validate the merge coefficient: finite, and in [0, 1] unless ``extrapolate``."""
     lam = float(lam)
@@ -282,14 +324,10 @@ def merge_state_dicts(
         if not ta.is_floating_point():
             inputs = {"A": ta, "B": tb} if base is None else {"A": ta, "B": tb, "base": base[key]}
             merged[key] = _copy_equal_buffer(key, inputs)
-        elif lam == 0.0:
-            merged[key] = ta.clone()
-        elif lam == 1.0:
-            merged[key] = tb.clone()
-        elif method == "lerp":
-            merged[key] = lerp(ta, tb, lam)
         else:
-            merged[key], used_lerp = _slerp_from_base(ta, tb, base[key], lam, dot_threshold, eps)
+            merged[key], used_lerp = _merge_float(
+                ta, tb, lam, method, None if base is None else base[key], dot_threshold, eps
+            )
             fallbacks += used_lerp
     if method == "slerp" and lam not in (0.0, 1.0):
         log.info(

@@ -66,3 +66,10 @@ def test_the_shipped_base_loads_and_generates(cfg_scale: float) -> None:
     assert out.audio is not None and torch.isfinite(out.audio).all()
     assert out.codes.shape[:2] == (2, loaded.codec.num_codebooks)
     assert int(out.codes.max()) < loaded.codec.cardinality and int(out.codes.min()) >= 0
+
+
+def test_shipped_text_files_name_no_machine_paths() -> None:
+    for rel in shipped_files():
+        if rel.endswith((".json", ".yaml", ".md")):
+            text = (ASSETS / rel).read_text(encoding="utf-8")
+            assert not re.search(r"(?<![\w.])/(work|home|tmp|root|Users|mnt)/", text), rel

@@ -131,6 +131,7 @@ def positional_config(args: argparse.Namespace, reads: ConfigReads) -> tuple[Con
     if config is not None and "=" in config:
         overrides.insert(0, config)
         config = None
+    overrides = _with_report_to(args, overrides)
     return load_command_config(config, overrides, reads), config, overrides
 
 
@@ -176,9 +177,23 @@ def load_command_config(path: str | None, overrides: list[str], reads: ConfigRea
     return load_config(path, overrides)
 
 
+def add_report_to(parser: argparse.ArgumentParser) -> None:
+    """``--report-to tensorboard``: the training rows also go to TensorBoard (the ``report_to`` key)."""
+    parser.add_argument(
+        "--report-to",
+        choices=("none", "tensorboard"),
+        help="also send the training rows to TensorBoard (<out>/tensorboard; needs the tensorboard extra)",
+    )
+
+
+def _with_report_to(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    flag = getattr(args, "report_to", None)
+    return [*overrides, f"report_to={flag}"] if flag else list(overrides)
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The config of a command set up with :func:`add_config_args`."""
-    return load_command_config(args.config, args.overrides, args.config_reads)
+    """The config of a command set up with :func:`add_config_args` (and :func:`add_report_to`)."""
+    return load_command_config(args.config, _with_report_to(args, args.overrides), args.config_reads)
 
 
 def accept_late_positionals(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,9 @@ from musicdistill.runtime import resolve_device
 
 DESCRIPTION = """\
 Serve a web page that generates music with a merge of two CFG-distilled students:
-λ = 0 is the quality model (distilled with beta=0), λ = 1 the diversity model. Merged weights are
-computed when the slider moves (once per slider step, kept in an LRU cache) and loaded into one
-student model. Each request makes 1-8 variations of a prompt with audio players, log-mel
+λ = 0 is the quality model (distilled with beta=0), λ = 1 the diversity model. When the slider
+moves, the merged weights are written in place into one student model, from the two endpoints held
+once on the CPU (in --dtype): no merged copies are kept. Each request makes 1-8 variations of a prompt with audio players, log-mel
 spectrograms, the batch's diversity (mean pairwise 1 - cos of audio embeddings) and the sampling
 time; with --teacher the page can also sample the base model with CFG (2 model rows per sample)
 to show what CFG costs. Requests are queued (--max-concurrency run at once).
@@ -58,11 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="slider step in (0, 1] (default: 0.1); each step is merged once",
     )
     p.add_argument(
-        "--merge-cache",
-        type=int,
-        default=11,
-        metavar="N",
-        help="merged state dicts kept in memory (default: 11, every 0.1 step)",
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="weights of the student, the teacher and the dial's endpoints (default: fp32; bf16/fp16 "
+        "halve them; on a CPU without native bf16, bf16 is slow)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="longest a request may sample before it is stopped with a message (default: 120)",
     )
     p.add_argument(
         "--force",
@@ -137,8 +144,8 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError:
         raise ValueError("the demo needs gradio: pip install 'musicdistill[demo]'") from None
 
-    if not 1 <= args.merge_cache <= 1000:
-        raise ValueError(f"--merge-cache {args.merge_cache} must lie in [1, 1000]")
+    if not 0 < args.time_limit <= 86400:
+        raise ValueError(f"--time-limit {args.time_limit} must lie in (0, 86400] seconds")
     if not 0 <= args.threads <= 1024:
         raise ValueError(f"--threads {args.threads} must lie in [0, 1024] (0 = torch's default)")
     if args.threads:
@@ -149,8 +156,9 @@ def _run(args: argparse.Namespace) -> int:
         _paths(args),
         resolve_device(args.device),
         method=args.method,
-        cache_size=args.merge_cache,
         force=args.force,
+        dtype=args.dtype,
+        time_limit=args.time_limit,
     )
     print(f"serving the demo on http://{args.host}:{args.port} (Ctrl+C to stop)", flush=True)
     launch_demo(

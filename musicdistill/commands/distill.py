@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, add_report_to, config_from_args
 from musicdistill.data.tokens import load_token_set
 from musicdistill.runtime import resolve_device, seed_everything
 from musicdistill.training.distill import distill
@@ -21,7 +21,7 @@ _FROM_BASE = (
 #: defaults; model.backbone is checked against the base checkpoint (which supplies model, text, codec)
 READS = ConfigReads(
     "musicdistill distill",
-    ("name", "runs_dir", "device", "distill", "generate", "model.backbone"),
+    ("name", "runs_dir", "device", "report_to", "distill", "generate", "model.backbone"),
     instead=(
         (
             "run.students",
@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_args(p, READS)
+    add_report_to(p)
     p.add_argument("--base", metavar="DIR", help="base checkpoint (default: <run_dir>/base)")
     p.add_argument(
         "--tokens",

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from musicdistill.codec.factory import load_codec
-from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
+from musicdistill.commands.common import ConfigReads, add_config_args, add_report_to, config_from_args
 from musicdistill.config import save_config
 from musicdistill.data.tokens import encode_manifest_as_configured, load_token_set, save_token_set
 from musicdistill.training.pretrain import pretrain
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 #: its sampling defaults (read by 'musicdistill generate')
 READS = ConfigReads(
     "musicdistill pretrain",
-    ("name", "runs_dir", "device", "data", "codec", "text", "model", "pretrain", "generate"),
+    ("name", "runs_dir", "device", "report_to", "data", "codec", "text", "model", "pretrain", "generate"),
 )
 
 
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_args(p, READS)
+    add_report_to(p)
     p.add_argument(
         "--data",
         metavar="MANIFEST",
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def relative_to(path: Path, start: Path) -> str:
-    """``path`` relative to ``start`` (how checkpoints record the codec they need), absolute if impossible."""
+    """``path`` relative to ``start`` (how checkpoints record their codec and data, so a shipped folder
+    names no machine's paths), absolute if impossible."""
     try:
         return os.path.relpath(path.resolve(), start.resolve())
     except ValueError:
@@ -85,7 +87,10 @@ def _run(args: argparse.Namespace) -> int:
         tokens.select("valid"),
         out,
         resume=args.resume,
-        provenance={"codec_dir": relative_to(codec_dir, out.parent), "manifest": str(manifest.resolve())},
+        provenance={
+            "codec_dir": relative_to(codec_dir, out.parent),
+            "manifest": relative_to(manifest, out.parent),
+        },
     )
     print(f"base model: {out}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import shlex
 
-from musicdistill.commands.common import add_positional_config_args, positional_config
+from musicdistill.commands.common import add_positional_config_args, add_report_to, positional_config
 from musicdistill.commands.run import READS as RUN_READS
 from musicdistill.config import config_keys
 from musicdistill.pipeline.replicate import (
@@ -77,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_run)
     add_positional_config_args(p, READS)
+    add_report_to(p)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,7 +6,12 @@ import argparse
 import shlex
 from pathlib import Path
 
-from musicdistill.commands.common import ConfigReads, add_positional_config_args, positional_config
+from musicdistill.commands.common import (
+    ConfigReads,
+    add_positional_config_args,
+    add_report_to,
+    positional_config,
+)
 from musicdistill.pipeline.report import REPORT_FILE
 from musicdistill.pipeline.report_inputs import demo_command
 from musicdistill.pipeline.runner import run_stages
@@ -54,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the stages and exit")
     p.set_defaults(func=_run)
     add_positional_config_args(p, READS)
+    add_report_to(p)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -504,6 +504,11 @@ class Config:
     name: str = opt("default", "run name; outputs go to <runs_dir>/<name>")
     runs_dir: str = opt("runs", "folder that holds every run")
     device: str = opt("auto", "torch device: auto, cpu, cuda, cuda:N")
+    report_to: str = opt(
+        "none",
+        "training rows also go to: none, or tensorboard (<out>/tensorboard; pip install 'musicdistill[tensorboard]')",
+        choices=("none", "tensorboard"),
+    )
     data: DataConfig = section(DataConfig, "training audio")
     codec: CodecConfig = section(CodecConfig, "audio tokenizer")
     text: TextConfig = section(TextConfig, "text encoder")

@@ -1,1 +1,1 @@
-"""The quality-diversity slider demo: the engine (models, requests, generation), the merge cache, the Gradio app."""
+"""The quality-diversity slider demo: the engine (models, requests, generation), the weight dial (the merge at λ written in place), the Gradio app."""

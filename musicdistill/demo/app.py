@@ -13,7 +13,10 @@ message in the page; nothing a user types reaches a file path.
 
 API (``gradio_client``): ``/generate`` (the Generate button and Enter in the prompt box; one
 endpoint) and ``/prepare`` (the λ slider's merge); every output is labelled (``message``,
-``timings and diversity``, ``student variation 1``, ...). Loading an example prompt is page-only.
+``timings and diversity``, ``student variation 1``, ...). ``/generate_files`` takes the same
+inputs and returns two values for programs: the WAV files (student first, then the teacher) and a
+JSON read-out (the request, each system's timings, cost and diversity, and which file is which);
+a bad request raises an error with the reason. Loading an example prompt is page-only.
 """
 
 from __future__ import annotations
@@ -47,13 +50,18 @@ DELETE_CACHE = (600, 3600)
 #: the example prompts' loader is private (page-only)
 API_GENERATE = "generate"
 API_PREPARE = "prepare"
+API_FILES = "generate_files"
 API_DESCRIPTIONS = {
+    API_FILES: (
+        "Generate as /generate does; returns the WAV files (student variations, then the teacher's) and a "
+        "JSON read-out (request, timings, model rows per sample, diversity, and each file's system)."
+    ),
     API_GENERATE: (
         "Generate variations of a prompt with the student merged at λ (and optionally the CFG teacher); "
         "returns a message, the timings and diversity table, then for the student and then the teacher "
         f"{MAX_SLOTS} audio clips and {MAX_SLOTS} log-mel spectrograms (unused slots are empty)."
     ),
-    API_PREPARE: "Merge the weights at λ ahead of the next request; returns a status line.",
+    API_PREPARE: "Set the student's weights to λ ahead of the next request; returns a status line.",
 }
 
 INTRO = """\
@@ -224,18 +232,88 @@ def _failure(message: str) -> list[Any]:
 
 
 def make_prepare(engine: DemoEngine) -> Callable[[float], str]:
-    """The slider's function: merge the weights at λ ahead of the next request; returns a status line."""
+    """The slider's function: set the weights to λ ahead of the next request; returns a status line."""
 
     def prepare(lam) -> str:
         try:
             seconds = engine.prepare(float(lam))
         except (TypeError, ValueError) as exc:
             return f"λ={lam!r}: {exc}"
-        cached = ", ".join(f"{v:g}" for v in sorted(engine.cache.cached()))
-        key = engine.cache.key(float(lam))
-        return f"Merged weights for λ = {key:g} ready ({seconds:.2f} s). Cached λ: {cached}."
+        return f"Weights set to λ = {engine.loaded_lam:g} ({seconds:.2f} s)."
 
     return prepare
+
+
+def readout_record(result: DemoResult, files: list[list[str]]) -> dict[str, Any]:
+    """The JSON read-out of ``/generate_files``: the request and each system's figures and files."""
+    request = result.request
+    return {
+        "request": {
+            "prompt": request.prompt,
+            "lam": request.lam,
+            "num_variations": request.num_variations,
+            "duration": request.duration,
+            "seed": request.seed,
+            "temperature": request.temperature,
+            "compare_teacher": request.compare_teacher,
+            "cfg_scale": request.cfg_scale,
+        },
+        "embedding": result.embedding,
+        "systems": [
+            {
+                "name": out.name,
+                "description": out.description,
+                "rows_per_sample": out.rows_per_sample,
+                "sampling_seconds": round(out.sampling_seconds, 4),
+                "decode_seconds": round(out.decode_seconds, 4),
+                "frames_per_second": round(out.frames_per_second, 1),
+                "diversity": out.diversity,
+                "sample_rate": out.sample_rate,
+                "files": [name.rsplit("/", 1)[-1] for name in names],
+            }
+            for out, names in zip(result.systems, files)
+        ],
+    }
+
+
+def make_files_handler(engine: DemoEngine, folder: str) -> Callable[..., tuple[list[str], dict[str, Any]]]:
+    """The ``/generate_files`` function: widget values in, (WAV paths under ``folder``, read-out) out."""
+
+    def handle_files(
+        prompt, lam, num_variations, duration, seed, temperature, compare_teacher, cfg_scale
+    ) -> tuple[list[str], dict[str, Any]]:
+        import tempfile
+
+        import gradio as gr
+        import soundfile as sf
+
+        try:
+            request = validate_request(
+                engine.limits,
+                prompt,
+                lam,
+                num_variations,
+                duration,
+                seed,
+                temperature,
+                compare_teacher,
+                cfg_scale,
+            )
+            result = engine.run(request)
+        except DemoInputError as exc:
+            raise gr.Error(str(exc)) from None
+        batch = tempfile.mkdtemp(prefix="request-", dir=folder)
+        files: list[list[str]] = []
+        for out in result.systems:
+            names = []
+            for i, clip in enumerate(out.audio):
+                path = f"{batch}/{out.name.replace(' ', '_')}_{i + 1}.wav"
+                sf.write(path, _pcm16(clip), out.sample_rate, subtype="PCM_16")
+                names.append(path)
+            files.append(names)
+        return [p for names in files for p in names], readout_record(result, files)
+
+    return handle_files
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,6 +464,17 @@ def build_demo(
             *teacher_images,
         ]
         handle, prepare = make_handler(engine), make_prepare(engine)
+        files_out = gr.File(file_count="multiple", label="files", visible=False)
+        readout_out = gr.JSON(label="read-out", visible=False)
+        files_trigger = gr.Button(visible=False)
+        files_trigger.click(
+            make_files_handler(engine, _files_folder()),
+            inputs=inputs,
+            outputs=[files_out, readout_out],
+            api_name=API_FILES,
+            api_description=API_DESCRIPTIONS[API_FILES],
+            concurrency_id="model",
+        )
         lam.change(
             prepare,
             inputs=[lam],
@@ -407,6 +496,18 @@ def build_demo(
         )
     demo.queue(default_concurrency_limit=max_concurrency, max_size=queue_size)
     return demo
+
+
+def _files_folder() -> str:
+    """A folder for ``/generate_files``' WAV files (Gradio copies them into its cache, which
+    ``DELETE_CACHE`` empties), removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="musicdistill-demo-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def launch_demo(

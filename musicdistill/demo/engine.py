@@ -1,8 +1,8 @@
 """The model side of the merge-slider demo: loading the systems, checking requests, generating.
 
-Systems in memory: ONE student model, into which the merged weights of the chosen λ are loaded
-(λ = 0 the quality finetune, λ = 1 the diversity finetune; :class:`musicdistill.demo.merge_cache.MergeCache`
-merges each slider step once), and optionally the CFG teacher (the base model) for comparison. A
+Systems in memory: ONE student model, whose weights :class:`musicdistill.demo.weight_dial.WeightDial`
+sets in place to the merge at the chosen λ (λ = 0 the quality finetune, λ = 1 the diversity
+finetune, both held once on the CPU), and optionally the CFG teacher (the base model) for comparison. A
 request makes G variations of one prompt with each system, times the token sampling (where CFG's
 second model row costs) and the decoding separately, and measures the batch's diversity as the mean
 pairwise ``1 - cos`` of audio embeddings.
@@ -29,7 +29,7 @@ import torch
 
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, section_from_dict
-from musicdistill.demo.merge_cache import MergeCache
+from musicdistill.demo.weight_dial import WeightDial
 from musicdistill.generation.guidance import MAX_CFG_SCALE, is_guided
 from musicdistill.generation.sampling import frames_for_duration, generate
 from musicdistill.judges.diversity import pairwise_diversity
@@ -315,32 +315,34 @@ def max_duration(loaded: LoadedGenerator) -> float:
 class DemoEngine:
     """The systems in memory and the generation they serve; one instance per demo.
 
-    ``student`` is the single model the merged weights are loaded into (it starts with the quality
-    weights, λ = 0); ``teacher`` the optional base model sampled with CFG (it may share the
-    student's text encoder and codec). Model work is serialised by one lock, so a queue that lets
-    several requests run at once stays correct; merging ahead of time (:meth:`prepare`) does not
-    take that lock and overlaps with generation.
+    ``student`` is the single model whose weights ``dial`` sets to the merge at λ (it starts with
+    the quality weights, λ = 0); ``teacher`` the optional base model sampled with CFG (it may share
+    the student's text encoder and codec). Model work, dial moves included, is serialised by one
+    lock, so a queue that lets several requests run at once stays correct.
     """
 
     def __init__(
         self,
         student: LoadedGenerator,
-        cache: MergeCache,
+        dial: WeightDial,
         teacher: LoadedGenerator | None = None,
         embed: EmbedFn = spectral_embedding,
         embedding_name: str = "hand-made log-mel features",
         paths: DemoPaths | None = None,
+        time_limit: float | None = None,
     ) -> None:
         for name, loaded in (("student", student), ("teacher", teacher)):
             if loaded is not None and loaded.codec is None:
                 raise ValueError(
                     f"the {name} has no codec, so its tokens cannot be played; give it a codec_dir"
                 )
-        self.student, self.cache, self.teacher = student, cache, teacher
+        if dial.model is not student.model:
+            raise ValueError("the dial must set the student's own model")
+        self.student, self.dial, self.teacher = student, dial, teacher
         self.embed, self.embedding_name, self.paths = embed, embedding_name, paths
+        self.time_limit = time_limit  # seconds a request may sample (None: no limit)
         self.device = next(student.model.parameters()).device
         self._model_lock = threading.Lock()
-        self._loaded_lam: float | None = None
         durations = [max_duration(m) for m in (student, teacher) if m is not None]
         frame_rate = float(student.codec.frame_rate)
         self.limits = DemoLimits(
@@ -359,20 +361,17 @@ class DemoEngine:
     @property
     def loaded_lam(self) -> float | None:
         """λ of the weights currently in the student model (None before the first request)."""
-        return self._loaded_lam
+        return self.dial.lam
 
     def prepare(self, lam: float) -> float:
-        """Merge the weights at ``lam`` ahead of time (the slider moved); returns the seconds it took."""
-        start = time.perf_counter()
-        self.cache.get(lam)
-        return time.perf_counter() - start
+        """Set the weights to λ ahead of the next request (the slider moved); returns the seconds it
+        took. Waits for a running request, whose weights it would otherwise change."""
+        with self._model_lock:
+            return self.dial.set(lam)
 
     def _student_at(self, lam: float) -> torch.nn.Module:
-        """The student with the merged weights at ``lam`` loaded (call with the model lock held)."""
-        key = self.cache.key(lam)
-        if self._loaded_lam != key:
-            self.student.model.load_state_dict(self.cache.get(key))
-            self._loaded_lam = key
+        """The student with the merged weights at ``lam`` (call with the model lock held)."""
+        self.dial.set(lam)
         return self.student.model
 
     def run(self, request: DemoRequest) -> DemoResult:
@@ -380,15 +379,17 @@ class DemoEngine:
         if request.compare_teacher and self.teacher is None:
             raise DemoInputError("No CFG teacher is loaded; restart the demo with --teacher (or --run).")
         with self._model_lock:
+            deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
             model = self._student_at(request.lam)
             outputs = [
                 self._sample(
                     "student",
-                    f"merged λ={self._loaded_lam:g}, no CFG",
+                    f"merged λ={self.dial.lam:g}, no CFG",
                     model,
                     self.student,
                     request,
                     cfg_scale=1.0,
+                    deadline=deadline,
                 )
             ]
             if request.compare_teacher:
@@ -400,6 +401,7 @@ class DemoEngine:
                         self.teacher,
                         request,
                         cfg_scale=request.cfg_scale,
+                        deadline=deadline,
                     )
                 )
             if self.device.type == "cuda":
@@ -414,26 +416,19 @@ class DemoEngine:
         loaded: LoadedGenerator,
         request: DemoRequest,
         cfg_scale: float,
+        deadline: float | None = None,
     ) -> SystemOutput:
-        codec, settings = loaded.codec, loaded.cfg.generate
-        frame_rate = float(codec.frame_rate)
+        codec = loaded.codec
         loaded.text_encoder.encode([request.prompt])  # cached now, so the timing below is token sampling only
         _synchronize(self.device)
         start = time.perf_counter()
-        result = generate(
-            model,
-            [request.prompt],
-            num_samples=request.num_variations,
-            duration=request.duration,
-            temperature=request.temperature,
-            top_k=settings.top_k,
-            top_p=settings.top_p,
-            cfg_scale=cfg_scale,
-            seed=request.seed,
-            codec=None,
-            text_encoder=loaded.text_encoder,
-            frame_rate=frame_rate,
-        )
+        try:
+            result = self._generate(model, loaded, request, cfg_scale, deadline)
+        except TimeoutError:
+            raise DemoInputError(
+                f"The request ran past the demo's time limit of {self.time_limit:g} s and was stopped; "
+                "ask for fewer variations or a shorter clip."
+            ) from None
         _synchronize(self.device)
         sampled = time.perf_counter()
         with torch.inference_mode():
@@ -463,6 +458,32 @@ class DemoEngine:
             diversity=diversity,
         )
 
+    def _generate(
+        self,
+        model: torch.nn.Module,
+        loaded: LoadedGenerator,
+        request: DemoRequest,
+        cfg_scale: float,
+        deadline: float | None,
+    ):
+        """The request's tokens (no audio yet); raises TimeoutError once ``deadline`` has passed."""
+        settings = loaded.cfg.generate
+        return generate(
+            model,
+            [request.prompt],
+            num_samples=request.num_variations,
+            duration=request.duration,
+            temperature=request.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            cfg_scale=cfg_scale,
+            seed=request.seed,
+            codec=None,
+            text_encoder=loaded.text_encoder,
+            frame_rate=float(loaded.codec.frame_rate),
+            deadline=deadline,
+        )
+
     def warm_up(self) -> None:
         """One short request per system, so the first user's timings do not include one-off start-up costs."""
         request = DemoRequest(
@@ -474,7 +495,11 @@ class DemoEngine:
             temperature=1.0,
             compare_teacher=self.teacher is not None,
         )
-        self.run(request)
+        limit, self.time_limit = self.time_limit, None  # start-up costs are not a request's
+        try:
+            self.run(request)
+        finally:
+            self.time_limit = limit
 
     def num_frames(self, duration: float) -> int:
         """Frames a request of ``duration`` seconds samples."""
@@ -521,20 +546,42 @@ def _load_teacher(
     return LoadedGenerator(model=model, text_encoder=encoder, codec=codec, cfg=cfg)
 
 
+#: ``--dtype`` names
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast ``module``'s real floating parameters and buffers to ``dtype`` in place; complex buffers
+    (the rotary table) keep their dtype, which ``Module.to`` would drop to real."""
+    for param in module.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+    for owner in module.modules():
+        for key, buf in owner._buffers.items():
+            if buf is not None and buf.is_floating_point() and buf.dtype != dtype:
+                owner._buffers[key] = buf.to(dtype)
+    return module
+
+
 def load_engine(
     paths: DemoPaths,
     device: torch.device | str = "cpu",
     method: str = "lerp",
-    cache_size: int = 11,
     force: bool = False,
+    dtype: str = "fp32",
+    time_limit: float | None = None,
 ) -> DemoEngine:
-    """Load the student (quality weights), the diversity weights, the optional teacher and embedder.
+    """Load the student (quality weights), the dial's endpoints, the optional teacher and embedder.
 
-    The two finetunes must share a base model (their provenance's ``base_hash``) unless ``force``;
-    SLERP needs the teacher, which is that base. Raises FileNotFoundError / ValueError naming the
-    folder and the fix.
+    A request that samples longer than ``time_limit`` seconds is stopped. The student and the
+    teacher run in ``dtype`` (``fp32``, ``bf16`` or ``fp16``); the dial keeps
+    its endpoints on the CPU in that dtype. The two finetunes must share a base model (their
+    provenance's ``base_hash``) unless ``force``; SLERP needs the teacher, which is that base.
+    Raises FileNotFoundError / ValueError naming the folder and the fix.
     """
     device = torch.device(device)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     if method == "slerp" and paths.teacher is None:
         raise ValueError(
             "--method slerp interpolates task vectors relative to the base model; pass it with --teacher"
@@ -556,17 +603,15 @@ def load_engine(
     if paths.teacher is not None:
         student_codec_dir = resolve_codec_dir(paths.quality, quality.provenance)
         teacher = _load_teacher(paths.teacher, student, student_codec_dir, device)
-    base = None
-    if method == "slerp":
-        base = {k: v.to(device) for k, v in load_checkpoint(paths.teacher).state_dict.items()}
-    cache = MergeCache(
-        {k: v.to(device) for k, v in quality.state_dict.items()},
-        {k: v.to(device) for k, v in diversity.state_dict.items()},
-        method,
-        base,
-        cache_size,
+        cast_floating(teacher.model, DTYPES[dtype])
+    base = load_checkpoint(paths.teacher).state_dict if method == "slerp" else None
+    cast_floating(student.model, DTYPES[dtype])
+    dial = WeightDial(
+        student.model, quality.state_dict, diversity.state_dict, method, base, store_dtype=DTYPES[dtype]
     )
+    del quality, diversity, base  # the dial holds the only copies
+    log.info("dial endpoints: %.1f MB on the CPU (%s)", dial.endpoint_bytes() / 1e6, dtype)
     embed, embedding_name = load_embed_fn(paths.embedder, device)
-    engine = DemoEngine(student, cache, teacher, embed, embedding_name, paths)
+    engine = DemoEngine(student, dial, teacher, embed, embedding_name, paths, time_limit)
     engine.warm_up()
     return engine

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import math
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from musicdistill.dsp.mel_scale import mel_filters
 
 #: smallest mel power kept before the log: -104 dB relative to a full-scale sine (power 0.25). A floor
 #: much higher than this (-80 dB) showed up as a broadband hiss in decoded clean synthesised notes and
@@ -25,11 +26,11 @@ LOG_FLOOR = 1e-11
 
 @functools.lru_cache(maxsize=32)
 def _mel_filters_np(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    return mel_filters(sample_rate, n_fft, n_mels, fmin, fmax)
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
-    """Slaney-normalised triangular filters (librosa's defaults) -> [n_mels, n_fft // 2 + 1]."""
+    """Slaney-normalised triangular filters (librosa's defaults, :mod:`musicdistill.dsp.mel_scale`) -> [n_mels, n_fft // 2 + 1]."""
     check_mel_args(sample_rate, n_fft, n_mels, fmin, fmax)
     return torch.from_numpy(
         _mel_filters_np(int(sample_rate), int(n_fft), int(n_mels), float(fmin), float(fmax))

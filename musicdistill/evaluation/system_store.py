@@ -17,6 +17,7 @@ folder brings its samples along.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -89,8 +90,10 @@ def system_key(spec: SystemSpec, context: str) -> str:
 CODE = ("generation", "model", "codec", "dsp", "judges", "evaluation/evaluate.py", "evaluation/metrics.py")
 
 
+@functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """A hash of the source of :data:`CODE`: a stored result from other code is evaluated again."""
+    """A hash of the source of :data:`CODE` (read once per process): a stored result from other
+    code is evaluated again."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for entry in CODE:

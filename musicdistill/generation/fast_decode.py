@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from musicdistill.generation.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
 from musicdistill.generation.next_token import (
+    check_deadline,
     check_num_frames,
     check_sampling_args,
     race_draw,
@@ -307,9 +308,14 @@ class StaticDecoder:
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(
-        self, cond: TextCondition, generator: torch.Generator | None = None, progress: bool = False
+        self,
+        cond: TextCondition,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        deadline: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``cond``'s N rows: -> (delayed tokens ``[N, K, S]``, log-probs ``[N, K, S]``).
+        ``deadline`` stops it with TimeoutError as :func:`musicdistill.generation.sampling.sample_tokens` does.
 
         The results are the decoder's own buffers, overwritten by the next run: copy them to keep them.
         The model runs in eval mode for the call (and gets its previous mode back).
@@ -326,6 +332,7 @@ class StaticDecoder:
                 for s in track(
                     range(self.steps), desc="sampling", unit="step", enabled=progress, leave=False
                 ):
+                    check_deadline(deadline, s, self.steps)
                     if self.race is not None:
                         race_noise_(self.race, generator)
                     limit = self.limit(s)
@@ -393,6 +400,7 @@ def decode(
     generator: torch.Generator | None = None,
     progress: bool = False,
     chunk: int = CHUNK,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fast counterpart of the reference loop: delayed tokens and log-probs ``[N, K, S]``.
 
@@ -409,4 +417,4 @@ def decode(
         cfg_scale=float(cfg_scale),
         chunk=chunk,
     )
-    return decoder_for(model, spec).run(cond, generator, progress)
+    return decoder_for(model, spec).run(cond, generator, progress, deadline)

@@ -7,6 +7,7 @@ decoder (:mod:`musicdistill.generation.fast_decode`). Shapes: N rows, V entries.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -111,3 +112,9 @@ def check_num_frames(model: TokenGenerator, num_frames: int) -> None:
             f"num_frames={num_frames} needs {steps} steps with delays {list(model.delays)}; it must lie in "
             f"[1, {model.max_steps - max(model.delays)}] (model.max_frames={model.max_steps} minus the largest delay)"
         )
+
+
+def check_deadline(deadline: float | None, step: int, steps: int) -> None:
+    """Raise TimeoutError when ``time.perf_counter()`` has passed ``deadline`` (None: never)."""
+    if deadline is not None and time.perf_counter() > deadline:
+        raise TimeoutError(f"sampling stopped at step {step} of {steps}: past its time limit")

@@ -24,6 +24,7 @@ import torch
 from musicdistill.generation import fast_decode
 from musicdistill.generation.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
 from musicdistill.generation.next_token import (
+    check_deadline,
     check_num_frames,
     check_sampling_args,
     model_device,
@@ -76,8 +77,12 @@ def sample_tokens(
     use_cache: bool = True,
     progress: bool = False,
     fast: bool | None = None,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample N sequences, one per condition row: -> (codes ``[N, K, T]``, logprobs ``[N, K, T]``).
+
+    ``deadline`` (a ``time.perf_counter()`` value) stops the loop with TimeoutError at the first
+    step that starts after it (the demo's request time limit).
 
     ``model`` is any generator with the interface of :mod:`musicdistill.model.generator`; it runs in eval
     mode for the call and gets its previous mode back. ``use_cache=False`` recomputes the whole prefix at every step (the slow
@@ -97,7 +102,16 @@ def sample_tokens(
         with torch.inference_mode():
             if use_fast:
                 seq, logps = fast_decode.decode(
-                    model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator, progress
+                    model,
+                    cond,
+                    num_frames,
+                    temperature,
+                    top_k,
+                    top_p,
+                    cfg_scale,
+                    generator,
+                    progress,
+                    deadline=deadline,
                 )
             else:
                 seq, logps = _decode(
@@ -111,6 +125,7 @@ def sample_tokens(
                     generator,
                     use_cache,
                     progress,
+                    deadline,
                 )
     finally:
         model.train(was_training)
@@ -131,7 +146,19 @@ def _use_fast_decode(model: TokenGenerator, fast: bool | None, use_cache: bool) 
     return fast
 
 
-def _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, generator, use_cache, progress):
+def _decode(
+    model,
+    cond,
+    num_frames,
+    temperature,
+    top_k,
+    top_p,
+    cfg_scale,
+    generator,
+    use_cache,
+    progress,
+    deadline=None,
+):
     """The loop itself; returns the delayed sequence ``[N, K, S]`` and its per-token log-probs."""
     device = model_device(model)
     cond = cond.to(device)
@@ -146,6 +173,7 @@ def _decode(model, cond, num_frames, temperature, top_k, top_p, cfg_scale, gener
     logps = torch.zeros(n, k, steps, dtype=torch.float32, device=device)
     cache = model.init_cache(rows_cond, steps) if use_cache else None
     for s in track(range(steps), desc="sampling", unit="step", enabled=progress, leave=False):
+        check_deadline(deadline, s, steps)
         if cache is not None:
             logits = model.forward_step(inputs[:, :, s], cache, s)
         else:
@@ -189,12 +217,14 @@ def generate(
     frame_rate: float | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    deadline: float | None = None,
 ) -> GenerationResult:
     """Generate ``num_samples`` sequences for each prompt (prompt-major) and decode them if a codec is given.
 
     ``frame_rate`` (frames per second) defaults to ``codec.frame_rate``. Rows are decoded in chunks
     of ``batch_size`` (default: all at once) with one generator seeded by ``seed``; the output
-    depends on (seed, settings, batch_size) only. Raises ValueError naming any bad argument.
+    depends on (seed, settings, batch_size) only. Raises ValueError naming any bad argument, and
+    TimeoutError once ``deadline`` (a ``time.perf_counter()`` value) has passed.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -234,6 +264,7 @@ def generate(
             cfg_scale=cfg_scale,
             generator=generator,
             progress=progress,
+            deadline=deadline,
         )
         codes.append(c)
         logprobs.append(lp)

@@ -33,13 +33,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from musicdistill.config import Config, OracleConfig
 from musicdistill.data.attributes import choose_heads
+from musicdistill.dsp.mel_scale import hz_to_midi, mel_frequencies
 from musicdistill.judges.log_mel import ClipMels, LabelledMels, mel_spec, waveform_mels
 from musicdistill.judges.oracle_checks import head_checks
 from musicdistill.storage.model_files import load_model_folder, save_model_folder
@@ -69,10 +69,8 @@ DYNAMIC_RANGE = 11.0
 
 
 def band_frequencies(settings: dict[str, Any]) -> np.ndarray:
-    """Centre frequencies (Hz) of the front end's mel bands ``[D]`` (librosa's Slaney mel scale)."""
-    return librosa.mel_frequencies(
-        n_mels=settings["n_mels"] + 2, fmin=settings["fmin"], fmax=settings["fmax"]
-    )[1:-1]
+    """Centre frequencies (Hz) of the front end's mel bands ``[D]`` (the Slaney mel scale)."""
+    return mel_frequencies(settings["n_mels"] + 2, settings["fmin"], settings["fmax"])[1:-1]
 
 
 def num_lags(settings: dict[str, Any]) -> int:
@@ -99,7 +97,7 @@ def _flux_autocorrelation(log_mel: torch.Tensor, freqs: np.ndarray, lags: int) -
 
 def _chroma_weights(freqs: np.ndarray) -> torch.Tensor:
     """``[12, D]``: each band in :data:`CHROMA_RANGE` spread over pitch classes (Gaussian, 0.5 semitone)."""
-    midi = librosa.hz_to_midi(np.maximum(freqs, 1e-3))
+    midi = hz_to_midi(np.maximum(freqs, 1e-3))
     distance = (midi[None, :] - np.arange(12)[:, None] + 6.0) % 12.0 - 6.0  # [12, D] semitones
     weights = np.exp(-0.5 * (distance / 0.5) ** 2)
     weights[:, (freqs < CHROMA_RANGE[0]) | (freqs > CHROMA_RANGE[1])] = 0.0

@@ -295,7 +295,8 @@ class Generator(nn.Module):
         """The projected sentence embedding ``[B, 1, D]`` added to every input step (None without sum fusion)."""
         if self.text_sum is None:
             return None
-        return self.text_sum(masked_mean(cond.states, cond.mask)).unsqueeze(1)
+        states = masked_mean(cond.states, cond.mask).to(self.text_sum.weight.dtype)
+        return self.text_sum(states).unsqueeze(1)
 
     def _cross_memory(
         self, cond: TextCondition
@@ -304,7 +305,7 @@ class Generator(nn.Module):
         if self.text_proj is None:
             return None, None, None
         mask, drop = cross_attention_mask(cond.mask)
-        return self.text_proj(cond.states), mask, drop
+        return self.text_proj(cond.states.to(self.text_proj.weight.dtype)), mask, drop
 
     def _check_cond(self, cond: TextCondition, rows: int) -> None:
         if len(cond) != rows:

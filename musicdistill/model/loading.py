@@ -13,8 +13,8 @@ A checkpoint folder (see :mod:`musicdistill.storage.checkpoint`) holds ``model.s
   tried, so a moved model directory is found again by editing ``config.yaml``.
   :func:`save_musicgen_base` writes such a checkpoint from ``model.pretrained``.
 
-The codec comes from ``provenance["codec_dir"]`` (a relative path resolves against the checkpoint
-folder's parent, or failing that the nearest ancestor where it exists, so training snapshots under
+The codec comes from ``provenance["codec_dir"]`` (a relative path resolves inside the checkpoint
+folder, as an export keeps it, else against the nearest ancestor where it exists, so training snapshots under
 ``<out>/checkpoints/`` find it too); a MusicGen checkpoint that records none uses the EnCodec inside
 its MusicGen directory. Finetunes and merges copy :data:`BACKBONE_PROVENANCE` from the checkpoint
 they start from.
@@ -93,7 +93,7 @@ def resolve_codec_dir(ckpt_dir: Path, provenance: dict[str, Any]) -> Path | None
     path = Path(recorded)
     if path.is_absolute():
         return path
-    for base in ckpt_dir.resolve().parents:
+    for base in (ckpt_dir.resolve(), *ckpt_dir.resolve().parents):  # inside first: an export holds its codec
         if (base / path).is_dir():
             return base / path
     return ckpt_dir.resolve().parent / path

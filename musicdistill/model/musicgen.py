@@ -56,6 +56,7 @@ from musicdistill.codec.encodec_adapters import HFEncodecCodec
 from musicdistill.codec.factory import fit_codec
 from musicdistill.config import CodecConfig
 from musicdistill.model.text import TextCondition, TextEncoder
+from musicdistill.storage.atomic import replace_directory
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,8 @@ class MusicgenBackbone(nn.Module):
         """Write a complete transformers MusicGen directory (safetensors) holding this decoder.
 
         ``text_encoder`` (from :func:`musicgen_text_encoder`) and ``codec`` (an ``HFEncodecCodec``)
-        supply the other two sub-models and the tokenizer. The result loads with
+        supply the other two sub-models and the tokenizer; the folder also holds the processor
+        (``AutoProcessor``: the tokenizer and EnCodec's feature extractor). The result loads with
         :func:`load_backbone` and with ``MusicgenForConditionalGeneration.from_pretrained``. An
         existing directory is replaced only once the new one is complete.
         """
@@ -250,12 +252,26 @@ class MusicgenBackbone(nn.Module):
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             model.save_pretrained(tmp, safe_serialization=True)
-            text_encoder.tokenizer.save_pretrained(tmp)
-            _publish_directory(tmp, target)
+            _save_processor(tmp, text_encoder.tokenizer, int(model.config.audio_encoder.sampling_rate))
+            replace_directory(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("saved MusicGen (%d decoder parameters) to %s", self.num_parameters(), target)
         return target
+
+
+def _save_processor(folder: Path, tokenizer: Any, sampling_rate: int) -> None:
+    """The tokenizer and EnCodec's feature extractor, as a ``MusicgenProcessor`` when the tokenizer is
+    T5's (the released models), else side by side (a processor refuses other tokenizers)."""
+    from transformers import EncodecFeatureExtractor, MusicgenProcessor
+
+    features = EncodecFeatureExtractor(feature_size=1, sampling_rate=sampling_rate, padding_value=0.0)
+    try:
+        MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(folder)
+    except (TypeError, ValueError) as exc:
+        log.info("saving the tokenizer and feature extractor apart (%s)", exc)
+        tokenizer.save_pretrained(folder)
+        features.save_pretrained(folder)
 
 
 def _check_decoder_config(config: Any) -> None:
@@ -292,18 +308,6 @@ def _codec_model(codec: Any) -> nn.Module:
             f"codec must wrap a transformers EncodecModel (HFEncodecCodec), got {type(codec).__name__}"
         )
     return model
-
-
-def _publish_directory(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` onto ``target``, keeping the old target until the rename succeeded."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

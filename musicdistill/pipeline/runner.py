@@ -150,10 +150,11 @@ def _child_stage(
     import torch
 
     os.environ["TQDM_DISABLE"] = "1"
-    logging.basicConfig(
+    logging.basicConfig(  # force: a worker runs several stages, each logs under its own name
         level=level,
         format=f"%(asctime)s %(levelname)s [{stage.name}] %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,
     )
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,3 +61,19 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def replace_directory(tmp: str | Path, target: str | Path) -> Path:
+    """Rename the finished folder ``tmp`` onto ``target``, keeping an old ``target`` until the rename
+    succeeded (a crash leaves the old folder or the new one, at worst beside a ``.<name>.old``)."""
+    tmp, target = Path(tmp), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -31,6 +31,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from musicdistill.storage.atomic import atomic_write_text, atomic_write_with
+from musicdistill.storage.environment import environment
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def save_checkpoint(
     provenance: dict[str, Any],
     extra_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (weights, config, then provenance with the weights' hash).
+    """Write a checkpoint folder atomically (weights, config, then provenance with the weights' hash
+    and the environment that wrote it: package versions, CUDA, git commit).
 
     ``extra_json`` maps file names (e.g. ``"metrics.json"``) to JSON-serialisable objects.
     """
@@ -99,6 +101,7 @@ def save_checkpoint(
         atomic_write_text(directory / name, json.dumps(obj, indent=2, sort_keys=True))
     prov = dict(provenance)
     prov["model_sha256"] = file_sha256(directory / MODEL_FILE)
+    prov["environment"] = environment()
     atomic_write_text(directory / PROVENANCE_FILE, json.dumps(prov, indent=2, sort_keys=True))
     log.debug("saved checkpoint %s", directory)
     return directory

@@ -48,7 +48,7 @@ from musicdistill.model.text import TextCondition
 from musicdistill.progress import Progress, track
 from musicdistill.runtime import autocast, device_clock
 from musicdistill.storage.checkpoint import save_checkpoint
-from musicdistill.storage.history import append_row
+from musicdistill.storage.row_sinks import RowLog
 from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
 from musicdistill.training.losses import (
     combined_loss,
@@ -390,8 +390,9 @@ def distill(
         **provenance,
     }
 
+    rows = RowLog(out, cfg.report_to if info.is_main else "none")
     if info.is_main and start == 0:
-        append_row(out, {"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
+        rows.append({"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
     student.train()
     progress = Progress(f"distill β={dc.beta:g}", dc.steps, initial=start, enabled=info.is_main)
     timer = StepTimer(device_clock(device))
@@ -462,7 +463,7 @@ def distill(
         if info.is_main and (done % dc.eval_every == 0 or done == dc.steps):
             row.update({k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()})
         if info.is_main:
-            append_row(out, row)
+            rows.append(row)
             progress.update(done, kl=row["kl"], reward=row.get("reward_mean", float("nan")))
         if done % dc.ckpt_every == 0 or done == dc.steps:
             if info.is_main:
@@ -470,6 +471,7 @@ def distill(
                 save_training_snapshot(out, done, student, optimizer, scheduler, config_dict, prov, counters)
             barrier(info)
     progress.close()
+    rows.close()
     if info.is_main:
         save_checkpoint(out, student.state_dict(), config_dict, {**prov, "step": dc.steps})
         log.info("distilled model (β=%g) saved to %s", dc.beta, out)

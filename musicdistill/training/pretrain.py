@@ -38,7 +38,7 @@ from musicdistill.model.text import build_text_encoder, drop_condition, null_con
 from musicdistill.progress import Progress
 from musicdistill.runtime import autocast, resolve_device, seed_everything
 from musicdistill.storage.checkpoint import save_checkpoint
-from musicdistill.storage.history import append_row
+from musicdistill.storage.row_sinks import RowLog
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,9 @@ def pretrain(
     prov = {"kind": "base", **(provenance or {})}
     tokens_per_step = pc.batch_size * train.num_codebooks * train.num_frames
     stop_at = deadline(pc.max_minutes)
+    rows = RowLog(out, cfg.report_to)
     if start == 0:  # the starting point of the validation curve
-        append_row(out, {"step": 0, **validation_loss(model, valid, valid_bank, pc, device)})
+        rows.append({"step": 0, **validation_loss(model, valid, valid_bank, pc, device)})
 
     model.train()
     progress = Progress("pretrain", pc.steps, initial=start)
@@ -197,7 +198,7 @@ def pretrain(
                 row["val_loss"],
                 row["val_loss_null"],
             )
-        append_row(out, row)
+        rows.append(row)
         progress.update(done, loss=row["loss"], tok_s=row["tokens_per_s"])
         if done % pc.ckpt_every == 0 and not last:
             save_training_snapshot(out, done, model, optimizer, scheduler, config_dict, prov)
@@ -211,6 +212,7 @@ def pretrain(
                 )
             break
     progress.close()
+    rows.close()
     save_training_snapshot(out, done, model, optimizer, scheduler, config_dict, prov)
     save_checkpoint(out, model.state_dict(), config_dict, {**prov, "step": done})
     log.info("base model saved to %s", out)

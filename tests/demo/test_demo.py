@@ -1,4 +1,4 @@
-"""The merge-slider demo: merge cache, request validation, diversity, run folders, engine and handler."""
+"""The merge-slider demo: the weight dial, request validation, diversity, run folders, engine and handler."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from musicdistill.demo.engine import (
     mean_pairwise_diversity,
     validate_request,
 )
-from musicdistill.demo.merge_cache import MergeCache
+from musicdistill.demo.weight_dial import WeightDial
 from musicdistill.judges.spectral import spectral_embedding
 from musicdistill.merging import MergeError
 from musicdistill.storage.checkpoint import MODEL_FILE, file_sha256, save_checkpoint
@@ -97,8 +97,16 @@ def engine(demo_run):
 
 
 # --------------------------------------------------------------------------------------------
-# Merge cache
+# The weight dial
 # --------------------------------------------------------------------------------------------
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3, 4))
+        self.b = torch.nn.Parameter(torch.zeros(4))
+        self.register_buffer("n", torch.tensor([2]))
 
 
 def _pair() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -108,49 +116,60 @@ def _pair() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     return a, b
 
 
-def test_merge_cache_merges_each_lambda_once_and_returns_identical_weights():
+def test_the_dial_writes_the_merge_in_place_and_skips_an_unchanged_lambda():
     a, b = _pair()
-    cache = MergeCache(a, b)
-    first = cache.get(0.3)
-    again = cache.get(0.30000000000000004)  # a slider's float noise maps to the same entry
-    assert cache.merges == 1 and again is first
-    cache.get(0.7)
-    assert cache.merges == 2 and cache.get(0.3) is first and cache.merges == 2
-    torch.testing.assert_close(first["w"], 0.7 * a["w"] + 0.3 * b["w"])
-    assert 0.3 in cache and 0.5 not in cache
+    model = _Tiny()
+    storage = model.w.data_ptr()
+    dial = WeightDial(model, a, b)
+    dial.set(0.3)
+    torch.testing.assert_close(model.w.detach(), torch.lerp(a["w"], b["w"], 0.3))
+    assert model.w.data_ptr() == storage  # in place: no new weights
+    dial.set(0.30000000000000004)  # a slider's float noise is the same position
+    assert dial.moves == 1 and dial.lam == 0.3
+    dial.set(0.7)
+    assert dial.moves == 2
 
 
-def test_merge_cache_endpoints_are_the_two_models_bit_for_bit():
+def test_the_dial_endpoints_are_the_two_models_bit_for_bit_after_any_path():
     a, b = _pair()
-    cache = MergeCache(a, b)
-    for key in a:
-        assert torch.equal(cache.get(0.0)[key], a[key])
-        assert torch.equal(cache.get(1.0)[key], b[key])
-    assert cache.get(0.0)["w"] is not a["w"]  # a copy: the source weights stay untouched
+    model = _Tiny()
+    dial = WeightDial(model, a, b)
+    for lam in (0.9, 0.1, 0.0, 0.55, 1.0):
+        dial.set(lam)
+    assert torch.equal(model.w.detach(), b["w"]) and torch.equal(model.b.detach(), b["b"])
+    dial.set(0.0)
+    assert torch.equal(model.w.detach(), a["w"])
+    a["w"].add_(1.0)  # the dial keeps its own copies
+    dial.set(0.5)
+    dial.set(0.0)
+    assert not torch.equal(model.w.detach(), a["w"])
 
 
-def test_merge_cache_evicts_the_least_recently_used_lambda():
+def test_the_dial_matches_the_merge_command_and_keeps_half_precision_endpoints():
+    from musicdistill.merging import merge_state_dicts
+
     a, b = _pair()
-    cache = MergeCache(a, b, capacity=2)
-    cache.get(0.1)
-    cache.get(0.2)
-    cache.get(0.1)  # 0.2 is now the least recently used
-    cache.get(0.3)
-    assert cache.cached() == [0.1, 0.3]
-    cache.get(0.2)
-    assert cache.merges == 4
+    model = _Tiny()
+    WeightDial(model, a, b).set(0.4)
+    assert torch.equal(model.w.detach(), merge_state_dicts(a, b, 0.4)["w"])
+    half = WeightDial(_Tiny(), a, b, store_dtype=torch.float16)
+    assert half.endpoint_bytes() == sum(
+        t.numel() * (2 if t.is_floating_point() else 8) for t in (*a.values(), *b.values())
+    )
+    half.set(0.4)
+    torch.testing.assert_close(half.model.w.detach(), torch.lerp(a["w"], b["w"], 0.4), atol=2e-3, rtol=2e-3)
 
 
-def test_merge_cache_rejects_bad_settings():
+def test_the_dial_rejects_bad_settings():
     a, b = _pair()
     with pytest.raises(MergeError, match="differ in shape"):
-        MergeCache(a, {**b, "w": torch.zeros(4, 4)})
+        WeightDial(_Tiny(), a, {**b, "w": torch.zeros(4, 4)})
     with pytest.raises(ValueError, match="base"):
-        MergeCache(a, b, method="slerp")
-    with pytest.raises(ValueError, match="capacity"):
-        MergeCache(a, b, capacity=0)
+        WeightDial(_Tiny(), a, b, method="slerp")
+    with pytest.raises(ValueError, match="no tensors named"):
+        WeightDial(_Tiny(), {**a, "x": torch.zeros(1)}, {**b, "x": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        MergeCache(a, b).get(1.5)
+        WeightDial(_Tiny(), a, b).set(1.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,11 +316,9 @@ def test_engine_loads_the_quality_weights_at_lambda_zero_and_merges_on_demand(en
     state = engine.student.model.state_dict()
     assert all(torch.equal(state[k], quality[k]) for k in quality)
     engine.prepare(0.5)
-    merges = engine.cache.merges
+    moves = engine.dial.moves
     engine.run(_request(lam=0.5, num_variations=1))
-    assert (
-        engine.cache.merges == merges and engine.loaded_lam == 0.5
-    )  # prepared by the slider, not merged again
+    assert engine.dial.moves == moves and engine.loaded_lam == 0.5  # set by the slider, not again
     torch.testing.assert_close(
         engine.student.model.state_dict()["embed"], 0.5 * (quality["embed"] + diversity["embed"])
     )
@@ -394,7 +411,7 @@ def test_page_builds_with_the_queue_configured(engine):
     demo = build_demo(engine, max_concurrency=2, queue_size=5, lam_step=0.25)
     assert isinstance(demo, gr.Blocks)
     assert demo._queue.default_concurrency_limit == 2 and demo._queue.max_size == 5
-    assert "λ = 0.75 ready" in make_prepare(engine)(0.75) and 0.75 in engine.cache
+    assert "Weights set to λ = 0.75" in make_prepare(engine)(0.75) and engine.loaded_lam == 0.75
     with pytest.raises(ValueError, match="max_concurrency"):
         build_demo(engine, max_concurrency=0)
 
@@ -405,14 +422,16 @@ def test_page_api_has_named_endpoints_without_duplicates_and_labelled_outputs(en
 
     demo = build_demo(engine)
     public = demo.get_api_info()
-    assert sorted(public["named_endpoints"]) == ["/generate", "/prepare"] and not public["unnamed_endpoints"]
-    assert sorted(demo.get_api_info(all_endpoints=True)["named_endpoints"]) == ["/generate", "/prepare"]
+    endpoints = ["/generate", "/generate_files", "/prepare"]
+    assert sorted(public["named_endpoints"]) == endpoints and not public["unnamed_endpoints"]
+    assert sorted(demo.get_api_info(all_endpoints=True)["named_endpoints"]) == endpoints
     dependencies = demo.config["dependencies"]
     names = [d["api_name"] for d in dependencies]
     assert len(names) == len(set(names)), names
     by_name = {d["api_name"]: d for d in dependencies}
     assert {d["api_name"]: d["api_visibility"] for d in dependencies} == {
         "generate": "public",
+        "generate_files": "public",
         "prepare": "public",
         "load_example": "private",
     }
@@ -438,6 +457,11 @@ def test_page_api_has_named_endpoints_without_duplicates_and_labelled_outputs(en
     ]
     assert labels == ["message", "timings and diversity", *slots]
     assert [r["label"] for r in public["named_endpoints"]["/prepare"]["returns"]] == ["merge status"]
+    files = public["named_endpoints"]["/generate_files"]
+    assert [p["parameter_name"] for p in files["parameters"]] == [
+        p["parameter_name"] for p in generate["parameters"]
+    ]
+    assert [r["label"] for r in files["returns"]] == ["files", "read-out"]
     for endpoint in public["named_endpoints"].values():
         assert endpoint["description"]
 
@@ -471,3 +495,24 @@ def test_find_run_checkpoints_prefers_the_main_jobs_folders(demo_run, tmp_path):
         root / "diversity",
         root / "base",
     )
+
+
+def test_a_half_precision_demo_keeps_the_rotary_table_and_generates(demo_run):
+    paths = DemoPaths(quality=demo_run["distill_beta0"], diversity=demo_run["distill_beta15"])
+    half = load_engine(paths, dtype="bf16")
+    model = half.student.model
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert half.dial.endpoint_bytes() == 2 * sum(p.numel() * 2 for p in model.parameters())
+    if model.freqs is not None:
+        assert model.freqs.is_complex()
+    result = half.run(_request(lam=0.5, num_variations=2))
+    assert np.isfinite(result.systems[0].audio).all()
+    with pytest.raises(ValueError, match="--dtype"):
+        load_engine(paths, dtype="fp8")
+
+
+def test_a_request_past_the_time_limit_is_stopped_with_a_message(demo_run):
+    paths = DemoPaths(quality=demo_run["distill_beta0"], diversity=demo_run["distill_beta15"])
+    limited = load_engine(paths, time_limit=1e-9)
+    with pytest.raises(DemoInputError, match="time limit of 1e-09 s"):
+        limited.run(_request(num_variations=1))

@@ -149,7 +149,7 @@ def test_browser_generates_with_the_slider_and_shows_numbers(server, tmp_path):
             expect(page.locator("#prompt textarea")).to_have_value(EXAMPLE_PROMPTS[1])
             page.locator("#prompt textarea").fill("a fast square lead melody in E minor with rock drums")
             page.locator("#lam input[type=range]").fill("0.7")
-            expect(page.locator("#weights")).to_contain_text("λ = 0.7 ready")
+            expect(page.locator("#weights")).to_contain_text("Weights set to λ = 0.7")
             variations = page.locator("#variations input[type=number]")
             variations.fill("3")
             variations.press("Enter")
@@ -194,3 +194,20 @@ def test_browser_generates_with_the_slider_and_shows_numbers(server, tmp_path):
             raise
         finally:
             browser.close()
+
+
+def test_the_files_endpoint_returns_wavs_and_a_readout_to_a_client(server):
+    from gradio_client import Client
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    files, readout = client.predict(
+        "a calm piano melody", 0.5, 2, 0.5, 3, 1.0, False, 3.0, api_name="/generate_files"
+    )
+    paths = [Path(f["path"] if isinstance(f, dict) else f) for f in files]
+    assert len(paths) == 2 and all(p.read_bytes()[:4] == b"RIFF" for p in paths)
+    assert readout["request"]["lam"] == 0.5 and readout["request"]["num_variations"] == 2
+    (student,) = readout["systems"]
+    assert student["rows_per_sample"] == 1 and len(student["files"]) == 2 and student["sampling_seconds"] > 0
+    with pytest.raises(Exception, match="prompt"):
+        client.predict("", 0.5, 2, 0.5, 3, 1.0, False, 3.0, api_name="/generate_files")

@@ -1,0 +1,121 @@
+"""The demo process's memory: resident set size after start-up and after the slider's 11 positions.
+
+    python bench/demo_memory.py --run runs/default [--dtype fp32] [--teacher]
+
+Prints one JSON line (MiB): the student's weights, the process's RSS after the imports (the
+runtime), after the engine loaded (the models, the text encoder, the codec and the dial's
+endpoints), after moving the slider through λ = 0, 0.1, ..., 1 with one 1-variation request at
+each, and the growth those moves caused in units of the student's weights. It runs against
+whichever musicdistill is importable, so the same script measures an older checkout (its engine
+took ``cache_size``; this one holds the endpoints once and writes the merge in place).
+
+``--compute`` prints the weight memory the demo holds for musicgen-small and musicgen-medium
+(decoder parameters from their published configs) instead of measuring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import resource
+import sys
+from pathlib import Path
+
+#: decoder parameters (the part the dial merges) and the frozen parts, of the released models
+MUSICGEN_SIZES = {
+    "musicgen-small": {"decoder": 420e6, "t5": 109e6, "encodec": 15e6},
+    "musicgen-medium": {"decoder": 1.51e9, "t5": 109e6, "encodec": 15e6},
+}
+
+
+def rss_mb() -> float:
+    """Resident set size now (MiB), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    """Peak resident set size so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def compute(dtype_bytes: int) -> dict[str, dict[str, float]]:
+    """GB of weights the demo holds: the live student, the two endpoints, the teacher, T5 and EnCodec."""
+    out = {}
+    for name, sizes in MUSICGEN_SIZES.items():
+        decoder = sizes["decoder"] * dtype_bytes / 1e9
+        frozen = (sizes["t5"] + sizes["encodec"]) * 4 / 1e9
+        out[name] = {
+            "student_gb": round(decoder, 2),
+            "endpoints_gb": round(2 * decoder, 2),
+            "teacher_gb": round(decoder, 2),
+            "t5_and_encodec_gb": round(frozen, 2),
+            "dial_total_gb": round(3 * decoder + frozen, 2),
+            "dial_with_teacher_gb": round(4 * decoder + frozen, 2),
+            "old_cache_of_11_gb": round((3 + 11) * decoder + frozen, 2),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", help="a run folder (musicdistill run)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--teacher", action="store_true", help="load the CFG teacher too")
+    parser.add_argument("--compute", action="store_true", help="print musicgen-small/medium figures")
+    args = parser.parse_args()
+    if args.compute:
+        print(json.dumps({"fp32": compute(4), "half": compute(2)}, indent=2))
+        return
+    import torch
+
+    from musicdistill.demo import engine as demo_engine
+
+    torch.set_num_threads(1)
+    runtime = rss_mb()
+    paths = demo_engine.find_run_checkpoints(args.run)
+    if not args.teacher:
+        paths = demo_engine.DemoPaths(
+            quality=paths.quality, diversity=paths.diversity, embedder=paths.embedder
+        )
+    accepts = inspect.signature(demo_engine.load_engine).parameters
+    kwargs = {"dtype": args.dtype} if "dtype" in accepts else {}
+    engine = demo_engine.load_engine(paths, "cpu", **kwargs)
+    loaded = rss_mb()
+    weights = sum(p.numel() * p.element_size() for p in engine.student.model.parameters())
+    for i in range(11):
+        request = demo_engine.DemoRequest(
+            prompt="a calm piano melody",
+            lam=i / 10,
+            num_variations=1,
+            duration=engine.limits.min_duration,
+            seed=0,
+            temperature=1.0,
+            compare_teacher=False,
+        )
+        engine.run(request)
+    after = rss_mb()
+    print(
+        json.dumps(
+            {
+                "code": "dial" if "dtype" in accepts else "merge cache",
+                "dtype": args.dtype,
+                "teacher": bool(args.teacher),
+                "student_weights_mib": round(weights / 2**20, 2),
+                "rss_runtime_mib": round(runtime, 1),
+                "rss_loaded_mib": round(loaded, 1),
+                "rss_after_11_positions_mib": round(after, 1),
+                "peak_mib": round(peak_mb(), 1),
+                "slider_growth_in_student_weights": round((after - loaded) * 2**20 / weights, 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The demo's quality ↔ diversity dial: one model whose weights are set to the merge at λ in place.
+
+The two endpoints (the quality finetune at λ = 0, the diversity finetune at λ = 1) are held once,
+on the CPU, in ``store_dtype`` (default: the model's own dtype; a half-precision dtype halves
+them). Moving the dial rewrites the model's floating-point tensors one at a time with
+:func:`musicdistill.merging.merge_tensor` (LERP, or SLERP of the task vectors from the shared
+base), so no merged state dict is ever held: memory is the model plus the endpoints, whatever
+the number of slider positions. At λ = 0 and λ = 1 the model holds the endpoints' values exactly
+(cast to its dtype).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import torch
+
+from musicdistill.merging import MERGE_METHODS, check_compatible, check_lambda, merge_tensor
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+
+def _stored(state: StateDict, dtype: torch.dtype | None) -> StateDict:
+    """``state`` on the CPU, floating tensors in ``dtype`` (None keeps theirs); detached copies."""
+    return {
+        k: v.detach().to("cpu", dtype if (dtype is not None and v.is_floating_point()) else v.dtype).clone()
+        for k, v in state.items()
+    }
+
+
+class WeightDial:
+    """Sets ``model``'s weights to the merge of ``quality`` and ``diversity`` at λ, in place.
+
+    Args:
+        model: the live model (its ``state_dict`` keys must be the endpoints' keys).
+        quality, diversity: the endpoints' state dicts (same keys, shapes and dtypes).
+        method: ``"lerp"`` or ``"slerp"`` (SLERP needs ``base``, the shared base weights).
+        store_dtype: dtype the endpoints are kept in on the CPU (None: as given).
+        decimals: λ is rounded to this many decimals.
+
+    Thread-safe: one dial move at a time.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        quality: StateDict,
+        diversity: StateDict,
+        method: str = "lerp",
+        base: StateDict | None = None,
+        store_dtype: torch.dtype | None = None,
+        decimals: int = 6,
+    ) -> None:
+        if method not in MERGE_METHODS:
+            raise ValueError(f"method must be one of {MERGE_METHODS}, got {method!r}")
+        if method == "slerp" and base is None:
+            raise ValueError(
+                "method='slerp' interpolates task vectors, so it needs the base state dict (base=...)"
+            )
+        check_compatible(quality, diversity, "quality", "diversity")
+        live = model.state_dict()
+        missing = sorted(set(quality) - set(live))
+        if missing:
+            raise ValueError(
+                f"the model has no tensors named {missing[:5]}; the dial needs the endpoints' model"
+            )
+        self.model, self.method, self.decimals = model, method, decimals
+        self.quality = _stored(quality, store_dtype)
+        self.diversity = _stored(diversity, store_dtype)
+        self.base = _stored(base, store_dtype) if base is not None else None
+        self.moves = 0  # times the weights were rewritten
+        self._lam: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def lam(self) -> float | None:
+        """λ of the weights in the model now (None before the first move)."""
+        return self._lam
+
+    def key(self, lam: float) -> float:
+        """``lam`` validated to lie in [0, 1] and rounded to ``decimals`` places."""
+        return round(check_lambda(lam), self.decimals)
+
+    def endpoint_bytes(self) -> int:
+        """Bytes the endpoints (and the SLERP base) take on the CPU."""
+        held = [self.quality, self.diversity, *([self.base] if self.base is not None else [])]
+        return sum(t.numel() * t.element_size() for state in held for t in state.values())
+
+    @torch.no_grad()
+    def set(self, lam: float) -> float:
+        """Write the merge at ``lam`` into the model (nothing when it already holds it); returns
+        the seconds it took."""
+        key = self.key(lam)
+        with self._lock:
+            if key == self._lam:
+                return 0.0
+            start = time.perf_counter()
+            live = self.model.state_dict()
+            for name, q in self.quality.items():
+                target = live[name]
+                if not q.is_floating_point():
+                    continue  # buffers equal in both endpoints (checked), already in the model
+                d = self.diversity[name]
+                base = self.base[name] if self.base is not None else None
+                merged = merge_tensor(q, d, key, self.method, base, compute=torch.float32)
+                target.copy_(merged)
+            self._lam = key
+            self.moves += 1
+            seconds = time.perf_counter() - start
+        log.debug("dial: λ=%g written in %.3f s", key, seconds)
+        return seconds
