@@ -22,11 +22,9 @@ import resource
 import sys
 from pathlib import Path
 
-#: decoder parameters (the part the dial merges) and the frozen parts, of the released models
-MUSICGEN_SIZES = {
-    "musicgen-small": {"decoder": 420e6, "t5": 109e6, "encodec": 15e6},
-    "musicgen-medium": {"decoder": 1.51e9, "t5": 109e6, "encodec": 15e6},
-}
+#: decoder parameters (what the dial merges), counted on the meta device from the released decoder
+#: configs (small: width 1024, 24 layers, FFN 4096; medium: 1536, 48, 6144; 4 codebooks of 2048)
+MUSICGEN_DECODERS = {"musicgen-small": 419.58e6, "musicgen-medium": 1837.56e6}
 
 
 def rss_mb() -> float:
@@ -43,19 +41,17 @@ def peak_mb() -> float:
 
 
 def compute(dtype_bytes: int) -> dict[str, dict[str, float]]:
-    """GB of weights the demo holds: the live student, the two endpoints, the teacher, T5 and EnCodec."""
+    """GB of decoder weights the demo holds (T5 and EnCodec, frozen and shared, come on top): the
+    live student plus the dial's two endpoints, with the CFG teacher, and the former merge cache
+    of 11 slider positions for comparison."""
     out = {}
-    for name, sizes in MUSICGEN_SIZES.items():
-        decoder = sizes["decoder"] * dtype_bytes / 1e9
-        frozen = (sizes["t5"] + sizes["encodec"]) * 4 / 1e9
+    for name, params in MUSICGEN_DECODERS.items():
+        decoder = params * dtype_bytes / 1e9
         out[name] = {
             "student_gb": round(decoder, 2),
-            "endpoints_gb": round(2 * decoder, 2),
-            "teacher_gb": round(decoder, 2),
-            "t5_and_encodec_gb": round(frozen, 2),
-            "dial_total_gb": round(3 * decoder + frozen, 2),
-            "dial_with_teacher_gb": round(4 * decoder + frozen, 2),
-            "old_cache_of_11_gb": round((3 + 11) * decoder + frozen, 2),
+            "dial_gb": round(3 * decoder, 2),
+            "dial_and_teacher_gb": round(4 * decoder, 2),
+            "former_cache_of_11_and_teacher_gb": round((3 + 11 + 1) * decoder, 2),
         }
     return out
 
