@@ -194,18 +194,19 @@ def make_handler(engine: DemoEngine) -> Callable[..., list[Any]]:
         import gradio as gr
 
         try:
-            request = validate_request(
-                engine.limits,
-                prompt,
-                lam,
-                num_variations,
-                duration,
-                seed,
-                temperature,
-                compare_teacher,
-                cfg_scale,
+            result = engine.run(
+                validate_request(
+                    engine.limits,
+                    prompt,
+                    lam,
+                    num_variations,
+                    duration,
+                    seed,
+                    temperature,
+                    compare_teacher,
+                    cfg_scale,
+                )
             )
-            result = engine.run(request)
         except DemoInputError as exc:
             return _failure(str(exc))
         except Exception as exc:  # the page must report any failure, not hang or crash
@@ -288,18 +289,19 @@ def make_files_handler(engine: DemoEngine, folder: str) -> Callable[..., tuple[l
         import soundfile as sf
 
         try:
-            request = validate_request(
-                engine.limits,
-                prompt,
-                lam,
-                num_variations,
-                duration,
-                seed,
-                temperature,
-                compare_teacher,
-                cfg_scale,
+            result = engine.run(
+                validate_request(
+                    engine.limits,
+                    prompt,
+                    lam,
+                    num_variations,
+                    duration,
+                    seed,
+                    temperature,
+                    compare_teacher,
+                    cfg_scale,
+                )
             )
-            result = engine.run(request)
         except DemoInputError as exc:
             raise gr.Error(str(exc)) from None
         batch = tempfile.mkdtemp(prefix="request-", dir=folder)

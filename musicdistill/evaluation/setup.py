@@ -107,36 +107,26 @@ def run_evaluation(
         prompts.prompts, ec.samples_per_prompt, duration, ec.seed, ec.batch_size, files_digest(judge_dirs)
     )
     store = SystemStore(out, context, reuse)
+    shared = {
+        "group": ec.samples_per_prompt,
+        "duration": duration,
+        "seed": ec.seed,
+        "batch_size": ec.batch_size,
+        "device": device,
+        "loader": pool,
+        "store": store,
+        "save_prompts": ec.save_prompts,
+    }
     if not statistics:
-        results = run_systems(
-            systems,
-            prompts,
-            judges,
-            out,
-            group=ec.samples_per_prompt,
-            duration=duration,
-            seed=ec.seed,
-            batch_size=ec.batch_size,
-            device=device,
-            loader=pool,
-            store=store,
-            save_prompts=ec.save_prompts,
-        )
+        results = run_systems(systems, prompts, judges, out, **shared)
         return {"systems": {r.spec.name: r.seconds for r in results}, "num_prompts": len(prompts.prompts)}
     return evaluate_systems(
         systems,
         prompts,
         judges,
         out,
-        group=ec.samples_per_prompt,
-        duration=duration,
-        seed=ec.seed,
-        batch_size=ec.batch_size,
-        device=device,
-        loader=pool,
+        **shared,
         reference=reference,
-        save_prompts=ec.save_prompts,
         num_resamples=ec.bootstrap,
         teacher_gamma=cfg.distill.gamma,
-        store=store,
     )

@@ -425,6 +425,10 @@ def judge_dirs(run_dir: Path) -> dict[str, Path | None]:
     }
 
 
+#: what decides the base's fronts (the front stage's results), and so every evaluation's too
+FRONT_READS = ("evaluate", "generate", "device", "run.cfg_scales", "run.temperatures", "distill.gamma")
+
+
 def front_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
     """The main job's systems that need no student: the base without CFG, its temperature and CFG
     fronts (the teacher among them); none when ``evaluate.systems`` names the systems."""
@@ -553,14 +557,7 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
         Stage(
             "front",
             stage_front,
-            reads=(
-                "evaluate",
-                "generate",
-                "device",
-                "run.cfg_scales",
-                "run.temperatures",
-                "distill.gamma",
-            ),
+            reads=FRONT_READS,
             after=("base", "judges"),
             estimate_s=150,
             doc="evaluate the base's CFG and temperature fronts (beside the students)",
@@ -577,17 +574,7 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
         Stage(
             "evaluate",
             stage_evaluate,
-            reads=(
-                "evaluate",
-                "generate",
-                "device",
-                "run.cfg_scales",
-                "run.temperatures",
-                "run.compare_offline",
-                "run.students",
-                "run.merges",
-                "distill.gamma",
-            ),
+            reads=(*FRONT_READS, "run.compare_offline", "run.students", "run.merges"),
             after=("merges", "judges", "offline", "front", *(s.name for s in students)),
             estimate_s=120,
             doc="evaluate every system on held-out prompts; Pareto plot",
