@@ -20,6 +20,7 @@ from musicdistill.config.loading import (
     student_distill_config,
 )
 from musicdistill.config.schema import (
+    MAX_CFG_SCALE,
     CodecConfig,
     Config,
     ConfigError,
@@ -48,6 +49,7 @@ from musicdistill.config.schema import (
 )
 
 __all__ = [
+    "MAX_CFG_SCALE",
     "MOVED_KEYS",
     "CodecConfig",
     "Config",

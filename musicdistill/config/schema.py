@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: the largest classifier-free guidance scale any setting accepts (1 = no guidance)
+MAX_CFG_SCALE = 50.0
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and the fix."""
@@ -192,7 +195,7 @@ class GenerateConfig:
         0.0, "nucleus sampling mass; 0 = off (takes precedence over top_k when > 0)", ge=0.0, le=1.0
     )
     cfg_scale: float = opt(
-        3.0, "classifier-free guidance scale; 1 = off (one model row per sample)", ge=0.0, le=50.0
+        3.0, "classifier-free guidance scale; 1 = off (one model row per sample)", ge=0.0, le=MAX_CFG_SCALE
     )
     batch_size: int = opt(32, "sequences decoded together", ge=1, le=65536)
     seed: int = opt(0, "sampling seed", ge=0)
@@ -214,7 +217,7 @@ class DistillConfig:
         ge=0.0,
         le=1000.0,
     )
-    gamma: float = opt(3.0, "CFG scale of the frozen teacher", ge=0.0, le=50.0)
+    gamma: float = opt(3.0, "CFG scale of the frozen teacher", ge=0.0, le=MAX_CFG_SCALE)
     divergence: str = opt(
         "reverse_kl", "distillation divergence", choices=("reverse_kl", "forward_kl", "jeffreys", "gjsd")
     )

@@ -12,8 +12,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from musicdistill.config import GenerateConfig
-from musicdistill.generation.guidance import is_guided
+from musicdistill.config import MAX_CFG_SCALE, GenerateConfig
+from musicdistill.generation.spec import SamplingSpec
 
 SYSTEM_KEYS = (
     "name",
@@ -79,9 +79,14 @@ class SystemSpec:
         return slug(self.name)
 
     @property
+    def sampling(self) -> SamplingSpec:
+        """The system's sampling as the one checked spec the sampler uses."""
+        return SamplingSpec(self.cfg_scale, self.temperature, self.top_k, self.top_p)
+
+    @property
     def rows_per_sample(self) -> int:
         """Model rows each sample costs per step: 2 with CFG (conditional + null), 1 without."""
-        return 2 if is_guided(self.cfg_scale) else 1
+        return self.sampling.rows_per_sample
 
     def identity(self) -> dict[str, Any]:
         """The role (and for a merge its λ and students) as metrics.json records them; empty when unset."""
@@ -143,7 +148,7 @@ def parse_system(
     return SystemSpec(
         name=_text(raw, "name", where, required=True),
         checkpoint=_text(raw, "checkpoint", where, required=True),
-        cfg_scale=_number(raw, "cfg_scale", defaults.cfg_scale, where, 0.0, 50.0),
+        cfg_scale=_number(raw, "cfg_scale", defaults.cfg_scale, where, 0.0, MAX_CFG_SCALE),
         temperature=_number(raw, "temperature", defaults.temperature, where, 0.0, 10.0),
         top_k=_number(raw, "top_k", defaults.top_k, where, 0, 1_000_000, integer=True),
         top_p=_number(raw, "top_p", defaults.top_p, where, 0.0, 1.0),

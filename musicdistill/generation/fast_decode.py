@@ -14,7 +14,7 @@ whole captured step at once, but capture needs every shape and address fixed. Th
   mask into), built once per step (self-attention) or per call (text), not once per layer;
 - keeps the text keys/values and masks, the fed tokens, the output sequence and its log-probabilities
   in static buffers; a condition with fewer text tokens than the buffer is padded with masked keys;
-- samples on the device: CFG (:func:`musicdistill.generation.guidance.apply_cfg`), temperature and top-k/top-p
+- samples on the device: CFG (:func:`musicdistill.generation.guidance.combine_cfg_batch`), temperature and top-k/top-p
   (:func:`musicdistill.generation.sampling.truncated_logprobs`) and the exponential race of
   :func:`musicdistill.generation.sampling.sample_next_token`, whose noise the caller's ``torch.Generator`` draws
   into a static buffer before each step exactly as the reference draws it, so a fixed seed gives the
@@ -50,15 +50,15 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from musicdistill.generation.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
+from musicdistill.generation.guidance import cfg_batch, combine_cfg_batch, is_guided
 from musicdistill.generation.next_token import (
     check_deadline,
     check_num_frames,
-    check_sampling_args,
     race_draw,
     race_noise_,
     truncated_logprobs,
 )
+from musicdistill.generation.spec import SamplingSpec
 from musicdistill.model.delay import valid_mask
 from musicdistill.model.generator import Generator
 from musicdistill.model.text import TextCondition
@@ -124,8 +124,9 @@ class StaticDecoder:
         _check_positive("rows", spec.rows)
         _check_positive("text_len", spec.text_len)
         _check_positive("chunk", spec.chunk)
-        check_sampling_args(spec.temperature, spec.top_k, spec.top_p, model.cardinality)
-        check_cfg_scale(spec.cfg_scale)
+        SamplingSpec(spec.cfg_scale, spec.temperature, spec.top_k, spec.top_p).for_cardinality(
+            model.cardinality
+        )
         check_num_frames(model, spec.num_frames)
         weight = model.embed
         self.device, self.dtype = weight.device, weight.dtype
@@ -261,9 +262,9 @@ class StaticDecoder:
 
     def _sample(self, logits: torch.Tensor) -> None:
         """``sample_next_token`` after CFG, on the device, into the static outputs."""
-        n, spec = self.spec.rows, self.spec
+        spec = self.spec
         if self.guided:
-            logits = apply_cfg(logits[:n], logits[n:], spec.cfg_scale)
+            logits = combine_cfg_batch(logits, spec.cfg_scale)
         if self.race is None:
             tokens = logits.argmax(dim=-1)
             logp = torch.zeros_like(tokens, dtype=torch.float32)
@@ -274,7 +275,7 @@ class StaticDecoder:
         tokens = tokens.masked_fill(self.forced.index_select(1, self.pos).view(-1), self.special)
         self.seq.index_copy_(2, self.pos, tokens.unsqueeze(-1))
         self.logps.index_copy_(2, self.pos, logp.unsqueeze(-1))
-        self.tokens.copy_(tokens.repeat(self.model_rows // n, 1))
+        self.tokens.copy_(tokens.repeat(self.model_rows // spec.rows, 1))
         self.pos.add_(1)
 
     # -- graphs -----------------------------------------------------------------------------------

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from musicdistill.config import MAX_CFG_SCALE
 from musicdistill.model.generator import TokenGenerator
 from musicdistill.model.text import TextCondition, concat_conditions, null_condition
-
-MAX_CFG_SCALE = 50.0
 
 
 def check_cfg_scale(scale: float, name: str = "cfg_scale") -> float:

@@ -11,23 +11,14 @@ import time
 
 import torch
 
+from musicdistill.generation.spec import SamplingSpec
 from musicdistill.model.generator import TokenGenerator
 
 
 def check_sampling_args(temperature: float, top_k: int, top_p: float, cardinality: int) -> None:
-    """Raise ValueError naming the argument and its allowed range for any bad sampling setting."""
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not 0.0 <= temperature <= 10.0
-    ):
-        raise ValueError(f"temperature={temperature!r} is out of range; it must lie in [0, 10] (0 = greedy)")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= cardinality:
-        raise ValueError(
-            f"top_k={top_k!r} is out of range; it must be an integer in [0, {cardinality}] (0 = all)"
-        )
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 <= top_p <= 1.0:
-        raise ValueError(f"top_p={top_p!r} is out of range; it must lie in [0, 1] (0 = off)")
+    """Raise ValueError naming the argument and its allowed range for any bad sampling setting
+    (the checks of :class:`musicdistill.generation.spec.SamplingSpec`)."""
+    SamplingSpec(temperature=temperature, top_k=top_k, top_p=top_p).for_cardinality(cardinality)
 
 
 def _mask_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,11 +49,19 @@ def sample_next_token(
     (which takes precedence, as in audiocraft) or else to the ``top_k`` largest when ``top_k > 0``,
     and sampled; the log-probability is that of the renormalised truncated distribution.
     """
-    n, k, v = logits.shape
-    check_sampling_args(temperature, top_k, top_p, v)
-    if temperature == 0.0:
+    spec = SamplingSpec(temperature=temperature, top_k=top_k, top_p=top_p).for_cardinality(logits.shape[-1])
+    return draw_next_token(logits, spec, generator)
+
+
+def draw_next_token(
+    logits: torch.Tensor, spec: SamplingSpec, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_next_token` with a checked ``spec`` (its CFG scale is not applied here): the
+    decode loops call this once per step, with nothing left to check."""
+    if spec.greedy:
+        n, k, _ = logits.shape
         return logits.argmax(dim=-1), logits.new_zeros(n, k, dtype=torch.float32)
-    logp = truncated_logprobs(logits, temperature, top_k, top_p)
+    logp = truncated_logprobs(logits, spec.temperature, spec.top_k, spec.top_p)
     return race_draw(logp, race_noise_(torch.empty_like(logp), generator))
 
 

@@ -22,14 +22,14 @@ from typing import Any
 import torch
 
 from musicdistill.generation import fast_decode
-from musicdistill.generation.guidance import apply_cfg, cfg_batch, check_cfg_scale, is_guided
+from musicdistill.generation.guidance import cfg_batch, combine_cfg_batch
 from musicdistill.generation.next_token import (
     check_deadline,
     check_num_frames,
-    check_sampling_args,
+    draw_next_token,
     model_device,
-    sample_next_token,
 )
+from musicdistill.generation.spec import SamplingSpec
 from musicdistill.model.delay import undo_delay, valid_mask
 from musicdistill.model.generator import TokenGenerator
 from musicdistill.model.text import TextCondition, TextEncoder
@@ -78,8 +78,12 @@ def sample_tokens(
     progress: bool = False,
     fast: bool | None = None,
     deadline: float | None = None,
+    spec: SamplingSpec | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample N sequences, one per condition row: -> (codes ``[N, K, T]``, logprobs ``[N, K, T]``).
+
+    The sampling is ``spec`` when given (checked once by :class:`SamplingSpec`), else the four
+    settings ``cfg_scale``, ``temperature``, ``top_k`` and ``top_p``.
 
     ``deadline`` (a ``time.perf_counter()`` value) stops the loop with TimeoutError at the first
     step that starts after it (the demo's request time limit).
@@ -92,8 +96,9 @@ def sample_tokens(
     Returned tensors are ordinary (not inference-mode) tensors, so they can feed a training forward
     (distillation).
     """
-    check_sampling_args(temperature, top_k, top_p, model.cardinality)
-    cfg_scale = check_cfg_scale(cfg_scale)
+    if spec is None:
+        spec = SamplingSpec(cfg_scale, temperature, top_k, top_p)
+    spec = spec.for_cardinality(model.cardinality)
     check_num_frames(model, num_frames)
     use_fast = _use_fast_decode(model, fast, use_cache)
     was_training = model.training
@@ -105,28 +110,16 @@ def sample_tokens(
                     model,
                     cond,
                     num_frames,
-                    temperature,
-                    top_k,
-                    top_p,
-                    cfg_scale,
+                    spec.temperature,
+                    spec.top_k,
+                    spec.top_p,
+                    spec.cfg_scale,
                     generator,
                     progress,
                     deadline=deadline,
                 )
             else:
-                seq, logps = _decode(
-                    model,
-                    cond,
-                    num_frames,
-                    temperature,
-                    top_k,
-                    top_p,
-                    cfg_scale,
-                    generator,
-                    use_cache,
-                    progress,
-                    deadline,
-                )
+                seq, logps = _decode(model, cond, num_frames, spec, generator, use_cache, progress, deadline)
     finally:
         model.train(was_training)
     return undo_delay(seq, model.delays).clone(), undo_delay(logps, model.delays).clone()
@@ -147,24 +140,21 @@ def _use_fast_decode(model: TokenGenerator, fast: bool | None, use_cache: bool) 
 
 
 def _decode(
-    model,
-    cond,
-    num_frames,
-    temperature,
-    top_k,
-    top_p,
-    cfg_scale,
-    generator,
-    use_cache,
-    progress,
-    deadline=None,
-):
+    model: TokenGenerator,
+    cond: TextCondition,
+    num_frames: int,
+    spec: SamplingSpec,
+    generator: torch.Generator | None,
+    use_cache: bool,
+    progress: bool,
+    deadline: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The loop itself; returns the delayed sequence ``[N, K, S]`` and its per-token log-probs."""
     device = model_device(model)
     cond = cond.to(device)
     n, k, special = len(cond), model.num_codebooks, model.special_token
     steps = num_frames + max(model.delays)
-    guided = is_guided(cfg_scale)
+    guided = spec.guided
     rows_cond = cfg_batch(cond) if guided else cond
     rows = len(rows_cond)
     forced = ~valid_mask(k, num_frames, model.delays, device=device)  # [K, S]
@@ -179,8 +169,8 @@ def _decode(
         else:
             logits = model(inputs[:, :, : s + 1], rows_cond)[:, :, s]
         if guided:
-            logits = apply_cfg(logits[:n], logits[n:], cfg_scale)
-        tokens, logp = sample_next_token(logits, temperature, top_k, top_p, generator)
+            logits = combine_cfg_batch(logits, spec.cfg_scale)
+        tokens, logp = draw_next_token(logits, spec, generator)
         tokens = tokens.masked_fill(forced[:, s], special)
         seq[:, :, s] = tokens
         logps[:, :, s] = logp
@@ -233,8 +223,7 @@ def generate(
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 (or None for all rows at once)")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
-    check_sampling_args(temperature, top_k, top_p, model.cardinality)
-    cfg_scale = check_cfg_scale(cfg_scale)
+    spec = SamplingSpec(cfg_scale, temperature, top_k, top_p).for_cardinality(model.cardinality)
     if frame_rate is None:
         if codec is None:
             raise ValueError("frame_rate is needed when no codec is given (frames per second of the tokens)")
@@ -258,10 +247,7 @@ def generate(
             model,
             cond.select(slice(start, start + chunk)),
             num_frames,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            cfg_scale=cfg_scale,
+            spec=spec,
             generator=generator,
             progress=progress,
             deadline=deadline,
@@ -273,8 +259,8 @@ def generate(
         "generated %d x %d frames (cfg %.3g, temperature %.3g, seed %d)",
         rows,
         num_frames,
-        cfg_scale,
-        temperature,
+        spec.cfg_scale,
+        spec.temperature,
         seed,
     )
     audio = _decode_audio(codec, codes_t) if codec is not None else None
@@ -283,10 +269,10 @@ def generate(
         "duration": float(duration),
         "frame_rate": frame_rate,
         "num_frames": num_frames,
-        "temperature": float(temperature),
-        "top_k": top_k,
-        "top_p": float(top_p),
-        "cfg_scale": cfg_scale,
+        "temperature": spec.temperature,
+        "top_k": spec.top_k,
+        "top_p": spec.top_p,
+        "cfg_scale": spec.cfg_scale,
         "seed": seed,
         "batch_size": chunk,
     }
