@@ -307,6 +307,11 @@ class ListeningConfig:
 class EmbedConfig:
     """The contrastive audio embedder: the diversity reward model (docs/method.md section 4)."""
 
+    pretrained: str = opt(
+        "",
+        "local folder of a pretrained audio embedder (a transformers CLAP model, or an audio encoder such as "
+        "HuBERT) used as the reward and the Fréchet space instead of training one; empty = train it",
+    )
     dim: int = opt(128, "embedding width E (outputs are L2-normalised)", ge=8, le=4096)
     channels: int = opt(96, "channels of the 1-D conv encoder over log-mel frames", ge=8, le=4096)
     chunk_seconds: float = opt(

@@ -318,6 +318,7 @@ def evaluate_systems(
         "seed": seed,
         "duration": duration,
         "sample_rate": reference.sample_rate if reference is not None else codec_sample_rate(loader, systems),
+        "judges": {"reward": judges.reward_name if judges.reward is not None else None},
         "systems": summary,
         "prompts": prompts.prompts[:save_prompts],
         **paired_evidence(

@@ -38,7 +38,7 @@ from musicdistill.judges.attribute_diversity import (
     expected_attribute_diversity_per_prompt,
 )
 from musicdistill.judges.diversity import pairwise_diversity
-from musicdistill.judges.embedder import embed_audio, embed_mel, load_embedder
+from musicdistill.judges.embedder import AudioEmbedder, embed_audio, embed_mel
 from musicdistill.judges.log_mel import codec_shares_front_end
 from musicdistill.judges.oracle import (
     Marginal,
@@ -48,6 +48,7 @@ from musicdistill.judges.oracle import (
     load_oracle,
     predict_marginals_features,
 )
+from musicdistill.judges.pretrained_embedders import embedder_name, load_audio_embedder
 from musicdistill.judges.scorer import load_scorer, text_adherence, text_adherence_mel
 from musicdistill.judges.second_embedder import embed_audio_second, embed_mel_second, load_second_embedder
 from musicdistill.judges.spectral import spectral_embedding, spectral_features
@@ -156,6 +157,7 @@ class Judges:
     second: Embed | None = None
     attribute_diversity: AttributeDiversity | None = None
     expected_attribute_diversity: AttributeDiversity | None = None
+    reward_name: str = ""  # how the report names the reward embedder (trained, CLAP, ...)
 
 
 def primary_diversity_measure(per_prompt: dict[str, Any]) -> str | None:
@@ -210,8 +212,11 @@ def _embedder_judge(embedder, from_mel: Callable, from_audio: Callable) -> Embed
 
 
 def reward_judge(embedder) -> Embed:
-    """The reward embedder (:class:`musicdistill.judges.embedder.AudioEmbedder`) as a judge."""
-    return _embedder_judge(embedder, embed_mel, embed_audio)
+    """The reward embedder as a judge: a trained :class:`musicdistill.judges.embedder.AudioEmbedder`
+    (log-mel or audio), or a pretrained one of :mod:`musicdistill.judges.pretrained_embedders` (audio)."""
+    if isinstance(embedder, AudioEmbedder):
+        return _embedder_judge(embedder, embed_mel, embed_audio)
+    return lambda clips: judge_rendering(clips, None, None, embedder.embed_audio)
 
 
 def second_judge(embedder) -> Embed:
@@ -339,7 +344,8 @@ def build_judges(
     """
     judges = Judges(independent=spectral_judge)
     if embedder_dir is not None:
-        judges.reward = reward_judge(load_embedder(embedder_dir, device=device))
+        embedder = load_audio_embedder(embedder_dir, device=device)
+        judges.reward, judges.reward_name = reward_judge(embedder), embedder_name(embedder)
     if second_dir is not None:
         judges.second = second_judge(load_second_embedder(second_dir, device=device))
     if oracle_dir is not None:
@@ -356,7 +362,7 @@ def reward_embed_fn(
     embedder_dir: Path, codec, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """codes ``[N, K, T]`` of ``codec`` -> reward-embedder embeddings ``[N, E]`` (L2-normalised)."""
-    reward = reward_judge(load_embedder(embedder_dir, device=device))
+    reward = reward_judge(load_audio_embedder(embedder_dir, device=device))
     return lambda codes: reward(CodedClips(codec, codes))
 
 

@@ -180,7 +180,8 @@ def metrics_section(metrics: dict[str, Any] | None, roles: Roles | None) -> str:
         f"{esc(metrics.get('samples_per_prompt'))} samples, seed {esc(metrics.get('seed'))}; "
         "mean [95 % interval; one bootstrap over prompts for every system]; Fréchet distances to codec reconstructions of real "
         "held-out clips (lower = closer); cost = model rows per generated frame (2 with CFG) and seconds "
-        "to generate every sample of the system.</p>"
+        "to generate every sample of the system. Reward embedder (its diversity and Fréchet space): "
+        f"{esc(((metrics.get('judges') or {}).get('reward')) or 'none recorded')}.</p>"
     )
     return (
         "<h2>Metrics</h2>" + note + f'<div class="scroll"><table><tr><th>system</th><th>family</th>{head}'

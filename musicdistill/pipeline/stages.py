@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from musicdistill.evaluation.systems import parse_systems
 from musicdistill.judges.embedder import fit_and_save_embedder
 from musicdistill.judges.log_mel import load_labelled_mels
 from musicdistill.judges.oracle import fit_and_save_oracle
+from musicdistill.judges.pretrained_embedders import embedder_name, load_audio_embedder
 from musicdistill.judges.scorer import fit_and_save_scorer
 from musicdistill.judges.second_embedder import fit_and_save_second_embedder
 from musicdistill.merging import merge_checkpoints
@@ -246,16 +248,33 @@ def _export_musicgen_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, An
 JUDGE_DIRS = ("embedder", "second_embedder", "oracle", "scorer")
 
 
+def link_pretrained_embedder(source: Path, link: Path) -> dict[str, Any]:
+    """``link`` -> the pretrained embedder folder ``source`` (checked by loading it once)."""
+    embedder = load_audio_embedder(source)  # refuses a folder it cannot use, naming why
+    source = source.resolve()
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(source, target_is_directory=True)
+    log.info("reward embedder: %s (%s), not trained", source, embedder_name(embedder))
+    return {"pretrained": str(source), "name": embedder_name(embedder)}
+
+
 def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
     """Train the reward embedder, the second embedder, the attribute oracle and the text-audio scorer on
     the same log-mels (the two embedders on disjoint halves of the training clips).
 
     They are written to ``<run>/embedder``, ``<run>/second_embedder``, ``<run>/oracle`` and
-    ``<run>/scorer``; the oracle needs
+    ``<run>/scorer``; with ``embed.pretrained`` set, ``<run>/embedder`` is a link to that folder
+    instead of a trained embedder. The oracle needs
     attribute labels, so it is skipped for user data without them.
     """
     train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
-    summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
+    if cfg.embed.pretrained:
+        summary = {"embedder": link_pretrained_embedder(Path(cfg.embed.pretrained), run_dir / "embedder")}
+    else:
+        summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
     # the second embedder (evaluation only) trains on the other half of the training clips
     summary["second_embedder"] = fit_and_save_second_embedder(
         cfg, train, held_out, run_dir / "second_embedder"

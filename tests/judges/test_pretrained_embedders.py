@@ -1,0 +1,105 @@
+"""Pretrained audio embedders from local folders (tiny random CLAP and wav2vec 2.0 models): the
+reward and the Fréchet space without training one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from musicdistill.data.synth import synth_record
+from musicdistill.judges.judging import build_judges, reward_embed_fn
+from musicdistill.judges.pretrained_embedders import (
+    ClapAudioEmbedder,
+    HiddenStateEmbedder,
+    load_audio_embedder,
+)
+from musicdistill.pipeline.stages import link_pretrained_embedder
+
+pytest.importorskip("transformers")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
+from test_embedder import _tiny_clap  # noqa: E402
+
+RATE = 16000
+
+
+def clips(n: int = 3, seconds: float = 1.0) -> torch.Tensor:
+    return torch.from_numpy(
+        np.stack([synth_record(4, i, RATE, seconds)[1] for i in range(n)]).astype(np.float32) / 32767
+    )
+
+
+def tiny_wav2vec2(folder: Path) -> Path:
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    torch.manual_seed(0)
+    Wav2Vec2Model(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0).save_pretrained(folder)
+    return folder
+
+
+def test_a_clap_folder_embeds_audio_as_the_reward(tmp_path: Path) -> None:
+    _tiny_clap(tmp_path)
+    embedder = load_audio_embedder(tmp_path / "clap")
+    assert isinstance(embedder, ClapAudioEmbedder) and "CLAP" in embedder.name
+    emb = embedder.embed_audio(clips(), RATE)
+    assert emb.shape == (3, 8)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
+
+
+def test_an_audio_encoder_folder_is_mean_pooled_and_deterministic(tmp_path: Path) -> None:
+    embedder = load_audio_embedder(tiny_wav2vec2(tmp_path / "w2v"))
+    assert isinstance(embedder, HiddenStateEmbedder) and embedder.sample_rate == 16000
+    first = embedder.embed_audio(clips(), RATE)
+    assert first.shape == (3, 16)
+    torch.testing.assert_close(first, embedder.embed_audio(clips(), RATE))
+    assert not torch.allclose(first[0], first[1])  # different clips, different embeddings
+    torch.testing.assert_close(
+        embedder.embed_audio(clips()[:, ::2].contiguous(), RATE // 2).norm(dim=-1), torch.ones(3)
+    )
+
+
+def test_folders_it_cannot_use_are_named_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="neither model.json"):
+        load_audio_embedder(tmp_path)
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "config.json").write_text(
+        json.dumps({"model_type": "mert_model", "auto_map": {"AutoModel": "modeling_MERT.MERTModel"}})
+    )
+    with pytest.raises(ValueError, match="runs no code from model folders"):
+        load_audio_embedder(tmp_path / "remote")
+
+
+def test_the_run_links_a_pretrained_embedder_and_its_judges_name_it(tmp_path: Path) -> None:
+    from test_demo import build_demo_run
+
+    from musicdistill.codec.factory import load_codec
+
+    run = build_demo_run(tmp_path / "run")
+    source = tiny_wav2vec2(tmp_path / "w2v")
+    summary = link_pretrained_embedder(source, run["root"] / "embedder")
+    assert (run["root"] / "embedder").is_symlink() and summary["pretrained"] == str(source.resolve())
+    judges = build_judges(torch.device("cpu"), embedder_dir=run["root"] / "embedder")
+    assert "Wav2Vec2Model" in judges.reward_name
+    codec = load_codec(run["root"] / "codec")
+    codes = torch.randint(0, codec.cardinality, (4, codec.num_codebooks, 30))
+    reward = reward_embed_fn(run["root"] / "embedder", codec, torch.device("cpu"))(codes)
+    assert reward.shape == (4, 16)
+    link_pretrained_embedder(source, run["root"] / "embedder")  # again: the link is replaced
+    assert (run["root"] / "embedder").resolve() == source.resolve()
