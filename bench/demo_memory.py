@@ -27,10 +27,11 @@ from pathlib import Path
 MUSICGEN_DECODERS = {"musicgen-small": 419.58e6, "musicgen-medium": 1837.56e6}
 
 
-def rss_mb() -> float:
-    """Resident set size now (MiB), from /proc/self/status."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory now (MiB), from /proc/self/status: ``VmRSS`` in all, ``RssAnon`` the
+    process's own memory, ``RssFile`` file pages mapped in (shared and reclaimable)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -73,7 +74,7 @@ def main() -> None:
     from musicdistill.demo import engine as demo_engine
 
     torch.set_num_threads(1)
-    runtime = rss_mb()
+    runtime, runtime_anon = rss_mb(), rss_mb("RssAnon")
     paths = demo_engine.find_run_checkpoints(args.run)
     if not args.teacher:
         paths = demo_engine.DemoPaths(
@@ -82,7 +83,7 @@ def main() -> None:
     accepts = inspect.signature(demo_engine.load_engine).parameters
     kwargs = {"dtype": args.dtype} if "dtype" in accepts else {}
     engine = demo_engine.load_engine(paths, "cpu", **kwargs)
-    loaded = rss_mb()
+    loaded, loaded_anon = rss_mb(), rss_mb("RssAnon")
     weights = sum(p.numel() * p.element_size() for p in engine.student.model.parameters())
     for i in range(11):
         request = demo_engine.DemoRequest(
@@ -95,7 +96,7 @@ def main() -> None:
             compare_teacher=False,
         )
         engine.run(request)
-    after = rss_mb()
+    after, after_anon, after_file = rss_mb(), rss_mb("RssAnon"), rss_mb("RssFile")
     print(
         json.dumps(
             {
@@ -108,6 +109,10 @@ def main() -> None:
                 "rss_after_11_positions_mib": round(after, 1),
                 "peak_mib": round(peak_mb(), 1),
                 "slider_growth_in_student_weights": round((after - loaded) * 2**20 / weights, 2),
+                "anon_runtime_mib": round(runtime_anon, 1),
+                "anon_loaded_mib": round(loaded_anon, 1),
+                "anon_after_11_positions_mib": round(after_anon, 1),
+                "file_after_11_positions_mib": round(after_file, 1),
             }
         )
     )

@@ -45,6 +45,7 @@ from musicdistill.model.loading import (
 )
 from musicdistill.model.text import build_text_encoder
 from musicdistill.storage.checkpoint import MODEL_FILE, PROVENANCE_FILE, load_checkpoint
+from musicdistill.storage.mapped_weights import map_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -563,6 +564,14 @@ def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modul
     return module
 
 
+def endpoint_folders(paths: DemoPaths, method: str) -> list[tuple[str, Path]]:
+    """The checkpoints the dial reads: quality, diversity, and for SLERP the base (the teacher)."""
+    folders = [("quality", paths.quality), ("diversity", paths.diversity)]
+    if method == "slerp" and paths.teacher is not None:
+        folders.append(("base", paths.teacher))
+    return folders
+
+
 def load_engine(
     paths: DemoPaths,
     device: torch.device | str = "cpu",
@@ -604,13 +613,23 @@ def load_engine(
         student_codec_dir = resolve_codec_dir(paths.quality, quality.provenance)
         teacher = _load_teacher(paths.teacher, student, student_codec_dir, device)
         cast_floating(teacher.model, DTYPES[dtype])
-    base = load_checkpoint(paths.teacher).state_dict if method == "slerp" else None
+    del quality, diversity  # read for their provenance and configs; the dial maps the weights
     cast_floating(student.model, DTYPES[dtype])
+    mapped = {name: map_safetensors(folder / MODEL_FILE) for name, folder in endpoint_folders(paths, method)}
     dial = WeightDial(
-        student.model, quality.state_dict, diversity.state_dict, method, base, store_dtype=DTYPES[dtype]
+        student.model,
+        mapped["quality"],
+        mapped["diversity"],
+        method,
+        mapped.get("base"),
+        store_dtype=DTYPES[dtype],
+        copy=False,
     )
-    del quality, diversity, base  # the dial holds the only copies
-    log.info("dial endpoints: %.1f MB on the CPU (%s)", dial.endpoint_bytes() / 1e6, dtype)
+    log.info(
+        "dial endpoints: %.1f MB, memory-mapped from their checkpoints where in %s",
+        dial.endpoint_bytes() / 1e6,
+        dtype,
+    )
     embed, embedding_name = load_embed_fn(paths.embedder, device)
     engine = DemoEngine(student, dial, teacher, embed, embedding_name, paths, time_limit)
     engine.warm_up()

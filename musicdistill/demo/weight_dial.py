@@ -1,8 +1,8 @@
 """The demo's quality ↔ diversity dial: one model whose weights are set to the merge at λ in place.
 
 The two endpoints (the quality finetune at λ = 0, the diversity finetune at λ = 1) are held once,
-on the CPU, in ``store_dtype`` (default: the model's own dtype; a half-precision dtype halves
-them). Moving the dial rewrites the model's floating-point tensors one at a time with
+on the CPU: memory-mapped from their checkpoints when they need no conversion (the demo's default:
+they then stay in the file cache, not in the process's memory), else in ``store_dtype``. Moving the dial rewrites the model's floating-point tensors one at a time with
 :func:`musicdistill.merging.merge_tensor` (LERP, or SLERP of the task vectors from the shared
 base), so no merged state dict is ever held: memory is the model plus the endpoints, whatever
 the number of slider positions. At λ = 0 and λ = 1 the model holds the endpoints' values exactly
@@ -24,12 +24,16 @@ log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 
 
-def _stored(state: StateDict, dtype: torch.dtype | None) -> StateDict:
-    """``state`` on the CPU, floating tensors in ``dtype`` (None keeps theirs); detached copies."""
-    return {
-        k: v.detach().to("cpu", dtype if (dtype is not None and v.is_floating_point()) else v.dtype).clone()
-        for k, v in state.items()
-    }
+def _stored(state: StateDict, dtype: torch.dtype | None, copy: bool) -> StateDict:
+    """``state`` on the CPU, floating tensors in ``dtype`` (None keeps theirs): detached copies, or
+    with ``copy`` off the tensors themselves wherever no conversion is needed (read-only inputs,
+    such as memory-mapped endpoints)."""
+    out = {}
+    for k, v in state.items():
+        target = dtype if (dtype is not None and v.is_floating_point()) else v.dtype
+        held = v.detach().to("cpu", target)
+        out[k] = held.clone() if (copy and held.data_ptr() == v.data_ptr()) else held
+    return out
 
 
 class WeightDial:
@@ -40,6 +44,9 @@ class WeightDial:
         quality, diversity: the endpoints' state dicts (same keys, shapes and dtypes).
         method: ``"lerp"`` or ``"slerp"`` (SLERP needs ``base``, the shared base weights).
         store_dtype: dtype the endpoints are kept in on the CPU (None: as given).
+        copy: keep copies of the endpoints (default); off, tensors that need no conversion are held
+            as given, e.g. memory-mapped from their checkpoints (:mod:`musicdistill.storage.mapped_weights`),
+            so they stay in the file cache instead of the process's memory.
         decimals: λ is rounded to this many decimals.
 
     Thread-safe: one dial move at a time.
@@ -53,6 +60,7 @@ class WeightDial:
         method: str = "lerp",
         base: StateDict | None = None,
         store_dtype: torch.dtype | None = None,
+        copy: bool = True,
         decimals: int = 6,
     ) -> None:
         if method not in MERGE_METHODS:
@@ -69,9 +77,9 @@ class WeightDial:
                 f"the model has no tensors named {missing[:5]}; the dial needs the endpoints' model"
             )
         self.model, self.method, self.decimals = model, method, decimals
-        self.quality = _stored(quality, store_dtype)
-        self.diversity = _stored(diversity, store_dtype)
-        self.base = _stored(base, store_dtype) if base is not None else None
+        self.quality = _stored(quality, store_dtype, copy)
+        self.diversity = _stored(diversity, store_dtype, copy)
+        self.base = _stored(base, store_dtype, copy) if base is not None else None
         self.moves = 0  # times the weights were rewritten
         self._lam: float | None = None
         self._lock = threading.Lock()
