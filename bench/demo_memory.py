@@ -1,6 +1,7 @@
 """The demo process's memory: resident set size after start-up and after the slider's 11 positions.
 
     python bench/demo_memory.py --run runs/default [--dtype fp32] [--teacher]
+    python bench/demo_memory.py --tiny-musicgen /tmp/mg-run   # builds a tiny random MusicGen run there
 
 Prints one JSON line (MiB): the student's weights, the process's RSS after the imports (the
 runtime), after the engine loaded (the models, the text encoder, the codec and the dial's
@@ -57,11 +58,58 @@ def compute(dtype_bytes: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def build_tiny_musicgen_run(root: Path) -> Path:
+    """A run folder over a tiny random MusicGen: its base and two 'students' (the base's decoder
+    plus small perturbations), as the main job would write them."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from musicgen_fixture import build_tiny_musicgen
+
+    from musicdistill.config import config_to_dict, load_config, save_config
+    from musicdistill.model.loading import save_musicgen_base
+    from musicdistill.model.musicgen import MusicgenBackbone
+    from musicdistill.storage.checkpoint import MODEL_FILE, file_sha256, save_checkpoint
+
+    model, tokenizer = build_tiny_musicgen()
+    model.save_pretrained(root / "musicgen")
+    tokenizer.save_pretrained(root / "musicgen")
+    cfg = load_config(
+        None, ["model.backbone=musicgen", f"model.pretrained={root / 'musicgen'}", "generate.duration=0.2"]
+    )
+    save_config(cfg, root / "config.yaml")
+    save_musicgen_base(cfg, root / "base")
+    base_hash = file_sha256(root / "base" / MODEL_FILE)
+    state = MusicgenBackbone.from_musicgen(model).state_dict()
+    for seed, role, beta in ((1, "quality", 0.0), (2, "diversity", 15.0)):
+        gen = torch.Generator().manual_seed(seed)
+        weights = {
+            k: v + 0.01 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+            for k, v in state.items()
+        }
+        prov = {
+            "kind": "distilled",
+            "role": role,
+            "beta": beta,
+            "base_hash": base_hash,
+            "backbone": "musicgen",
+        }
+        save_checkpoint(
+            root / role, weights, config_to_dict(cfg), {**prov, "pretrained": str(root / "musicgen")}
+        )
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run", help="a run folder (musicdistill run)")
+    parser.add_argument(
+        "--tiny-musicgen",
+        metavar="DIR",
+        help="build a run of a tiny random MusicGen (tests/musicgen_fixture.py) in DIR and measure it",
+    )
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--teacher", action="store_true", help="load the CFG teacher too")
     parser.add_argument("--compute", action="store_true", help="print musicgen-small/medium figures")
@@ -74,8 +122,9 @@ def main() -> None:
     from musicdistill.demo import engine as demo_engine
 
     torch.set_num_threads(1)
+    run = build_tiny_musicgen_run(Path(args.tiny_musicgen)) if args.tiny_musicgen else Path(args.run)
     runtime, runtime_anon = rss_mb(), rss_mb("RssAnon")
-    paths = demo_engine.find_run_checkpoints(args.run)
+    paths = demo_engine.find_run_checkpoints(run)
     if not args.teacher:
         paths = demo_engine.DemoPaths(
             quality=paths.quality, diversity=paths.diversity, embedder=paths.embedder
