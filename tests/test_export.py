@@ -142,3 +142,42 @@ def test_transformers_generate_on_the_export_runs_no_cfg_and_gives_our_greedy_to
     codes, _ = sample_tokens(ours.loaded.model, cond, FRAMES, temperature=0.0, cfg_scale=1.0)
     assert torch.equal(codes, captured["codes"])
     assert len(torch.unique(codes)) > 8
+
+
+def test_transformers_seeded_sampling_on_the_export_gives_our_multinomial_tokens(
+    musicgen_student: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from musicgen_fixture import FRAMES, K
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    from musicdistill.generation.spec import SamplingSpec
+
+    out = export(musicgen_student, tmp_path / "hf")
+    hf = MusicgenForConditionalGeneration.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    captured: dict[str, torch.Tensor] = {}
+    decode = hf.audio_encoder.decode
+
+    def capture(codes, *args, **kwargs):
+        captured["codes"] = codes[0].clone()
+        return decode(codes, *args, **kwargs)
+
+    monkeypatch.setattr(hf.audio_encoder, "decode", capture)
+    prompts = ["calm piano", "fast drums and bass"]
+    batch = tokenizer(prompts, padding=True, return_tensors="pt", return_token_type_ids=False)
+    torch.manual_seed(7)  # transformers draws from the global generator
+    hf.generate(**batch, max_new_tokens=FRAMES + K - 1)  # the exported config: sampling at T = 0.9, no CFG
+    ours = musicdistill.load(musicgen_student, device="cpu")
+    spec = SamplingSpec(cfg_scale=1.0, temperature=0.9, draw="multinomial")
+    codes, _ = sample_tokens(
+        ours.loaded.model,
+        ours.loaded.text_encoder.encode(prompts),
+        FRAMES,
+        spec=spec,
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert torch.equal(codes, captured["codes"])
+    greedy, _ = sample_tokens(
+        ours.loaded.model, ours.loaded.text_encoder.encode(prompts), FRAMES, temperature=0.0
+    )
+    assert not torch.equal(codes, greedy)  # sampled, not the greedy sequence

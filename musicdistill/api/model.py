@@ -74,9 +74,12 @@ class Model:
         seed: int = 0,
         num_samples: int = 1,
         batch_size: int | None = 64,
+        draw: str = "race",
     ) -> Generation:
         """Audio for each prompt: ``num_samples`` clips of ``duration`` seconds (default: the longest
-        the model holds, at most 10 s), the same for the same ``seed`` and settings.
+        the model holds, at most 10 s), the same for the same ``seed`` and settings. ``draw``:
+        ``race`` (default) or ``multinomial`` (transformers' way of drawing; see
+        :class:`musicdistill.generation.spec.SamplingSpec`).
 
         Raises ValueError naming any bad argument (range included).
         """
@@ -95,6 +98,7 @@ class Model:
             self.loaded.codec,
             text_encoder=self.loaded.text_encoder,
             batch_size=batch_size,
+            draw=draw,
         )
         audio = out.audio[:, 0].numpy() if out.audio is not None else np.zeros((0, 0), np.float32)
         return Generation(audio=audio, sample_rate=self.sample_rate)

@@ -62,6 +62,10 @@ def draw_next_token(
         n, k, _ = logits.shape
         return logits.argmax(dim=-1), logits.new_zeros(n, k, dtype=torch.float32)
     logp = truncated_logprobs(logits, spec.temperature, spec.top_k, spec.top_p)
+    if spec.draw == "multinomial":
+        n, k, v = logp.shape
+        tokens = torch.multinomial(logp.exp().reshape(n * k, v), 1, generator=generator).reshape(n, k)
+        return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return race_draw(logp, race_noise_(torch.empty_like(logp), generator))
 
 

@@ -100,7 +100,7 @@ def sample_tokens(
         spec = SamplingSpec(cfg_scale, temperature, top_k, top_p)
     spec = spec.for_cardinality(model.cardinality)
     check_num_frames(model, num_frames)
-    use_fast = _use_fast_decode(model, fast, use_cache)
+    use_fast = _use_fast_decode(model, fast, use_cache, spec)
     was_training = model.training
     model.eval()
     try:
@@ -125,8 +125,13 @@ def sample_tokens(
     return undo_delay(seq, model.delays).clone(), undo_delay(logps, model.delays).clone()
 
 
-def _use_fast_decode(model: TokenGenerator, fast: bool | None, use_cache: bool) -> bool:
-    """Whether :func:`sample_tokens` runs :mod:`musicdistill.generation.fast_decode` (see its ``fast`` argument)."""
+def _use_fast_decode(model: TokenGenerator, fast: bool | None, use_cache: bool, spec: SamplingSpec) -> bool:
+    """Whether :func:`sample_tokens` runs :mod:`musicdistill.generation.fast_decode` (see its ``fast``
+    argument; the fast decoder draws by the race only)."""
+    if spec.draw != "race":
+        if fast:
+            raise ValueError(f"fast=True draws by the race only; draw={spec.draw!r} needs fast=None or False")
+        return False
     if fast is not None and not isinstance(fast, bool):
         raise ValueError(f"fast={fast!r} must be None (automatic: CUDA only), True or False")
     if fast is None:
@@ -208,12 +213,14 @@ def generate(
     batch_size: int | None = None,
     progress: bool = False,
     deadline: float | None = None,
+    draw: str = "race",
 ) -> GenerationResult:
     """Generate ``num_samples`` sequences for each prompt (prompt-major) and decode them if a codec is given.
 
     ``frame_rate`` (frames per second) defaults to ``codec.frame_rate``. Rows are decoded in chunks
     of ``batch_size`` (default: all at once) with one generator seeded by ``seed``; the output
-    depends on (seed, settings, batch_size) only. Raises ValueError naming any bad argument, and
+    depends on (seed, settings, batch_size) only; ``draw`` is :class:`SamplingSpec`'s. Raises
+    ValueError naming any bad argument, and
     TimeoutError once ``deadline`` (a ``time.perf_counter()`` value) has passed.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -223,7 +230,7 @@ def generate(
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 (or None for all rows at once)")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
-    spec = SamplingSpec(cfg_scale, temperature, top_k, top_p).for_cardinality(model.cardinality)
+    spec = SamplingSpec(cfg_scale, temperature, top_k, top_p, draw).for_cardinality(model.cardinality)
     if frame_rate is None:
         if codec is None:
             raise ValueError("frame_rate is needed when no codec is given (frames per second of the tokens)")

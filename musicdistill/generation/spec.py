@@ -13,6 +13,9 @@ from typing import Any
 
 from musicdistill.config import MAX_CFG_SCALE, GenerateConfig
 
+#: how a token is drawn (see :class:`SamplingSpec`)
+DRAWS = ("race", "multinomial")
+
 
 def _number(name: str, value: Any, low: float, high: float, note: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -27,15 +30,22 @@ class SamplingSpec:
     ``cfg_scale``: classifier-free guidance, in [0, MAX_CFG_SCALE] (1 = none: one model row per
     sample; any other scale runs a null row beside each). ``temperature`` in [0, 10] (0 = greedy).
     ``top_k`` >= 0 (0 = all entries) and ``top_p`` in [0, 1] (0 = off; it takes precedence over
-    ``top_k``, as in audiocraft). Raises ValueError naming the setting and its range.
+    ``top_k``, as in audiocraft). ``draw`` is how a token is drawn from the truncated
+    distribution: ``race`` (the exponential race, the default and the fast decoder's) or
+    ``multinomial`` (``torch.multinomial`` on every row and codebook at once, as transformers'
+    ``generate`` draws, so a seeded generator gives its tokens). Raises ValueError naming the
+    setting and its range.
     """
 
     cfg_scale: float = 1.0
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 0.0
+    draw: str = "race"
 
     def __post_init__(self) -> None:
+        if self.draw not in DRAWS:
+            raise ValueError(f"draw={self.draw!r}: it must be one of {', '.join(DRAWS)}")
         object.__setattr__(
             self, "cfg_scale", _number("cfg_scale", self.cfg_scale, 0.0, MAX_CFG_SCALE, " (1 = no guidance)")
         )

@@ -51,3 +51,33 @@ def test_the_config_and_the_spec_share_one_cfg_limit() -> None:
     assert load_config(None, [f"generate.cfg_scale={MAX_CFG_SCALE}"]).generate.cfg_scale == MAX_CFG_SCALE
     with pytest.raises(ConfigError):
         load_config(None, [f"distill.gamma={MAX_CFG_SCALE + 1}"])
+
+
+def test_the_multinomial_draw_follows_the_softmax_and_is_refused_by_the_fast_decoder() -> None:
+    import torch
+
+    from musicdistill.generation.next_token import draw_next_token
+
+    with pytest.raises(ValueError, match="draw='gumbel'"):
+        SamplingSpec(draw="gumbel")
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]]).expand(20000, 1, 4)
+    spec = SamplingSpec(temperature=0.7, draw="multinomial")
+    tokens, logp = draw_next_token(logits, spec, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens.flatten(), minlength=4).float() / tokens.numel()
+    expected = (logits[0, 0] / 0.7).softmax(-1)
+    assert torch.allclose(freq, expected, atol=0.015)
+    torch.testing.assert_close(logp, expected.log()[tokens])
+
+    from musicdistill.config import ModelConfig
+    from musicdistill.generation.sampling import sample_tokens
+    from musicdistill.model.generator import build_generator
+    from musicdistill.model.text import TextCondition
+
+    model = build_generator(
+        ModelConfig(dim=16, layers=1, heads=2, max_frames=12, delays=[0, 1]), 2, 8, 4
+    ).eval()
+    cond = TextCondition(torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="draws by the race only"):
+        sample_tokens(model, cond, 4, spec=spec, fast=True)
+    codes, _ = sample_tokens(model, cond, 4, spec=spec, generator=torch.Generator().manual_seed(1))
+    assert codes.shape == (1, 2, 4)

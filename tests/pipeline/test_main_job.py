@@ -103,3 +103,36 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     second = _run(tmp_path, "run.students.diversity.distill.lr=0.0005")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("skipped (up to date)") == len(STAGES)
+    _python_api_on_the_run(run, tmp_path)
+
+
+def _python_api_on_the_run(run: Path, tmp_path: Path) -> None:
+    """``musicdistill.distill``, ``merge``, ``evaluate`` and ``load`` on the finished tiny run."""
+    import musicdistill
+
+    out = musicdistill.distill(
+        run / "base",
+        tmp_path / "api_student",
+        tokens=run / "tokens",
+        embedder=run / "embedder",
+        config=ROOT / "configs" / "tiny.yaml",
+        overrides={"distill.steps": 2, "distill.beta": 1.0, "distill.eval_every": 2, "device": "cpu"},
+    )
+    assert (out / "model.safetensors").is_file()
+    merged = musicdistill.merge(run / "quality", out, 0.5, out=tmp_path / "api_merge")
+    assert musicdistill.load(merged, device="cpu").default_cfg_scale == 1.0
+    metrics = musicdistill.evaluate(
+        [
+            {"name": "api student", "checkpoint": str(out), "cfg_scale": 1.0},
+            {"name": "api merge", "checkpoint": str(merged), "cfg_scale": 1.0},
+        ],
+        tmp_path / "api_eval",
+        tokens=run / "tokens",
+        embedder=run / "embedder",
+        oracle=run / "oracle",
+        scorer=run / "scorer",
+        config=ROOT / "configs" / "tiny.yaml",
+        overrides={"evaluate.num_prompts": 4, "evaluate.samples_per_prompt": 2, "device": "cpu"},
+    )
+    assert set(metrics["systems"]) == {"api student", "api merge"}
+    assert (tmp_path / "api_eval" / "metrics.json").is_file()
