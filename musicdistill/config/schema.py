@@ -312,6 +312,11 @@ class EmbedConfig:
         "local folder of a pretrained audio embedder (a transformers CLAP model, or an audio encoder such as "
         "HuBERT) used as the reward and the Fréchet space instead of training one; empty = train it",
     )
+    trust_remote_code: bool = opt(
+        False,
+        "run the Python code a pretrained embedder's folder ships (its config's auto_map), as the released MERT "
+        "checkpoints need; only for folders you trust",
+    )
     dim: int = opt(128, "embedding width E (outputs are L2-normalised)", ge=8, le=4096)
     channels: int = opt(96, "channels of the 1-D conv encoder over log-mel frames", ge=8, le=4096)
     chunk_seconds: float = opt(

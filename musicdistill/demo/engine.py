@@ -33,7 +33,8 @@ from musicdistill.demo.weight_dial import WeightDial
 from musicdistill.generation.guidance import MAX_CFG_SCALE, is_guided
 from musicdistill.generation.sampling import frames_for_duration, generate
 from musicdistill.judges.diversity import pairwise_diversity
-from musicdistill.judges.embedder import embed_audio, load_embedder
+from musicdistill.judges.embedder import AudioEmbedder, embed_audio
+from musicdistill.judges.pretrained_embedders import embedder_name, load_audio_embedder
 from musicdistill.judges.spectral import spectral_embedding
 from musicdistill.merging import config_differences, shared_base_hash
 from musicdistill.model.loading import (
@@ -259,8 +260,12 @@ def load_embed_fn(embedder_dir: Path | None, device: torch.device) -> tuple[Embe
     """The embedding used for the diversity read-out and its description."""
     if embedder_dir is None:
         return spectral_embedding, "hand-made log-mel features (envelope + variation; no embedder given)"
-    embedder = load_embedder(embedder_dir).to(device)
-    return (lambda wav, sr: embed_audio(embedder, wav.to(device), sr)), f"the reward embedder {embedder_dir}"
+    embedder = load_audio_embedder(embedder_dir, device=device)
+    if isinstance(embedder, AudioEmbedder):
+        return (
+            lambda wav, sr: embed_audio(embedder, wav.to(device), sr)
+        ), f"the reward embedder {embedder_dir}"
+    return embedder.embed_audio, f"the reward embedder {embedder_dir}: {embedder_name(embedder)}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def run_evaluation(
     codec = pool(systems[0].checkpoint).codec
     if codec is None:
         raise FileNotFoundError(f"{systems[0].checkpoint} records no codec; evaluation decodes generations")
-    judges = build_judges(device, embedder, oracle, scorer, second_embedder)
+    judges = build_judges(device, embedder, oracle, scorer, second_embedder, cfg.embed.trust_remote_code)
     # real held-out clips as codes: the judges read them as they read generations
     reference = CodedClips(codec, tokens.codes[: ec.num_prompts * ec.samples_per_prompt])
     duration = tokens.num_frames / tokens.frame_rate

@@ -335,6 +335,7 @@ def build_judges(
     oracle_dir: Path | None = None,
     scorer_dir: Path | None = None,
     second_dir: Path | None = None,
+    trust_remote_code: bool = False,
 ) -> Judges:
     """The judges of :mod:`musicdistill.evaluation.evaluate` from their folders.
 
@@ -344,7 +345,7 @@ def build_judges(
     """
     judges = Judges(independent=spectral_judge)
     if embedder_dir is not None:
-        embedder = load_audio_embedder(embedder_dir, device=device)
+        embedder = load_audio_embedder(embedder_dir, device=device, trust_remote_code=trust_remote_code)
         judges.reward, judges.reward_name = reward_judge(embedder), embedder_name(embedder)
     if second_dir is not None:
         judges.second = second_judge(load_second_embedder(second_dir, device=device))
@@ -359,10 +360,12 @@ def build_judges(
 
 
 def reward_embed_fn(
-    embedder_dir: Path, codec, device: torch.device
+    embedder_dir: Path, codec, device: torch.device, trust_remote_code: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """codes ``[N, K, T]`` of ``codec`` -> reward-embedder embeddings ``[N, E]`` (L2-normalised)."""
-    reward = reward_judge(load_audio_embedder(embedder_dir, device=device))
+    reward = reward_judge(
+        load_audio_embedder(embedder_dir, device=device, trust_remote_code=trust_remote_code)
+    )
     return lambda codes: reward(CodedClips(codec, codes))
 
 

@@ -3,10 +3,11 @@ user already has, instead of the one a run trains.
 
 - a transformers CLAP folder (``model_type: clap``): its audio tower and projection
   (:class:`musicdistill.judges.scorer.ClapScorer`'s audio path, at the feature extractor's rate);
-- a transformers audio encoder that ``AutoModel`` opens with ``input_values`` (MERT-style HuBERT,
-  wav2vec 2.0, ...): the time mean of its last hidden state, at its feature extractor's rate.
-  Folders whose model needs code of their own (``trust_remote_code``, as the released MERT
-  checkpoints do) are refused: running a downloaded folder's Python is not done here.
+- a transformers audio encoder that ``AutoModel`` opens with ``input_values`` (HuBERT, wav2vec 2.0,
+  MERT): the time mean of its last hidden state, at its feature extractor's rate. A folder whose
+  model needs code of its own (its config's ``auto_map``, as the released MERT checkpoints have)
+  is refused unless ``trust_remote_code`` is given (``embed.trust_remote_code``): that runs the
+  folder's Python, so only for folders the user trusts.
 
 Both read decoded audio (they have no log-mel entry) and return L2-normalised embeddings, so
 :func:`musicdistill.judges.judging.reward_judge` and the distillation reward use them as they use
@@ -74,26 +75,28 @@ class HiddenStateEmbedder:
         return torch.cat(out)
 
 
-def _model_type(config: Path) -> str:
+def _model_type(config: Path, trust_remote_code: bool) -> str:
     try:
         record = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{config} is not a readable JSON model config ({exc})") from None
-    if record.get("auto_map"):
+    if record.get("auto_map") and not trust_remote_code:
         raise ValueError(
-            f"{config} maps its model to code inside the folder (auto_map: trust_remote_code); "
-            "musicdistill runs no code from model folders. Use a CLAP folder, an audio encoder "
-            "transformers knows (HuBERT, wav2vec 2.0), or train the embedder ('musicdistill embed train')"
+            f"{config} maps its model to Python code inside the folder (auto_map); musicdistill runs no "
+            "code from model folders unless told to: set embed.trust_remote_code=true for a folder you "
+            "trust, or use a CLAP folder or an audio encoder transformers knows (HuBERT, wav2vec 2.0)"
         )
     return str(record.get("model_type", ""))
 
 
-def load_hidden_state_embedder(directory: Path, device: torch.device | str = "cpu") -> HiddenStateEmbedder:
+def load_hidden_state_embedder(
+    directory: Path, device: torch.device | str = "cpu", trust_remote_code: bool = False
+) -> HiddenStateEmbedder:
     from transformers import AutoFeatureExtractor, AutoModel
 
-    model = AutoModel.from_pretrained(str(directory)).to(device)
+    model = AutoModel.from_pretrained(str(directory), trust_remote_code=trust_remote_code).to(device)
     try:
-        features = AutoFeatureExtractor.from_pretrained(str(directory))
+        features = AutoFeatureExtractor.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise FileNotFoundError(
             f"{directory} has no feature extractor (preprocessor_config.json) to say its sample rate ({exc})"
@@ -102,7 +105,7 @@ def load_hidden_state_embedder(directory: Path, device: torch.device | str = "cp
 
 
 def load_audio_embedder(
-    directory: str | Path, device: torch.device | str = "cpu"
+    directory: str | Path, device: torch.device | str = "cpu", trust_remote_code: bool = False
 ) -> AudioEmbedder | ClapAudioEmbedder | HiddenStateEmbedder:
     """An embedder folder: one ``musicdistill embed train`` wrote, a transformers CLAP folder, or a
     transformers audio encoder (see the module doc). Raises FileNotFoundError / ValueError naming
@@ -116,9 +119,9 @@ def load_audio_embedder(
             f"{directory} is not an embedder folder: it has neither {MODEL_JSON} ('musicdistill embed "
             "train') nor a transformers config.json (a CLAP model or an audio encoder)"
         )
-    if _model_type(config) == "clap":
+    if _model_type(config, trust_remote_code) == "clap":
         return ClapAudioEmbedder(load_clap_scorer(directory, device))
-    return load_hidden_state_embedder(directory, device)
+    return load_hidden_state_embedder(directory, device, trust_remote_code)
 
 
 def embedder_name(embedder: Any) -> str:

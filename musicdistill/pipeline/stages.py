@@ -248,9 +248,9 @@ def _export_musicgen_base(cfg: Config, run_dir: Path, out: Path) -> dict[str, An
 JUDGE_DIRS = ("embedder", "second_embedder", "oracle", "scorer")
 
 
-def link_pretrained_embedder(source: Path, link: Path) -> dict[str, Any]:
+def link_pretrained_embedder(source: Path, link: Path, trust_remote_code: bool = False) -> dict[str, Any]:
     """``link`` -> the pretrained embedder folder ``source`` (checked by loading it once)."""
-    embedder = load_audio_embedder(source)  # refuses a folder it cannot use, naming why
+    embedder = load_audio_embedder(source, trust_remote_code=trust_remote_code)  # refuses what it cannot use
     source = source.resolve()
     if link.is_symlink() or link.is_file():
         link.unlink()
@@ -272,7 +272,11 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
     """
     train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
     if cfg.embed.pretrained:
-        summary = {"embedder": link_pretrained_embedder(Path(cfg.embed.pretrained), run_dir / "embedder")}
+        summary = {
+            "embedder": link_pretrained_embedder(
+                Path(cfg.embed.pretrained), run_dir / "embedder", cfg.embed.trust_remote_code
+            )
+        }
     else:
         summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
     # the second embedder (evaluation only) trains on the other half of the training clips

@@ -97,7 +97,8 @@ def assemble(
         raise FileNotFoundError(
             f"the base checkpoint {base_dir} records no codec; distillation decodes rollouts"
         )
-    reward = reward_embed_fn(embedder_dir, codec, device) if embedder_dir else None
+    trust = cfg.embed.trust_remote_code
+    reward = reward_embed_fn(embedder_dir, codec, device, trust) if embedder_dir else None
     golden = golden_metric_fn(oracle_dir, codec) if oracle_dir else None
     train = tokens.select("train")
     parts = DistillParts(

@@ -75,6 +75,54 @@ def test_an_audio_encoder_folder_is_mean_pooled_and_deterministic(tmp_path: Path
     )
 
 
+REMOTE_CODE = """
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+
+class TinyAudioConfig(PretrainedConfig):
+    model_type = "tiny_audio"
+
+    def __init__(self, hidden_size=8, **kwargs):
+        self.hidden_size = hidden_size
+        super().__init__(**kwargs)
+
+
+class TinyAudioModel(PreTrainedModel):
+    config_class = TinyAudioConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.proj = torch.nn.Conv1d(1, config.hidden_size, 400, stride=320)
+        self.post_init()
+
+    def forward(self, input_values, **kwargs):
+        return BaseModelOutput(last_hidden_state=self.proj(input_values.unsqueeze(1)).transpose(1, 2))
+"""
+
+
+def tiny_remote_code_model(folder: Path) -> Path:
+    """A folder whose model is Python code of its own (``auto_map``), as the released MERT's is."""
+    import importlib.util
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    source = folder.parent / "modeling_tiny_audio.py"
+    source.write_text(REMOTE_CODE)
+    spec = importlib.util.spec_from_file_location("modeling_tiny_audio", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["modeling_tiny_audio"] = module  # save_pretrained copies the module's file
+    spec.loader.exec_module(module)
+    module.TinyAudioConfig.register_for_auto_class()
+    module.TinyAudioModel.register_for_auto_class("AutoModel")
+    torch.manual_seed(0)
+    module.TinyAudioModel(module.TinyAudioConfig()).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0).save_pretrained(folder)
+    del sys.modules["modeling_tiny_audio"]
+    return folder
+
+
 def test_folders_it_cannot_use_are_named_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="neither model.json"):
         load_audio_embedder(tmp_path)
@@ -82,8 +130,25 @@ def test_folders_it_cannot_use_are_named_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "remote" / "config.json").write_text(
         json.dumps({"model_type": "mert_model", "auto_map": {"AutoModel": "modeling_MERT.MERTModel"}})
     )
-    with pytest.raises(ValueError, match="runs no code from model folders"):
+    with pytest.raises(ValueError, match="embed.trust_remote_code=true"):
         load_audio_embedder(tmp_path / "remote")
+
+
+def test_a_folder_with_its_own_code_loads_only_when_trusted(tmp_path: Path, monkeypatch) -> None:
+    import transformers.dynamic_module_utils as dynamic
+
+    monkeypatch.setattr(
+        dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules")
+    )  # transformers copies the code there
+    folder = tiny_remote_code_model(tmp_path / "mert_like")
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    with pytest.raises(ValueError, match="runs no code from model folders unless told to"):
+        load_audio_embedder(folder)
+    embedder = load_audio_embedder(folder, trust_remote_code=True)
+    assert isinstance(embedder, HiddenStateEmbedder) and embedder.sample_rate == 24000
+    emb = embedder.embed_audio(clips(), RATE)
+    assert emb.shape == (3, 8)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
 
 
 def test_the_run_links_a_pretrained_embedder_and_its_judges_name_it(tmp_path: Path) -> None:
