@@ -333,7 +333,10 @@ def evaluate_systems(
     for claim in report["claims"]:
         log.info("%s: %s", claim["id"], claim["verdict"])
 
-    plot_pareto(report, out / "pareto.png")
+    if report["measures"]["quality"]:
+        plot_pareto(report, out / "pareto.png")
+    else:
+        log.warning("no quality measure (give an oracle or a scorer): metrics.json is written, no Pareto plot")
     return report
 
 

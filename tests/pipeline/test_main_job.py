@@ -136,3 +136,11 @@ def _python_api_on_the_run(run: Path, tmp_path: Path) -> None:
     )
     assert set(metrics["systems"]) == {"api student", "api merge"}
     assert (tmp_path / "api_eval" / "metrics.json").is_file()
+    bare = musicdistill.evaluate(  # no oracle, no scorer: the metrics without a quality axis, no plot
+        [{"name": "api student", "checkpoint": str(out), "cfg_scale": 1.0}],
+        tmp_path / "api_eval_bare",
+        tokens=run / "tokens",
+        config=ROOT / "configs" / "tiny.yaml",
+        overrides={"evaluate.num_prompts": 4, "evaluate.samples_per_prompt": 2, "device": "cpu"},
+    )
+    assert bare["measures"]["quality"] is None and not (tmp_path / "api_eval_bare" / "pareto.png").exists()
