@@ -336,7 +336,9 @@ def evaluate_systems(
     if report["measures"]["quality"]:
         plot_pareto(report, out / "pareto.png")
     else:
-        log.warning("no quality measure (give an oracle or a scorer): metrics.json is written, no Pareto plot")
+        log.warning(
+            "no quality measure (give an oracle or a scorer): metrics.json is written, no Pareto plot"
+        )
     return report
 
 
