@@ -14,9 +14,12 @@ imports gradio; :mod:`musicdistill.demo.app` builds the page on top of :class:`D
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, section_from_dict
@@ -569,6 +573,21 @@ def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modul
     return module
 
 
+def mapped_endpoint(weights: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights memory-mapped in ``dtype``: the file itself when its floating tensors
+    are in that dtype, else a converted copy written once to a temporary folder (removed at exit)
+    and mapped, so the dial never holds its endpoints in the process's own memory."""
+    tensors = map_safetensors(weights)
+    if all(t.dtype == dtype for t in tensors.values() if t.is_floating_point()):
+        return tensors
+    folder = Path(tempfile.mkdtemp(prefix="musicdistill-dial-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    converted = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    save_file(converted, str(folder / weights.name))
+    del converted
+    return map_safetensors(folder / weights.name)
+
+
 def endpoint_folders(paths: DemoPaths, method: str) -> list[tuple[str, Path]]:
     """The checkpoints the dial reads: quality, diversity, and for SLERP the base (the teacher)."""
     folders = [("quality", paths.quality), ("diversity", paths.diversity)]
@@ -620,7 +639,10 @@ def load_engine(
         cast_floating(teacher.model, DTYPES[dtype])
     del quality, diversity  # read for their provenance and configs; the dial maps the weights
     cast_floating(student.model, DTYPES[dtype])
-    mapped = {name: map_safetensors(folder / MODEL_FILE) for name, folder in endpoint_folders(paths, method)}
+    mapped = {
+        name: mapped_endpoint(folder / MODEL_FILE, DTYPES[dtype])
+        for name, folder in endpoint_folders(paths, method)
+    }
     dial = WeightDial(
         student.model,
         mapped["quality"],
@@ -630,11 +652,7 @@ def load_engine(
         store_dtype=DTYPES[dtype],
         copy=False,
     )
-    log.info(
-        "dial endpoints: %.1f MB, memory-mapped from their checkpoints where in %s",
-        dial.endpoint_bytes() / 1e6,
-        dtype,
-    )
+    log.info("dial endpoints: %.1f MB, memory-mapped (%s)", dial.endpoint_bytes() / 1e6, dtype)
     embed, embedding_name = load_embed_fn(paths.embedder, device)
     engine = DemoEngine(student, dial, teacher, embed, embedding_name, paths, time_limit)
     engine.warm_up()

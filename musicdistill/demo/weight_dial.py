@@ -1,8 +1,9 @@
 """The demo's quality ↔ diversity dial: one model whose weights are set to the merge at λ in place.
 
 The two endpoints (the quality finetune at λ = 0, the diversity finetune at λ = 1) are held once,
-on the CPU: memory-mapped from their checkpoints when they need no conversion (the demo's default:
-they then stay in the file cache, not in the process's memory), else in ``store_dtype``. Moving the dial rewrites the model's floating-point tensors one at a time with
+on the CPU: the demo memory-maps them (from their checkpoints, or from copies converted to its
+dtype), so they stay in the file cache, not in the process's own memory; given as ordinary
+tensors, they are copied in ``store_dtype``. Moving the dial rewrites the model's floating-point tensors one at a time with
 :func:`musicdistill.merging.merge_tensor` (LERP, or SLERP of the task vectors from the shared
 base), so no merged state dict is ever held: memory is the model plus the endpoints, whatever
 the number of slider positions. At λ = 0 and λ = 1 the model holds the endpoints' values exactly
