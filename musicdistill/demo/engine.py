@@ -14,12 +14,9 @@ imports gradio; :mod:`musicdistill.demo.app` builds the page on top of :class:`D
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import math
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, section_from_dict
-from musicdistill.demo.weight_dial import WeightDial
+from musicdistill.demo.weight_dial import WeightDial, endpoint_folders, mapped_endpoint
 from musicdistill.generation.guidance import MAX_CFG_SCALE, is_guided
 from musicdistill.generation.sampling import frames_for_duration, generate
 from musicdistill.judges.diversity import pairwise_diversity
@@ -50,7 +46,6 @@ from musicdistill.model.loading import (
 )
 from musicdistill.model.text import build_text_encoder
 from musicdistill.storage.checkpoint import MODEL_FILE, PROVENANCE_FILE, load_checkpoint
-from musicdistill.storage.mapped_weights import map_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -571,29 +566,6 @@ def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modul
             if buf is not None and buf.is_floating_point() and buf.dtype != dtype:
                 owner._buffers[key] = buf.to(dtype)
     return module
-
-
-def mapped_endpoint(weights: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights memory-mapped in ``dtype``: the file itself when its floating tensors
-    are in that dtype, else a converted copy written once to a temporary folder (removed at exit)
-    and mapped, so the dial never holds its endpoints in the process's own memory."""
-    tensors = map_safetensors(weights)
-    if all(t.dtype == dtype for t in tensors.values() if t.is_floating_point()):
-        return tensors
-    folder = Path(tempfile.mkdtemp(prefix="musicdistill-dial-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    converted = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-    save_file(converted, str(folder / weights.name))
-    del converted
-    return map_safetensors(folder / weights.name)
-
-
-def endpoint_folders(paths: DemoPaths, method: str) -> list[tuple[str, Path]]:
-    """The checkpoints the dial reads: quality, diversity, and for SLERP the base (the teacher)."""
-    folders = [("quality", paths.quality), ("diversity", paths.diversity)]
-    if method == "slerp" and paths.teacher is not None:
-        folders.append(("base", paths.teacher))
-    return folders
 
 
 def load_engine(

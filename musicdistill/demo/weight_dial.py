@@ -12,13 +12,20 @@ the number of slider positions. At λ = 0 and λ = 1 the model holds the endpoin
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from musicdistill.merging import MERGE_METHODS, check_compatible, check_lambda, merge_tensor
+from musicdistill.storage.mapped_weights import map_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +129,26 @@ class WeightDial:
             seconds = time.perf_counter() - start
         log.debug("dial: λ=%g written in %.3f s", key, seconds)
         return seconds
+
+
+def mapped_endpoint(weights: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights memory-mapped in ``dtype``: the file itself when its floating tensors
+    are in that dtype, else a converted copy written once to a temporary folder (removed at exit)
+    and mapped, so the dial never holds its endpoints in the process's own memory."""
+    tensors = map_safetensors(weights)
+    if all(t.dtype == dtype for t in tensors.values() if t.is_floating_point()):
+        return tensors
+    folder = Path(tempfile.mkdtemp(prefix="musicdistill-dial-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    converted = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    save_file(converted, str(folder / weights.name))
+    del converted
+    return map_safetensors(folder / weights.name)
+
+
+def endpoint_folders(paths: Any, method: str) -> list[tuple[str, Path]]:
+    """The checkpoints the dial reads: quality, diversity, and for SLERP the base (the teacher)."""
+    folders = [("quality", paths.quality), ("diversity", paths.diversity)]
+    if method == "slerp" and paths.teacher is not None:
+        folders.append(("base", paths.teacher))
+    return folders
