@@ -3,7 +3,8 @@
 Every system the main job evaluates carries its ``role`` (:func:`musicdistill.pipeline.stages.main_job_systems`):
 ``base`` (the base checkpoint at a setting that is not the teacher's), ``teacher``, ``quality``,
 ``diversity``, ``control``, ``student``, ``merge`` (with ``lam`` and ``merge_of``) or ``offline``.
-The merges that C4 reads are those of the quality and diversity students (``merge_of``), ordered by λ.
+The merges that C4 reads are the diversity student's (``merge_of`` names it, with either β = 0
+student: the quality model or the control), ordered by λ.
 
 A system without a role (a ``metrics.json`` written before roles, or a user's ``evaluate.systems``
 list without them) is recognised by checkpoint folder and sampling settings, never by display name:
@@ -101,6 +102,11 @@ def rows_per_frame(system: dict[str, Any]) -> int | None:
     return int(rows) if isinstance(rows, (int, float)) else None
 
 
+def _merges_diversity(merge_of: list[str], diversity: str | None, ends: set[str]) -> bool:
+    """Whether a merge's two students are the diversity student and a β = 0 student of ``ends``."""
+    return diversity in merge_of and len(set(merge_of) - {diversity}) == 1 and bool(set(merge_of) & ends)
+
+
 def find_roles(systems: dict[str, dict[str, Any]], gamma: float) -> Roles:
     """The teacher, base, students, control, offline student and merges of ``metrics["systems"]``.
 
@@ -121,12 +127,14 @@ def find_roles(systems: dict[str, dict[str, Any]], gamma: float) -> Roles:
     base = first(lambda s: on_base(s) and settings(s) == (1.0, 1.0))
     quality, diversity = stated_or_folder("quality"), stated_or_folder("diversity")
     control, offline = stated_or_folder("control"), stated_or_folder("offline")
-    # a merge names its students by folder (merge_of); C4 reads those of the quality and diversity students
-    pair = {folder(systems[n]).name for n in (quality, diversity) if n is not None}
+    # a merge names its students by folder (merge_of); C4 reads the diversity student's merges with a
+    # β = 0 student (the quality model or the control)
+    ends = {folder(systems[n]).name for n in (quality, control) if n is not None}
+    own = folder(systems[diversity]).name if diversity is not None else None
     merges = [
         name
         for name, s in systems.items()
-        if is_merge(s) and (not s.get("merge_of") or set(s["merge_of"]) == pair)
+        if is_merge(s) and (not s.get("merge_of") or _merges_diversity(s["merge_of"], own, ends))
     ]
     order = {name: i for i, name in enumerate(merges)}
     merges.sort(key=lambda n: (math.isnan(merge_lambda(systems[n])), merge_lambda(systems[n]), order[n]))

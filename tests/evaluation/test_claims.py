@@ -42,6 +42,18 @@ def test_roles_from_checkpoints_and_settings() -> None:
     assert find_roles(info, 5.0).teacher == "base CFG 5"
 
 
+def test_c4_reads_the_diversity_students_merges_with_either_beta_zero_student() -> None:
+    _, info = per_prompt(control=True)
+    merge = dict(info[MERGE])
+    info["merge control-diversity lambda=0.5"] = {**merge, "lam": 0.5, "merge_of": ["control", "diversity"]}
+    info["merge quality-control lambda=0.5"] = {**merge, "lam": 0.5, "merge_of": ["quality", "control"]}
+    info["merge diversity-diversity lambda=0.5"] = {**merge, "lam": 0.5, "merge_of": ["diversity", "diversity"]}
+    merges = find_roles(info, GAMMA).merges
+    assert "merge control-diversity lambda=0.5" in merges and MERGE in merges
+    assert "merge quality-control lambda=0.5" not in merges
+    assert "merge diversity-diversity lambda=0.5" not in merges
+
+
 def test_every_claim_holds_on_the_default_table() -> None:
     claims = all_claims(evidence())
     assert [c.verdict for c in claims] == [HOLDS] * 5
