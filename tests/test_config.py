@@ -424,6 +424,7 @@ def test_words_are_still_not_numbers(text: str) -> None:
         ("run.students.other={role: quality}", r"quality and other both have role quality"),
         ("run.students.Bad={role: student}", r"the name 'Bad' must be lowercase"),
         ("run.students.merges={role: student}", r"'merges' is a folder of every run"),
+        ("run.students.eval_x={role: student}", r"names starting with 'eval_' are the evaluation stages"),
         ("run.students.diversity.lr=1", r"run\.students\.diversity\.lr: not a student setting"),
         ("run.merges=[{a: quality, b: nobody}]", r"run\.merges\[0\]\.b='nobody' is not a declared student"),
         ("run.merges=[{a: quality, b: diversity, lambdas: [1.0]}]", r"strictly between 0 and 1"),

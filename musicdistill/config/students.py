@@ -43,9 +43,11 @@ RESERVED_NAMES = (
     "tokens",
     "captions",
     "judges",
+    "eval_judges",
     "base",
     "offline",
     "merges",
+    "front",
     "evaluate",
     "report",
     "embedder",
@@ -97,6 +99,11 @@ def _check_name(name: Any) -> str:
         raise ConfigError(
             f"run.students.{name}: '{name}' is a folder of every run ({', '.join(RESERVED_NAMES)}); "
             "give the student another name"
+        )
+    if name.startswith("eval_"):
+        raise ConfigError(
+            f"run.students.{name}: names starting with 'eval_' are the evaluation stages' folders "
+            "(eval_<student>); give the student another name"
         )
     return name
 

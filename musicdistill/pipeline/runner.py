@@ -1,22 +1,26 @@
-"""The main job: every stage in order, skipping stages whose outputs match their config.
+"""The main job: every stage in dependency order, skipping stages whose outputs match their config.
 
 A stage reruns when its marker is missing, its hash differs, it is forced, or a stage it depends
 on ran in this invocation.
 
-Consecutive stages marked ``concurrent`` that do not depend on each other (the students, the
-offline distillation, the CFG front's evaluation) share a pool of worker processes when the run is
-on the CPU and the machine has more than one core: one worker per core (at most one per stage),
-each with ``cores // workers`` torch threads. A worker that finishes takes the next stage in order,
-so no core waits for the slowest stage of a batch. Small models spend most of a sampling step in
-per-operation overhead that a second thread does not shorten, so two one-thread processes finish
-sooner than two two-thread runs in turn. On a GPU the stages run one after the other (they would
-share the card). Each stage's marker is written as soon as it finishes; progress bars are off in
-the child processes, and each logs its own lines.
+Stages run as soon as the stages they depend on have finished. On the CPU of a machine with more
+than one core, stages that may share it (``concurrent``: the judges, the students, the offline
+distillation, the fronts' and the students' evaluations) run on a pool of worker processes, one
+per core, each with ``cores // workers`` torch threads; a worker that finishes takes the ready
+stage with the longest chain of estimated work still behind it (the critical path), so no core
+waits for the slowest of a batch and the students start as soon as their inputs exist. Small
+models spend most of a sampling step in per-operation overhead that a second thread does not
+shorten, so two one-thread processes finish sooner than two two-thread runs in turn. Any other
+stage (the data, the final statistics) runs in this process with every core, when no worker is
+busy. On a GPU every stage runs in this process, one after the other (they would share the card).
+Each stage's marker is written as soon as it finishes; progress bars are off in the worker
+processes, and each logs its own lines.
 
 Each stage writes into ``<run_dir>/<stage>/`` and, when it finishes, a ``stage.json`` marker holding
 the hash of the config sections it reads plus the hashes of the stages it depends on. A stage is
 skipped when its marker matches; ``force`` reruns named stages (and so everything downstream,
-whose upstream hash changes).
+whose upstream hash changes). When a stage fails, no new stage starts; the running ones finish
+(their markers are written) and the first failure is raised.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class Stage:
     ``run(cfg, run_dir, out_dir, resume)`` does the work and returns a JSON-serialisable summary;
     ``resume`` is True when an earlier attempt with the same hash started and did not finish.
     ``reads`` names the config sections (or dotted keys) whose values decide whether it must rerun.
+    ``concurrent`` (True, or a module-level function of the config, so that it pickles for a worker
+    process) says whether it may run on a pool worker beside other stages.
     """
 
     name: str
@@ -58,7 +64,11 @@ class Stage:
     after: tuple[str, ...] = ()
     estimate_s: float = 30.0
     doc: str = ""
-    concurrent: bool = False
+    concurrent: bool | Callable[[Config], bool] = False
+
+    def shares(self, cfg: Config) -> bool:
+        """Whether this stage may run on a pool worker beside others (``concurrent``, or its answer for ``cfg``)."""
+        return bool(self.concurrent(cfg) if callable(self.concurrent) else self.concurrent)
 
 
 @dataclass
@@ -129,6 +139,19 @@ def _plan(
     return h, None
 
 
+def critical_path(stages: list[Stage]) -> dict[str, float]:
+    """Each stage's estimated seconds plus the longest chain of estimates that depends on it."""
+    children: dict[str, list[str]] = {s.name: [] for s in stages}
+    for s in stages:
+        for a in s.after:
+            children[a].append(s.name)
+    estimate = {s.name: s.estimate_s for s in stages}
+    path: dict[str, float] = {}
+    for s in reversed(_order(stages)):
+        path[s.name] = estimate[s.name] + max((path[c] for c in children[s.name]), default=0.0)
+    return path
+
+
 def concurrency_workers(cfg: Config, count: int) -> int:
     """Worker processes for ``count`` stages that may run together; 0 = run them one by one."""
     cores = os.cpu_count() or 1
@@ -184,40 +207,97 @@ def _finish(stage: Stage, out_dir: Path, h: str, summary: dict[str, Any], second
     atomic_write_text(out_dir / MARKER, json.dumps(marker, indent=2, sort_keys=True))
 
 
-def _run_together(
-    batch: list[tuple[Stage, str, Path, bool]],
-    cfg: Config,
-    workers: int,
-    threads: int,
-    on_done: Callable[[Stage, float], None],
-) -> None:
-    """Run stages on ``workers`` spawned processes, each stage as soon as a worker is free, in order.
+@dataclass
+class _Running:
+    """A stage on a pool worker."""
 
-    Each finished stage gets its marker at once and is reported to ``on_done``; the first failure is
-    raised after every stage has ended.
-    """
-    context = multiprocessing.get_context("spawn")
-    level = logging.getLogger().getEffectiveLevel()
-    failed: list[BaseException] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: dict[Future, tuple[Stage, str, Path]] = {
-            pool.submit(_child_stage, stage, cfg, out_dir, resume, threads, level): (stage, h, out_dir)
-            for stage, h, out_dir, resume in batch
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                stage, h, out_dir = pending.pop(future)
-                exc = future.exception()
-                if exc is not None:
-                    log.error("%s failed: %s", stage.name, exc)
-                    failed.append(exc)
-                    continue
-                summary, seconds = future.result()
-                _finish(stage, out_dir, h, summary, seconds)
-                on_done(stage, seconds)
-    if failed:
-        raise failed[0]
+    stage: Stage
+    out_dir: Path
+
+
+class _Schedule:
+    """The run's bookkeeping: which stages finished (ran or skipped), their hashes and results."""
+
+    def __init__(self, cfg: Config, stages: list[Stage], force: tuple[str, ...], only: tuple[str, ...]) -> None:
+        self.cfg, self.force, self.only = cfg, force, only
+        self.ordered = _order(stages)
+        self.position = {s.name: i for i, s in enumerate(self.ordered)}
+        self.path = critical_path(self.ordered)
+        self.hashes: dict[str, str] = {}
+        self.ran: set[str] = set()
+        self.finished: set[str] = set()
+        self.started: set[str] = set()
+        self.results: list[StageResult] = []
+        self.remaining = sum(s.estimate_s for s in self.ordered)
+        self.t_start = time.perf_counter()
+
+    def label(self, stage: Stage) -> str:
+        return f"[{self.position[stage.name] + 1}/{len(self.ordered)}] {stage.name}"
+
+    def ready(self) -> list[Stage]:
+        """Stages not started whose inputs have all finished, planned (those to skip are skipped here)."""
+        while True:
+            ready = [
+                s
+                for s in self.ordered
+                if s.name not in self.started and all(a in self.finished for a in s.after)
+            ]
+            skipped = False
+            for stage in ready:
+                h, why = _plan(stage, self.cfg, self.hashes, self.ran, self.force, self.only)
+                self.hashes[stage.name] = h
+                if why is not None:
+                    self.skip(stage, why)
+                    skipped = True
+            if not skipped:
+                return ready
+
+    def skip(self, stage: Stage, why: str) -> None:
+        log.info("%s: skipped (%s)", self.label(stage), why)
+        self.started.add(stage.name)
+        self.finished.add(stage.name)
+        self.remaining -= stage.estimate_s
+        summary = (_read_marker(self.cfg.run_dir / stage.name) or {}).get("summary", {})
+        self.results.append(StageResult(stage.name, True, 0.0, summary, why))
+
+    def begin(self, stage: Stage, where: str) -> tuple[Path, bool]:
+        self.started.add(stage.name)
+        log.info(
+            "%s: running%s (estimated %.0fs, about %.0fs of work left in all) - %s",
+            self.label(stage),
+            where,
+            stage.estimate_s,
+            self.remaining,
+            stage.doc,
+        )
+        return _start(stage, self.cfg, self.hashes[stage.name], self.force)
+
+    def done(self, stage: Stage, out_dir: Path, summary: dict[str, Any], seconds: float) -> None:
+        _finish(stage, out_dir, self.hashes[stage.name], summary, seconds)
+        self.remaining -= stage.estimate_s
+        log.info(
+            "%s: done in %.1fs (%.0fs elapsed)", self.label(stage), seconds, time.perf_counter() - self.t_start
+        )
+        self.results.append(StageResult(stage.name, False, seconds, summary))
+        self.ran.add(stage.name)
+        self.finished.add(stage.name)
+
+    def by_path(self, stages: list[Stage]) -> list[Stage]:
+        """Longest chain of work behind first, then declared order."""
+        return sorted(stages, key=lambda s: (-self.path[s.name], self.position[s.name]))
+
+
+def _run_here(schedule: _Schedule, stage: Stage) -> None:
+    """Run one stage in this process, with every torch thread."""
+    out_dir, resume = schedule.begin(stage, "")
+    t0 = time.perf_counter()
+    summary = stage.run(schedule.cfg, schedule.cfg.run_dir, out_dir, resume) or {}
+    schedule.done(stage, out_dir, summary, time.perf_counter() - t0)
+
+
+def _pool_workers(cfg: Config, stages: list[Stage]) -> int:
+    """Pool workers for the run: one per core (at most one per stage that may share), 0 = no pool."""
+    return concurrency_workers(cfg, sum(s.shares(cfg) for s in stages))
 
 
 def run_stages(
@@ -234,83 +314,56 @@ def run_stages(
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    ordered = _order(stages)
-    hashes: dict[str, str] = {}
-    results: list[StageResult] = []
-    ran: set[str] = set()
-    remaining = sum(s.estimate_s for s in ordered)
-    t_start = time.perf_counter()
-    i = 0
-    while i < len(ordered):
-        stage = ordered[i]
-        h, why = _plan(stage, cfg, hashes, ran, force, only)
-        hashes[stage.name] = h
-        if why is not None:
-            log.info("[%d/%d] %s: skipped (%s)", i + 1, len(ordered), stage.name, why)
-            remaining -= stage.estimate_s
-            results.append(
-                StageResult(
-                    stage.name, True, 0.0, (_read_marker(run_dir / stage.name) or {}).get("summary", {}), why
-                )
-            )
-            i += 1
-            continue
-        batch = [(stage, h)]
-        while stage.concurrent and i + len(batch) < len(ordered):
-            nxt = ordered[i + len(batch)]
-            if not nxt.concurrent or any(a in {s.name for s, _ in batch} for a in nxt.after):
-                break
-            nh, nwhy = _plan(nxt, cfg, hashes, ran, force, only)
-            if nwhy is not None:
-                break
-            hashes[nxt.name] = nh
-            batch.append((nxt, nh))
-        workers = concurrency_workers(cfg, len(batch))
-        if not workers:
-            batch = batch[:1]
-        threads = concurrency_threads(cfg, len(batch))
-        names = " + ".join(s.name for s, _ in batch)
-        estimate = sum(s.estimate_s for s, _ in batch) / max(1, workers)
-        log.info(
-            "[%d/%d] %s: running%s (estimated %.0fs, about %.0fs left in all) - %s",
-            i + 1,
-            len(ordered),
-            names,
-            f" on {workers} processes, {threads} thread(s) each" if len(batch) > 1 else "",
-            estimate,
-            remaining,
-            "; ".join(s.doc for s, _ in batch),
-        )
-
-        def done(s: Stage, seconds: float, summary: dict[str, Any] | None = None, position: int = i) -> None:
-            nonlocal remaining
-            remaining -= s.estimate_s
-            log.info(
-                "[%d/%d] %s: done in %.1fs (%.0fs elapsed)",
-                position + 1,
-                len(ordered),
-                s.name,
-                seconds,
-                time.perf_counter() - t_start,
-            )
-            marker = (
-                summary if summary is not None else (_read_marker(run_dir / s.name) or {}).get("summary", {})
-            )
-            results.append(StageResult(s.name, False, seconds, marker))
-            ran.add(s.name)
-
-        started = [(s, sh, *_start(s, cfg, sh, force)) for s, sh in batch]
-        if len(batch) > 1:
-            _run_together(started, cfg, workers, threads, done)
-        else:
-            t0 = time.perf_counter()
-            summary = stage.run(cfg, run_dir, started[0][2], started[0][3]) or {}
-            seconds = time.perf_counter() - t0
-            _finish(stage, started[0][2], h, summary, seconds)
-            done(stage, seconds, summary)
-        i += len(batch)
-    order = {s.name: n for n, s in enumerate(ordered)}
-    results.sort(key=lambda r: order[r.name])
+    schedule = _Schedule(cfg, stages, force, only)
+    workers = _pool_workers(cfg, schedule.ordered)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers else 0
+    if workers:
+        _run_pooled(schedule, workers, threads)
+    else:
+        while ready := schedule.ready():
+            _run_here(schedule, ready[0])
+    order = schedule.position
+    results = sorted(schedule.results, key=lambda r: order[r.name])
     timing = {r.name: {"skipped": r.skipped, "seconds": round(r.seconds, 2)} for r in results}
     atomic_write_text(run_dir / "timings.json", json.dumps(timing, indent=2))
     return results
+
+
+def _run_pooled(schedule: _Schedule, workers: int, threads: int) -> None:
+    """Run the stages with a pool of ``workers`` spawned processes for those that may share the machine.
+
+    A stage that may not share runs here once no worker is busy; while one waits, no new stage starts
+    on the pool. The first failure is raised once the running stages have ended.
+    """
+    cfg = schedule.cfg
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    failed: list[BaseException] = []
+    running: dict[Future, _Running] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while True:
+            ready = [] if failed else schedule.ready()
+            alone = [s for s in ready if not s.shares(cfg)]
+            if alone and not running:
+                _run_here(schedule, alone[0])
+                continue
+            if not alone:
+                for stage in schedule.by_path(ready)[: workers - len(running)]:
+                    where = f" on a worker process ({threads} thread{'s' if threads > 1 else ''})"
+                    out_dir, resume = schedule.begin(stage, where)
+                    future = pool.submit(_child_stage, stage, cfg, out_dir, resume, threads, level)
+                    running[future] = _Running(stage, out_dir)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                exc = future.exception()
+                if exc is not None:
+                    log.error("%s failed: %s", job.stage.name, exc)
+                    failed.append(exc)
+                    continue
+                summary, seconds = future.result()
+                schedule.done(job.stage, job.out_dir, summary, seconds)
+    if failed:
+        raise failed[0]

@@ -10,7 +10,10 @@ Layout of a run folder ``<runs_dir>/<name>/``::
                 control/: the diversity student's settings with β = 0)
     offline/    with run.compare_offline: β = 0 distilled offline on teacher samples (claim C5)
     merges/<a>-<b>/lam_<λ>   LERP merges of the students of each entry of run.merges
-    embedder/, second_embedder/, oracle/, scorer/   the judges (written by the ``judges`` stage)
+    embedder/, oracle/            the judges the distillation reads (written by the ``judges`` stage)
+    second_embedder/, scorer/     the judges only the evaluation reads (the ``eval_judges`` stage)
+    front/, eval_<part>/          the stored results of each evaluation part (the fronts, each student,
+                                  the offline student, the merges), written as soon as its checkpoints exist
     evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
     report.html the self-contained report (claims C1-C5, metrics, curves, audio), by the ``report`` stage
 """
@@ -262,12 +265,11 @@ def link_pretrained_embedder(source: Path, link: Path, trust_remote_code: bool =
 
 
 def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Train the reward embedder, the second embedder, the attribute oracle and the text-audio scorer on
-    the same log-mels (the two embedders on disjoint halves of the training clips).
+    """Train the judges the distillation reads: the reward embedder and the attribute oracle, on the same
+    log-mels (the embedder on one half of the training clips).
 
-    They are written to ``<run>/embedder``, ``<run>/second_embedder``, ``<run>/oracle`` and
-    ``<run>/scorer``; with ``embed.pretrained`` set, ``<run>/embedder`` is a link to that folder
-    instead of a trained embedder. The oracle needs
+    They are written to ``<run>/embedder`` and ``<run>/oracle``; with ``embed.pretrained`` set,
+    ``<run>/embedder`` is a link to that folder instead of a trained embedder. The oracle needs
     attribute labels, so it is skipped for user data without them.
     """
     train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
@@ -279,10 +281,6 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
         }
     else:
         summary = {"embedder": fit_and_save_embedder(cfg, train, held_out, run_dir / "embedder")}
-    # the second embedder (evaluation only) trains on the other half of the training clips
-    summary["second_embedder"] = fit_and_save_second_embedder(
-        cfg, train, held_out, run_dir / "second_embedder"
-    )
     heads = choose_heads(
         cfg.oracle.heads,
         [e.attributes for e in train.entries],
@@ -296,6 +294,16 @@ def stage_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
     else:
         log.info("no attribute the oracle can learn: no oracle (attribute adherence is not measured)")
         summary["oracle"] = {"trained": False, **heads.as_dict()}
+    return summary
+
+
+def stage_eval_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Train the judges only the evaluation reads: the second embedder (on the other half of the training
+    clips) and the text-audio scorer, into ``<run>/second_embedder`` and ``<run>/scorer``."""
+    train, held_out = load_labelled_mels(cfg, manifest_path(cfg, run_dir), load_codec(run_dir / "codec"))
+    summary = {
+        "second_embedder": fit_and_save_second_embedder(cfg, train, held_out, run_dir / "second_embedder")
+    }
     captions = run_captions(cfg, run_dir) if cfg.scorer.text_encoder == cfg.text.encoder else None
     summary["scorer"] = fit_and_save_scorer(cfg, train, held_out, run_dir / "scorer", captions=captions)
     return summary
@@ -451,32 +459,53 @@ def judge_dirs(run_dir: Path) -> dict[str, Path | None]:
 #: what decides the base's fronts (the front stage's results), and so every evaluation's too
 FRONT_READS = ("evaluate", "generate", "device", "run.cfg_scales", "run.temperatures", "distill.gamma")
 
+#: what decides one student's (or the merges') evaluation besides its checkpoint
+SYSTEM_EVAL_READS = ("evaluate", "generate", "device")
 
-def front_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
-    """The main job's systems that need no student: the base without CFG, its temperature and CFG
-    fronts (the teacher among them); none when ``evaluate.systems`` names the systems."""
+
+def part_systems(cfg: Config, run_dir: Path, part: str) -> list[dict[str, Any]]:
+    """The main job's systems of one evaluation part: ``front`` (the base without CFG, its temperature
+    and CFG fronts, the teacher among them), ``merges``, or a student's folder name (``quality``,
+    ``offline``, ...); none when ``evaluate.systems`` names the systems."""
     if cfg.evaluate.systems:
         return []
-    return [s for s in main_job_systems(cfg, run_dir) if s["role"] in ("base", "teacher")]
+    systems = main_job_systems(cfg, run_dir)
+    if part == "front":
+        return [s for s in systems if s["role"] in ("base", "teacher")]
+    if part == "merges":
+        return [s for s in systems if s["role"] == "merge"]
+    return [s for s in systems if s["checkpoint"] == str(run_dir / part)]
 
 
-def stage_front(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Evaluate the base's fronts while the students train; the evaluate stage takes their results."""
-    raw = front_systems(cfg, run_dir)
+def stage_evaluate_part(cfg: Config, run_dir: Path, out: Path, resume: bool, part: str) -> dict[str, Any]:
+    """Evaluate one part's systems (:func:`part_systems`) as soon as its checkpoints exist, beside the
+    stages still training; the evaluate stage takes their stored results."""
+    raw = part_systems(cfg, run_dir, part)
     if not raw:
-        return {"systems": 0, "reason": "evaluate.systems names the systems"}
+        reason = "evaluate.systems names the systems" if cfg.evaluate.systems else "no such system in this run"
+        return {"systems": 0, "reason": reason}
     systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
     done = run_evaluation(cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), statistics=False)
     return {"systems": len(done["systems"]), "prompts": done["num_prompts"]}
 
 
+def evaluation_parts(cfg: Config) -> list[str]:
+    """The parts evaluated in stages of their own: the fronts, each student, the offline student, the merges."""
+    return ["front", *(s.name for s in parse_students(cfg)), "offline", "merges"]
+
+
+def part_stage_name(part: str) -> str:
+    """``front`` keeps its name; another part's evaluation is ``eval_<part>``."""
+    return part if part == "front" else f"eval_{part}"
+
+
 def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
-    """Every system on the same held-out prompts and seeds (the fronts' results from the front stage)."""
+    """Every system on the same held-out prompts and seeds, with the statistics and the Pareto plot (the
+    systems' results come from the evaluation parts' stages when they match)."""
     raw = cfg.evaluate.systems or main_job_systems(cfg, run_dir)
     systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
-    report = run_evaluation(
-        cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), reuse=(run_dir / "front",)
-    )
+    reuse = tuple(run_dir / part_stage_name(p) for p in evaluation_parts(cfg))
+    report = run_evaluation(cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), reuse=reuse)
     return {"systems": len(report["systems"]), "prompts": report["num_prompts"]}
 
 
@@ -490,6 +519,16 @@ def _last_history_row(out: Path) -> dict[str, Any]:
     rows = read_rows(out)
     evaluated = [r for r in rows if "val_loss" in r]
     return evaluated[-1] if evaluated else (rows[-1] if rows else {})
+
+
+def copies_codec(cfg: Config) -> bool:
+    """The codec stage copies ``codec.from_dir`` (so it may share the machine) rather than fitting one."""
+    return bool(cfg.codec.from_dir)
+
+
+def copies_base(cfg: Config) -> bool:
+    """The base stage copies ``pretrain.from_dir`` (so it may share the machine) rather than pretraining."""
+    return bool(cfg.pretrain.from_dir)
 
 
 def student_stages(cfg: Config) -> list[Stage]:
@@ -506,8 +545,38 @@ def student_stages(cfg: Config) -> list[Stage]:
                 functools.partial(stage_student, student=student),
                 reads=tuple(reads),
                 after=("base", "judges"),
-                estimate_s=280,
+                estimate_s=340,
                 doc=f"distil the CFG teacher into a CFG-free student: {student.role}, beta = {student.beta:g}",
+                concurrent=True,
+            )
+        )
+    return stages
+
+
+def evaluation_part_stages(cfg: Config) -> list[Stage]:
+    """One evaluation stage per part (:func:`evaluation_parts`), run as soon as its checkpoints exist."""
+    judges = ("tokens", "judges", "eval_judges")
+    stages = [
+        Stage(
+            "front",
+            functools.partial(stage_evaluate_part, part="front"),
+            reads=FRONT_READS,
+            after=("base", *judges),
+            estimate_s=250,
+            doc="evaluate the base's CFG and temperature fronts (beside the students)",
+            concurrent=True,
+        )
+    ]
+    for part in evaluation_parts(cfg)[1:]:
+        extra = {"offline": ("run.compare_offline",), "merges": ("run.merges",)}.get(part, ())
+        stages.append(
+            Stage(
+                part_stage_name(part),
+                functools.partial(stage_evaluate_part, part=part),
+                reads=(*SYSTEM_EVAL_READS, *extra),
+                after=(part, *judges),
+                estimate_s=60 if part == "merges" else 20,
+                doc=f"evaluate the {part} checkpoint{'s' if part == 'merges' else ''} on the held-out prompts",
                 concurrent=True,
             )
         )
@@ -519,12 +588,13 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
     cfg = cfg or Config()
     students = parse_students(cfg)
     merges = parse_merges(cfg, students)
+    parts = evaluation_part_stages(cfg)
     return [
         Stage(
             "data",
             stage_data,
             reads=("data",),
-            estimate_s=60,
+            estimate_s=15,
             doc="synthesise the built-in captioned music (or check the user's manifest)",
         ),
         Stage(
@@ -533,31 +603,44 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
             reads=("data", "codec"),
             after=("data",),
             estimate_s=40,
-            doc="fit the offline codec on the training audio",
+            doc="fit the offline codec on the training audio (or copy codec.from_dir)",
+            concurrent=copies_codec,
         ),
         Stage(
             "tokens",
             stage_tokens,
             reads=("data", "codec"),
             after=("codec",),
-            estimate_s=40,
+            estimate_s=15,
             doc="encode every clip to codec tokens",
+            concurrent=True,
         ),
         Stage(
             "captions",
             stage_captions,
             reads=("data", "text", "model"),
             after=("data",),
-            estimate_s=25,
+            estimate_s=30,
             doc="encode every caption once with the frozen text encoder",
+            concurrent=True,
         ),
         Stage(
             "judges",
             stage_judges,
-            reads=("data", "embed", "second_embed", "oracle", "scorer"),
+            reads=("data", "embed", "oracle"),
+            after=("codec",),
+            estimate_s=35,
+            doc="train the judges the distillation reads: the reward embedder and the attribute oracle",
+            concurrent=True,
+        ),
+        Stage(
+            "eval_judges",
+            stage_eval_judges,
+            reads=("data", "second_embed", "scorer"),
             after=("codec", "captions"),
-            estimate_s=60,
-            doc="train the reward and second embedders, attribute oracle and text-audio scorer",
+            estimate_s=40,
+            doc="train the judges only the evaluation reads: the second embedder and the text-audio scorer",
+            concurrent=True,
         ),
         Stage(
             "base",
@@ -565,7 +648,8 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
             reads=("text", "model", "pretrain", "device"),
             after=("tokens", "captions"),
             estimate_s=280,
-            doc="pretrain the base generator with condition dropout",
+            doc="pretrain the base generator with condition dropout (or copy pretrain.from_dir)",
+            concurrent=copies_base,
         ),
         *student_stages(cfg),
         Stage(
@@ -573,17 +657,8 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
             stage_offline,
             reads=("distill", "run.compare_offline", "device"),
             after=("base", "judges"),
-            estimate_s=100,
+            estimate_s=130,
             doc="optional (run.compare_offline): offline distillation on teacher samples, for claim C5",
-            concurrent=True,
-        ),
-        Stage(
-            "front",
-            stage_front,
-            reads=FRONT_READS,
-            after=("base", "judges"),
-            estimate_s=150,
-            doc="evaluate the base's CFG and temperature fronts (beside the students)",
             concurrent=True,
         ),
         Stage(
@@ -591,23 +666,25 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
             stage_merges,
             reads=("run.merges",),
             after=tuple(dict.fromkeys(n for m in merges for n in (m.a, m.b))),
-            estimate_s=5,
+            estimate_s=1,
             doc="LERP the students of run.merges at each lambda",
+            concurrent=True,
         ),
+        *parts,
         Stage(
             "evaluate",
             stage_evaluate,
             reads=(*FRONT_READS, "run.compare_offline", "run.students", "run.merges"),
-            after=("merges", "judges", "offline", "front", *(s.name for s in students)),
-            estimate_s=120,
-            doc="evaluate every system on held-out prompts; Pareto plot",
+            after=("merges", "offline", *(s.name for s in students), *(p.name for p in parts)),
+            estimate_s=15,
+            doc="every system's results on the held-out prompts, the claims' statistics, the Pareto plot",
         ),
         Stage(
             "report",
             stage_report,
             reads=("distill",),
             after=("evaluate", "offline"),
-            estimate_s=10,
+            estimate_s=5,
             doc="write report.html: claims C1-C5, metrics, curves, audio, timings",
         ),
     ]

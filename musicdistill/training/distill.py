@@ -106,12 +106,18 @@ class DistillParts:
     dataset_prompts: list[str] | None = None
 
 
+#: an offline pool's teacher logits are computed once when they take at most this many bytes
+MAX_POOL_LOGITS_BYTES = 1 << 30
+
+
 @dataclass
 class Rollouts:
-    """``codes [N, K, T]`` for N = B·G rows (prompt-major) and the N prompts they answer."""
+    """``codes [N, K, T]`` for N = B·G rows (prompt-major) and the N prompts they answer; for an
+    offline pool, optionally the CFG teacher's logits on them ``[N, K, S, V]``, computed once."""
 
     codes: torch.Tensor
     prompts: list[str]
+    teacher_logits: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +183,35 @@ def teacher_pool(parts: DistillParts, dc: DistillConfig, device: torch.device) -
     return Rollouts(torch.cat(codes), [p for p in prompts for _ in range(dc.group_size)])
 
 
+@torch.no_grad()
+def with_teacher_logits(parts: DistillParts, pool: Rollouts, dc: DistillConfig, device: torch.device) -> Rollouts:
+    """The teacher-sampled pool with the CFG teacher's logits on every sequence, computed once in batches
+    of a step's size (each row's logits do not depend on the rows beside it), so the offline steps
+    skip the teacher's forward. A pool whose logits would take more than ``MAX_POOL_LOGITS_BYTES``
+    is returned as it is (the teacher then runs at every step)."""
+    student = parts.student
+    rows, k, frames = pool.codes.shape
+    steps_len = frames + max(student.delays)
+    size = rows * k * steps_len * student.cardinality * 4
+    if size > MAX_POOL_LOGITS_BYTES:
+        log.info(
+            "the teacher's logits on the %d pool sequences would take %.1f GiB: computed at every step instead",
+            rows,
+            size / 2**30,
+        )
+        return pool
+    batch = dc.prompts_per_step * dc.group_size
+    chunks = []
+    for start in track(range(0, rows, batch), "the teacher on the pool", unit="batch", leave=False):
+        codes = pool.codes[start : start + batch].to(device)
+        inputs, _, _ = teacher_forcing_batch(codes, student.delays, student.special_token)
+        with autocast(device, dc.bf16):
+            chunks.append(
+                guided_forward(parts.teacher, inputs, parts.encode(pool.prompts[start : start + batch]), dc.gamma)
+            )
+    return Rollouts(pool.codes, pool.prompts, torch.cat(chunks))
+
+
 def offline_batch(pool: Rollouts, dc: DistillConfig, step: int, info: DistInfo) -> Rollouts:
     """This rank's share of B groups of G sequences from an offline pool (teacher or dataset)."""
     groups = pool.codes.shape[0] // dc.group_size
@@ -186,7 +221,8 @@ def offline_batch(pool: Rollouts, dc: DistillConfig, step: int, info: DistInfo) 
     share = dc.prompts_per_step // info.world_size
     mine = idx[info.rank * share : (info.rank + 1) * share]
     rows = (mine[:, None] * dc.group_size + torch.arange(dc.group_size)).flatten()
-    return Rollouts(pool.codes[rows], [pool.prompts[i] for i in rows.tolist()])
+    logits = None if pool.teacher_logits is None else pool.teacher_logits[rows.to(pool.teacher_logits.device)]
+    return Rollouts(pool.codes[rows], [pool.prompts[i] for i in rows.tolist()], logits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,7 +314,8 @@ def train_step(
 ) -> StepResult:
     """Steps 2-5 of the module doc on rollouts ``roll`` (codes ``[N, K, T]`` on ``device``).
 
-    The frozen teacher runs teacher-forced with CFG, the reward model scores the rollouts (on-policy
+    The frozen teacher runs teacher-forced with CFG (unless ``roll`` carries its logits: an offline
+    pool's, computed once), the reward model scores the rollouts (on-policy
     only), ``model`` (the student, or its DDP wrapper) runs teacher-forced with gradients, and
     ``loss = divergence + β · REINFORCE`` takes one optimizer step, unless the loss is non-finite on
     any rank (then the gradients are cleared and ``grad_norm`` is None).
@@ -287,8 +324,10 @@ def train_step(
     with timer("teacher"):
         cond = parts.encode(roll.prompts)
         inputs, targets, mask = teacher_forcing_batch(codes, student.delays, student.special_token)
-        with torch.no_grad(), autocast(device, dc.bf16):
-            teacher_logits = guided_forward(parts.teacher, inputs, cond, dc.gamma)
+        teacher_logits = roll.teacher_logits
+        if teacher_logits is None:
+            with torch.no_grad(), autocast(device, dc.bf16):
+                teacher_logits = guided_forward(parts.teacher, inputs, cond, dc.gamma)
     with timer("reward"):
         rewards, advantages = (
             reward_terms(parts.reward_embed, codes, dc.group_size, dc.advantage_norm)
@@ -377,7 +416,7 @@ def distill(
 
     pool = None
     if dc.mode == "teacher":
-        pool = teacher_pool(parts, dc, device)
+        pool = with_teacher_logits(parts, teacher_pool(parts, dc, device), dc, device)
     elif dc.mode == "dataset":
         pool = Rollouts(parts.dataset_codes, list(parts.dataset_prompts or []))
     config_dict = config_to_dict(cfg)
@@ -408,7 +447,7 @@ def distill(
         result = train_step(
             parts,
             ddp,
-            Rollouts(codes, roll.prompts),
+            Rollouts(codes, roll.prompts, roll.teacher_logits),
             dc,
             optimizer,
             scheduler,

@@ -100,3 +100,55 @@ def test_concurrent_stages_run_in_separate_processes_and_a_failure_keeps_the_oth
     results = run_stages(cfg, _concurrent_stages())
     assert [(r.name, r.skipped) for r in results] == [("good", True), ("bad", False)]
     assert (run / "bad" / "stage.json").is_file()
+
+
+def always(cfg) -> bool:
+    return True
+
+
+def timed_stage(cfg, run_dir: Path, out: Path, resume: bool) -> dict:
+    """Sleeps as long as its name says (``slow``: 2 s, else 0.2 s) and records when it ran."""
+    import time
+
+    start = time.time()
+    time.sleep(2.0 if out.name == "slow" else 0.2)
+    (out / "times.txt").write_text(f"{start} {time.time()}")
+    return {}
+
+
+def test_a_stage_starts_when_its_inputs_finish_and_one_that_needs_the_machine_waits(tmp_path: Path) -> None:
+    from musicdistill.pipeline.runner import concurrency_workers
+
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=r", "device=cpu"])
+    if not concurrency_workers(cfg, 2):
+        pytest.skip("one CPU core: stages run one after the other")
+    stages = [
+        Stage("slow", timed_stage, reads=("data",), concurrent=True, estimate_s=100),
+        Stage("quick", timed_stage, reads=("data",), concurrent=True, estimate_s=1),
+        Stage("next", timed_stage, reads=("data",), after=("quick",), concurrent=always),
+        Stage("alone", timed_stage, reads=("data",), after=("next",)),
+    ]
+    run_stages(cfg, stages)
+
+    def times(name: str) -> tuple[float, float]:
+        start, end = (tmp_path / "r" / name / "times.txt").read_text().split()
+        return float(start), float(end)
+
+    slow, nxt, alone = times("slow"), times("next"), times("alone")
+    assert nxt[0] >= times("quick")[1] and nxt[1] < slow[1]  # no wait for the batch's slowest stage
+    assert alone[0] >= slow[1]  # a stage that needs every core waits until no worker is busy
+
+
+def test_critical_path_counts_the_work_behind_a_stage() -> None:
+    from musicdistill.pipeline.runner import critical_path
+
+    def noop(cfg, run_dir: Path, out: Path, resume: bool) -> dict:
+        return {}
+
+    stages = [
+        Stage("a", noop, reads=(), estimate_s=10),
+        Stage("b", noop, reads=(), after=("a",), estimate_s=100),
+        Stage("c", noop, reads=(), after=("a",), estimate_s=5),
+        Stage("d", noop, reads=(), after=("b", "c"), estimate_s=1),
+    ]
+    assert critical_path(stages) == {"a": 111, "b": 101, "c": 6, "d": 1}
