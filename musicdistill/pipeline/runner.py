@@ -218,7 +218,9 @@ class _Running:
 class _Schedule:
     """The run's bookkeeping: which stages finished (ran or skipped), their hashes and results."""
 
-    def __init__(self, cfg: Config, stages: list[Stage], force: tuple[str, ...], only: tuple[str, ...]) -> None:
+    def __init__(
+        self, cfg: Config, stages: list[Stage], force: tuple[str, ...], only: tuple[str, ...]
+    ) -> None:
         self.cfg, self.force, self.only = cfg, force, only
         self.ordered = _order(stages)
         self.position = {s.name: i for i, s in enumerate(self.ordered)}
@@ -276,7 +278,10 @@ class _Schedule:
         _finish(stage, out_dir, self.hashes[stage.name], summary, seconds)
         self.remaining -= stage.estimate_s
         log.info(
-            "%s: done in %.1fs (%.0fs elapsed)", self.label(stage), seconds, time.perf_counter() - self.t_start
+            "%s: done in %.1fs (%.0fs elapsed)",
+            self.label(stage),
+            seconds,
+            time.perf_counter() - self.t_start,
         )
         self.results.append(StageResult(stage.name, False, seconds, summary))
         self.ran.add(stage.name)

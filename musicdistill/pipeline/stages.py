@@ -482,7 +482,9 @@ def stage_evaluate_part(cfg: Config, run_dir: Path, out: Path, resume: bool, par
     stages still training; the evaluate stage takes their stored results."""
     raw = part_systems(cfg, run_dir, part)
     if not raw:
-        reason = "evaluate.systems names the systems" if cfg.evaluate.systems else "no such system in this run"
+        reason = (
+            "evaluate.systems names the systems" if cfg.evaluate.systems else "no such system in this run"
+        )
         return {"systems": 0, "reason": reason}
     systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
     done = run_evaluation(cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), statistics=False)

@@ -184,7 +184,9 @@ def teacher_pool(parts: DistillParts, dc: DistillConfig, device: torch.device) -
 
 
 @torch.no_grad()
-def with_teacher_logits(parts: DistillParts, pool: Rollouts, dc: DistillConfig, device: torch.device) -> Rollouts:
+def with_teacher_logits(
+    parts: DistillParts, pool: Rollouts, dc: DistillConfig, device: torch.device
+) -> Rollouts:
     """The teacher-sampled pool with the CFG teacher's logits on every sequence, computed once in batches
     of a step's size (each row's logits do not depend on the rows beside it), so the offline steps
     skip the teacher's forward. A pool whose logits would take more than ``MAX_POOL_LOGITS_BYTES``
@@ -207,7 +209,9 @@ def with_teacher_logits(parts: DistillParts, pool: Rollouts, dc: DistillConfig, 
         inputs, _, _ = teacher_forcing_batch(codes, student.delays, student.special_token)
         with autocast(device, dc.bf16):
             chunks.append(
-                guided_forward(parts.teacher, inputs, parts.encode(pool.prompts[start : start + batch]), dc.gamma)
+                guided_forward(
+                    parts.teacher, inputs, parts.encode(pool.prompts[start : start + batch]), dc.gamma
+                )
             )
     return Rollouts(pool.codes, pool.prompts, torch.cat(chunks))
 

@@ -47,7 +47,11 @@ def test_c4_reads_the_diversity_students_merges_with_either_beta_zero_student() 
     merge = dict(info[MERGE])
     info["merge control-diversity lambda=0.5"] = {**merge, "lam": 0.5, "merge_of": ["control", "diversity"]}
     info["merge quality-control lambda=0.5"] = {**merge, "lam": 0.5, "merge_of": ["quality", "control"]}
-    info["merge diversity-diversity lambda=0.5"] = {**merge, "lam": 0.5, "merge_of": ["diversity", "diversity"]}
+    info["merge diversity-diversity lambda=0.5"] = {
+        **merge,
+        "lam": 0.5,
+        "merge_of": ["diversity", "diversity"],
+    }
     merges = find_roles(info, GAMMA).merges
     assert "merge control-diversity lambda=0.5" in merges and MERGE in merges
     assert "merge quality-control lambda=0.5" not in merges
