@@ -1,6 +1,6 @@
 """The demo process's memory: resident set size after start-up and after the slider's 11 positions.
 
-    python bench/demo_memory.py --run runs/default [--dtype fp32] [--teacher]
+    python bench/demo_memory.py --run runs/default [--dtype fp32] [--teacher] [--dial merge|conditioned]
     python bench/demo_memory.py --tiny-musicgen /tmp/mg-run   # builds a tiny random MusicGen run there
 
 Prints one JSON line (MiB): the student's weights, the process's RSS after the imports (the
@@ -112,6 +112,12 @@ def main() -> None:
     )
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--teacher", action="store_true", help="load the CFG teacher too")
+    parser.add_argument(
+        "--dial",
+        default="merge",
+        choices=("merge", "conditioned"),
+        help="serve the merge of the run's students (default) or its conditioned student",
+    )
     parser.add_argument("--compute", action="store_true", help="print musicgen-small/medium figures")
     args = parser.parse_args()
     if args.compute:
@@ -124,10 +130,16 @@ def main() -> None:
     torch.set_num_threads(1)
     run = build_tiny_musicgen_run(Path(args.tiny_musicgen)) if args.tiny_musicgen else Path(args.run)
     runtime, runtime_anon = rss_mb(), rss_mb("RssAnon")
-    paths = demo_engine.find_run_checkpoints(run)
+    finds = inspect.signature(demo_engine.find_run_checkpoints).parameters
+    paths = (
+        demo_engine.find_run_checkpoints(run, args.dial)
+        if "dial" in finds
+        else demo_engine.find_run_checkpoints(run)
+    )
     if not args.teacher:
+        kept = {"conditioned": paths.conditioned} if "dial" in finds else {}
         paths = demo_engine.DemoPaths(
-            quality=paths.quality, diversity=paths.diversity, embedder=paths.embedder
+            quality=paths.quality, diversity=paths.diversity, embedder=paths.embedder, **kept
         )
     accepts = inspect.signature(demo_engine.load_engine).parameters
     kwargs = {"dtype": args.dtype} if "dtype" in accepts else {}
@@ -149,7 +161,9 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "code": "dial" if "dtype" in accepts else "merge cache",
+                "code": ("conditioned" if args.dial == "conditioned" else "dial")
+                if "dtype" in accepts
+                else "merge cache",
                 "dtype": args.dtype,
                 "teacher": bool(args.teacher),
                 "student_weights_mib": round(weights / 2**20, 2),

@@ -436,6 +436,31 @@ def test_students_and_merges_are_checked_with_the_field_and_the_fix(override: st
         load_config("configs/default.yaml", [override])
 
 
+def test_run_conditioned_adds_a_student_with_the_diversity_settings_and_a_dial() -> None:
+    from musicdistill.config import student_distill_config
+    from musicdistill.config.students import parse_students
+
+    cfg = load_config("configs/default.yaml", ["run.conditioned=true"])
+    student = parse_students(cfg)[-1]
+    assert (student.name, student.role, student.beta, student.settings_of) == (
+        "conditioned",
+        "conditioned",
+        30.0,
+        "diversity",
+    )
+    section = student_distill_config(cfg, student)
+    assert (student.dial_hidden, section.lr, section.divergence) == (64, 0.0001, "jeffreys")
+    assert not any(s.role == "conditioned" for s in parse_students(load_config("configs/default.yaml")))
+    without = [
+        "run.conditioned=true",
+        "run.students.diversity=null",
+        "run.students.control=null",
+        "run.merges=[]",
+    ]
+    with pytest.raises(ConfigError, match="no student has role: diversity"):
+        parse_students(load_config("configs/default.yaml", without))
+
+
 def test_a_students_distill_changes_only_its_own_section() -> None:
     cfg = load_config(
         "configs/default.yaml",

@@ -181,3 +181,67 @@ def test_transformers_seeded_sampling_on_the_export_gives_our_multinomial_tokens
         ours.loaded.model, ours.loaded.text_encoder.encode(prompts), FRAMES, temperature=0.0
     )
     assert not torch.equal(codes, greedy)  # sampled, not the greedy sequence
+
+
+@pytest.fixture(scope="module")
+def conditioned_musicgen(musicgen_student: Path, tmp_path_factory) -> Path:
+    """``musicgen_student`` with a trained-looking diversity dial (role conditioned)."""
+    from musicdistill.storage.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(musicgen_student)
+    text_dim = ck.state_dict["enc_to_dec_proj.weight"].shape[1]
+    gen = torch.Generator().manual_seed(6)
+    state = dict(ck.state_dict) | {
+        "dial.inp.weight": torch.randn(4, 1, generator=gen),
+        "dial.inp.bias": torch.randn(4, generator=gen),
+        "dial.out.weight": torch.randn(text_dim, 4, generator=gen),
+        "dial.out.bias": torch.randn(text_dim, generator=gen),
+    }
+    cfg = dict(ck.config)
+    prov = {
+        **ck.provenance,
+        "role": "conditioned",
+        "dial": {"hidden": 4, "w_range": [0.0, 1.0], "beta_max": 30.0},
+    }
+    return save_checkpoint(tmp_path_factory.mktemp("cmg") / "conditioned", state, cfg, prov)
+
+
+def test_a_musicgen_dial_starts_at_zero_and_exports_for_transformers_at_one_w(
+    musicgen_student: Path, conditioned_musicgen: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from musicgen_fixture import FRAMES, K
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    plain = musicdistill.load(musicgen_student, device="cpu")
+    prompts = ["calm piano", "fast drums and bass"]
+    cond = plain.loaded.text_encoder.encode(prompts)
+    reference, _ = sample_tokens(plain.loaded.model, cond, FRAMES, temperature=0.0, cfg_scale=1.0)
+    plain.loaded.model.attach_dial(4)  # fresh: output layer at zero, so nothing changes for any w
+    for w in (0.0, 1.0):
+        codes, _ = sample_tokens(
+            plain.loaded.model, cond.with_dial(w), FRAMES, temperature=0.0, cfg_scale=1.0
+        )
+        assert torch.equal(codes, reference)
+
+    ours = musicdistill.load(conditioned_musicgen, device="cpu")
+    assert ours.conditioned
+    with pytest.raises(ValueError, match="pass the w to export it at"):
+        export(conditioned_musicgen, tmp_path / "no_w")
+    out = export(conditioned_musicgen, tmp_path / "hf", w=0.8)
+    assert "diversity weight w" in (out / "README.md").read_text(encoding="utf-8")
+    hf = MusicgenForConditionalGeneration.from_pretrained(out).eval()
+    captured: dict[str, torch.Tensor] = {}
+    decode = hf.audio_encoder.decode
+
+    def capture(codes, *args, **kwargs):
+        captured["codes"] = codes[0].clone()
+        return decode(codes, *args, **kwargs)
+
+    monkeypatch.setattr(hf.audio_encoder, "decode", capture)
+    batch = AutoTokenizer.from_pretrained(out)(
+        prompts, padding=True, return_tensors="pt", return_token_type_ids=False
+    )
+    hf.generate(**batch, do_sample=False, guidance_scale=1.0, max_new_tokens=FRAMES + K - 1)
+    at_w, _ = sample_tokens(ours.loaded.model, cond.with_dial(0.8), FRAMES, temperature=0.0, cfg_scale=1.0)
+    at_zero, _ = sample_tokens(ours.loaded.model, cond.with_dial(0.0), FRAMES, temperature=0.0, cfg_scale=1.0)
+    assert torch.equal(at_w, captured["codes"]) and not torch.equal(at_w, at_zero)

@@ -55,16 +55,30 @@ def export(
     *,
     lam: float | None = None,
     device: str = "cpu",
+    w: float | None = None,
 ) -> Path:
     """Load ``path`` (a checkpoint, or a run folder with ``role`` and ``lam``, as
-    :func:`musicdistill.load` does) and write it to ``out`` for its own library; returns ``out``."""
+    :func:`musicdistill.load` does) and write it to ``out`` for its own library; returns ``out``.
+    ``w``: a conditioned MusicGen student is written for transformers at this diversity weight."""
     model = load(path, role, lam=lam, device=device)
     run = Path(path) if role is not None else None
-    return export_model(model, Path(out), run=run)
+    return export_model(model, Path(out), run=run, w=w)
 
 
-def export_model(model: Model, out: Path, run: Path | None = None) -> Path:
-    """Write ``model`` to ``out`` (see the module doc); ``run`` supplies the card's claims and data."""
+def export_model(model: Model, out: Path, run: Path | None = None, w: float | None = None) -> Path:
+    """Write ``model`` to ``out`` (see the module doc); ``run`` supplies the card's claims and data.
+
+    A conditioned student keeps its dial in a musicdistill checkpoint (``w`` is then an input of
+    ``generate``); for transformers, which has no such input, a conditioned MusicGen is written at one
+    ``w`` (required), its dial folded into ``enc_to_dec_proj``'s bias."""
+    conditioned = getattr(model.loaded.model, "dial", None) is not None
+    if w is not None and not conditioned:
+        raise ValueError(f"w={w!r}: {model.source} is not a conditioned student; leave w out")
+    if conditioned and isinstance(model.loaded.model, MusicgenBackbone) and w is None:
+        raise ValueError(
+            f"{model.source} is a conditioned MusicGen student; transformers has no diversity-weight input, "
+            "so pass the w to export it at (--w W in [0, 1]): its dial is folded into the projection's bias"
+        )
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; pass a folder path")
@@ -74,7 +88,7 @@ def export_model(model: Model, out: Path, run: Path | None = None) -> Path:
     try:
         if isinstance(model.loaded.model, MusicgenBackbone):
             kind, library = "musicgen", "transformers (`MusicgenForConditionalGeneration`)"
-            _write_musicgen(model, tmp / "model", sampling)
+            _write_musicgen(model, tmp / "model", sampling, w)
             snippet = _transformers_snippet(out)
         else:
             kind, library = "native", "musicdistill (`musicdistill.load`)"
@@ -108,7 +122,7 @@ def _config_dict(model: Model, run: Path | None) -> dict[str, Any]:
     return config_to_dict(model.loaded.cfg)
 
 
-def _write_musicgen(model: Model, folder: Path, sampling: dict[str, Any]) -> None:
+def _write_musicgen(model: Model, folder: Path, sampling: dict[str, Any], w: float | None = None) -> None:
     from transformers import GenerationConfig
 
     backbone: MusicgenBackbone = model.loaded.model
@@ -121,7 +135,8 @@ def _write_musicgen(model: Model, folder: Path, sampling: dict[str, Any]) -> Non
     gen.top_p = sampling["top_p"] if 0.0 < sampling["top_p"] < 1.0 else 1.0
     backbone.generation_config = gen
     try:
-        backbone.save_pretrained(folder, model.loaded.text_encoder, model.loaded.codec)
+        with backbone.dial_folded(w if w is not None else 0.0):
+            backbone.save_pretrained(folder, model.loaded.text_encoder, model.loaded.codec)
     finally:
         backbone.generation_config = own
 

@@ -4,8 +4,9 @@ A run folder (what ``musicdistill run`` writes) holds several models; the role p
 
 - ``"base"``: the pretrained base, sampled with CFG at the run config's ``generate.cfg_scale``;
 - ``"teacher"``: the same base, sampled with CFG at the distillation teacher's γ (``distill.gamma``);
-- ``"quality"``, ``"diversity"``, ``"control"``, ``"offline"``: the students, read from each
-  checkpoint's ``provenance.json`` (role, else β), sampled without CFG;
+- ``"quality"``, ``"diversity"``, ``"control"``, ``"offline"``, ``"conditioned"``: the students, read
+  from each checkpoint's ``provenance.json`` (role, else β), sampled without CFG; the conditioned
+  student (``run.conditioned``) takes its diversity weight as ``Model.generate(..., w=)``;
 - ``"merge"`` with ``lam``: the LERP of the quality (λ = 0) and diversity (λ = 1) students. The run's
   own merge folder is used when it holds that λ; any other λ in [0, 1] is merged in memory.
 """
@@ -30,7 +31,7 @@ from musicdistill.storage.checkpoint import CONFIG_FILE, MODEL_FILE, PROVENANCE_
 
 log = logging.getLogger(__name__)
 
-STUDENT_ROLES = ("quality", "diversity", "control", "offline")
+STUDENT_ROLES = ("quality", "diversity", "control", "offline", "conditioned")
 ROLES = ("base", "teacher", *STUDENT_ROLES, "merge")
 #: provenance kinds that are sampled without CFG by default
 CFG_FREE_KINDS = ("distilled", "merged")

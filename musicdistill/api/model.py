@@ -62,6 +62,11 @@ class Model:
     def device(self) -> torch.device:
         return next(self.loaded.model.parameters()).device
 
+    @property
+    def conditioned(self) -> bool:
+        """Whether the model takes a diversity weight ``w`` (a conditioned student, docs/method.md 4.1)."""
+        return getattr(self.loaded.model, "dial", None) is not None
+
     def generate(
         self,
         prompts: str | Sequence[str],
@@ -75,14 +80,21 @@ class Model:
         num_samples: int = 1,
         batch_size: int | None = 64,
         draw: str = "race",
+        w: float | None = None,
     ) -> Generation:
         """Audio for each prompt: ``num_samples`` clips of ``duration`` seconds (default: the longest
         the model holds, at most 10 s), the same for the same ``seed`` and settings. ``draw``:
         ``race`` (default) or ``multinomial`` (transformers' way of drawing; see
-        :class:`musicdistill.generation.spec.SamplingSpec`).
+        :class:`musicdistill.generation.spec.SamplingSpec`). ``w``: a conditioned student's diversity
+        weight in [0, 1] (0 = its quality end, the default; 1 = its diversity end).
 
-        Raises ValueError naming any bad argument (range included).
+        Raises ValueError naming any bad argument (range included), and ``w`` for a model without a dial.
         """
+        if w is not None and not self.conditioned:
+            raise ValueError(
+                f"w={w!r}: this model has no diversity dial (it is not a conditioned student); leave w out, "
+                "or load the run's conditioned student (role='conditioned')"
+            )
         if duration is None:
             duration = min(10.0, self.max_duration)
         out = generate(
@@ -99,6 +111,7 @@ class Model:
             text_encoder=self.loaded.text_encoder,
             batch_size=batch_size,
             draw=draw,
+            w=w,
         )
         audio = out.audio[:, 0].numpy() if out.audio is not None else np.zeros((0, 0), np.float32)
         return Generation(audio=audio, sample_rate=self.sample_rate)

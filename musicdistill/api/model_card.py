@@ -37,6 +37,17 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _dial_line(dial: Any) -> str | None:
+    """A conditioned student's dial: w's range and β_max (None for any other model)."""
+    if not isinstance(dial, dict):
+        return None
+    low, high = dial.get("w_range", [0.0, 1.0])
+    return (
+        f"w in [{low:g}, {high:g}], β_max = {dial.get('beta_max')}; pass it as "
+        "`Model.generate(..., w=)` or `musicdistill generate --w`"
+    )
+
+
 def _data_line(config: dict[str, Any]) -> str:
     data = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
     manifest = data.get("manifest")
@@ -78,6 +89,10 @@ def model_card(
         ),
         ("γ (CFG scale of the teacher)", provenance.get("gamma", distill.get("gamma"))),
         ("λ (merge coefficient, 0 = quality, 1 = diversity)", lam),
+        (
+            "diversity weight w (an input: 0 = quality end, 1 = diversity end; β = w · β_max)",
+            _dial_line(provenance.get("dial")),
+        ),
         ("merged from", ", ".join(str(provenance[k]) for k in ("a", "b") if k in provenance) or None),
         ("divergence", provenance.get("divergence", distill.get("divergence"))),
         ("distillation steps", provenance.get("step", distill.get("steps"))),

@@ -18,13 +18,20 @@ spectrograms, the batch's diversity (mean pairwise 1 - cos of audio embeddings) 
 time; with --teacher the page can also sample the base model with CFG (2 model rows per sample)
 to show what CFG costs. Requests are queued (--max-concurrency run at once).
 
-Take the checkpoints from a pipeline run with --run DIR (DIR/distill_beta0, DIR/distill_beta<β>,
-DIR/base, DIR/embedder), or name them with --quality/--diversity/--teacher/--embedder (these
-override --run). Without an embedder, diversity is measured on hand-made log-mel features."""
+A conditioned student (the main job's run.conditioned, or --conditioned DIR) serves the whole range
+with one model: its slider sets the diversity weight w (0 = quality end, 1 = diversity end), no
+weights change and nothing is merged. With --run, the run's conditioned student is served when it
+has one (--dial merge serves the merge instead).
+
+Take the checkpoints from a pipeline run with --run DIR (the students by the role in their
+provenance.json, DIR/base, DIR/embedder), or name them with --quality/--diversity/--conditioned/
+--teacher/--embedder (these override --run). Without an embedder, diversity is measured on hand-made
+log-mel features."""
 
 EPILOG = """\
 examples:
   musicdistill demo --run runs/default
+  musicdistill demo --run runs/default --dial merge
   musicdistill demo --quality runs/default/distill_beta0 --diversity runs/default/distill_beta15 \\
       --teacher runs/default/base --port 7861"""
 
@@ -44,6 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--teacher", metavar="DIR", help="base checkpoint sampled with CFG for comparison (optional)"
     )
     p.add_argument("--embedder", metavar="DIR", help="reward embedder for the diversity read-out (optional)")
+    p.add_argument(
+        "--conditioned",
+        metavar="DIR",
+        help="a conditioned student (run.conditioned): its slider sets the diversity weight w on one model",
+    )
+    p.add_argument(
+        "--dial",
+        choices=("auto", "merge", "conditioned"),
+        default="auto",
+        help="with --run: what the slider sets (auto: the run's conditioned student when it has one, else "
+        "the merge of its quality and diversity students)",
+    )
     p.add_argument(
         "--method",
         choices=("lerp", "slerp"),
@@ -112,14 +131,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _paths(args: argparse.Namespace):
     from pathlib import Path
 
+    pick = lambda given, default: Path(given) if given else default  # noqa: E731
+    if args.conditioned:
+        found = find_run_checkpoints(args.run, "conditioned") if args.run else None
+        return DemoPaths(
+            quality=None,
+            diversity=None,
+            teacher=pick(args.teacher, found.teacher if found else None),
+            embedder=pick(args.embedder, found.embedder if found else None),
+            conditioned=Path(args.conditioned),
+        )
     if args.run:
-        found = find_run_checkpoints(args.run)
-        pick = lambda given, default: Path(given) if given else default  # noqa: E731
+        dial = "merge" if (args.quality or args.diversity) else args.dial
+        found = find_run_checkpoints(args.run, dial)
         return DemoPaths(
             quality=pick(args.quality, found.quality),
             diversity=pick(args.diversity, found.diversity),
             teacher=pick(args.teacher, found.teacher),
             embedder=pick(args.embedder, found.embedder),
+            conditioned=found.conditioned,
         )
     missing = [
         flag for flag, value in (("--quality", args.quality), ("--diversity", args.diversity)) if not value

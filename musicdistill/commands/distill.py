@@ -77,6 +77,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start the student from this finetune of the same base (e.g. the beta = 0 student) instead of "
         "the base; the teacher stays the base with CFG",
     )
+    p.add_argument(
+        "--dial-hidden",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train a conditioned student (docs/method.md 4.1): a diversity dial of N hidden units, w ~ U[0, 1] "
+        "per prompt group, the reward weighted by w * distill.beta (default: 0, an ordinary student)",
+    )
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/distill_beta<beta>)")
     p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT/checkpoints")
     p.set_defaults(func=_run)
@@ -93,13 +101,24 @@ def _run(args: argparse.Namespace) -> int:
     tokens_dir = Path(args.tokens) if args.tokens else (_existing(run_dir / "tokens") or base / "tokens")
     embedder = Path(args.embedder) if args.embedder else _existing(run_dir / "embedder")
     oracle = Path(args.oracle) if args.oracle else _existing(run_dir / "oracle")
+    if not 0 <= args.dial_hidden <= 4096:
+        raise ValueError(f"--dial-hidden {args.dial_hidden} must lie in [0, 4096] (0 = an ordinary student)")
     out = Path(args.out or run_dir / f"distill_beta{cfg.distill.beta:g}")
     info, device = init_distributed(resolve_device(cfg.device))
     try:
         seed_everything(cfg.distill.seed)
         init = Path(args.init) if args.init else None
         parts = assemble(cfg, base, load_token_set(tokens_dir), out, device, embedder, oracle, init)
-        distill(cfg, parts.parts, out, parts.provenance, device, info, resume=args.resume)
+        distill(
+            cfg,
+            parts.parts,
+            out,
+            parts.provenance,
+            device,
+            info,
+            resume=args.resume,
+            dial_hidden=args.dial_hidden,
+        )
     finally:
         shutdown_distributed()
     if info.is_main:

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced once complete)")
     p.add_argument("--device", default="cpu", help="where to load the model (default: cpu)")
+    p.add_argument(
+        "--w",
+        type=float,
+        metavar="W",
+        help="a conditioned MusicGen student: the diversity weight in [0, 1] to write it at for transformers",
+    )
     p.set_defaults(func=_run)
 
 
@@ -49,6 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.ckpt and (args.role or args.lam is not None):
         raise ValueError("--role and --lam pick a model of a run folder; pass --run instead of --ckpt")
     source = Path(args.run or args.ckpt)
-    out = export(source, Path(args.out), args.role, lam=args.lam, device=args.device)
+    out = export(source, Path(args.out), args.role, lam=args.lam, device=args.device, w=args.w)
     print(f"exported: {out}\nmodel card: {out / 'README.md'}")
     return 0

@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-p", type=float, help="nucleus mass in [0, 1]; 0 = off (takes precedence over --top-k)"
     )
     p.add_argument("--duration", type=float, metavar="SECONDS", help="seconds of audio per sample")
+    p.add_argument(
+        "--w",
+        type=float,
+        metavar="W",
+        help="a conditioned student's diversity weight in [0, 1] (0 = quality end, the default; 1 = diversity end)",
+    )
     p.add_argument("--batch-size", type=int, help="sequences decoded together")
     p.add_argument("--codec", metavar="DIR", help="codec folder (default: the one the checkpoint records)")
     p.add_argument(
@@ -82,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"checkpoint {ckpt} records no codec_dir; pass --codec DIR to decode the tokens to audio"
         )
+    if args.w is not None and getattr(model, "dial", None) is None:
+        raise ValueError(
+            f"--w {args.w}: {ckpt} is not a conditioned student (its model has no diversity dial); leave --w out"
+        )
     g = cfg.generate
     result = generate(
         model,
@@ -97,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         text_encoder=encoder,
         batch_size=_pick(args.batch_size, g.batch_size),
         progress=True,
+        w=args.w,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

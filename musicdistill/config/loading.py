@@ -236,7 +236,7 @@ def student_distill_config(cfg: Config, student: Student) -> DistillConfig:
     """
     names = [f.name for f in dataclasses.fields(DistillConfig)]
     merged = {name: getattr(cfg.distill, name) for name in names}
-    where = f"run.students.{student.control_of or student.name}.distill."
+    where = f"run.students.{student.settings_of or student.name}.distill."
     section = _build(DistillConfig, {**merged, **student.distill}, where)
     section = dataclasses.replace(section, beta=student.beta, mode="on_policy")
     _check_ranges(section, where)

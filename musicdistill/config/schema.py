@@ -494,6 +494,17 @@ class RunConfig:
         "LERP merges between named students: [{a, b, lambdas}], lambda 0 = a, 1 = b; C4's candidates "
         "are the merges of the quality and diversity students",
     )
+    conditioned: bool = opt(
+        False,
+        "also distil one conditioned student (docs/method.md 4.1) into <run>/conditioned: the diversity "
+        "student's settings, its beta as beta_max, the diversity weight w an input; claim C6",
+    )
+    conditioned_w: list = opt(
+        [0.0, 0.25, 0.5, 0.75, 1.0], "the diversity weights w at which the conditioned student is evaluated"
+    )
+    conditioned_hidden: int = opt(
+        64, "hidden units of the conditioned student's diversity dial", ge=1, le=4096
+    )
     compare_offline: bool = opt(
         False,
         "also distil offline (distill.mode=teacher, beta 0) into <run>/offline, for claim C5 "

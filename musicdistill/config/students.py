@@ -33,7 +33,9 @@ from musicdistill.config.schema import Config, ConfigError, DistillConfig
 
 ROLES = ("quality", "diversity", "control", "student")
 #: roles the claims read; a run has at most one student of each
-SINGLE_ROLES = ("quality", "diversity", "control")
+SINGLE_ROLES = ("quality", "diversity", "control", "conditioned")
+#: the conditioned student's name (added by run.conditioned)
+CONDITIONED = "conditioned"
 STUDENT_KEYS = ("role", "beta", "distill")
 MERGE_KEYS = ("a", "b", "lambdas")
 #: folders of a run that a student may not take as its name
@@ -69,6 +71,10 @@ class Student:
     beta: float
     distill: dict[str, Any]
     control_of: str | None = None
+    settings_of: str | None = (
+        None  # the student whose distill keys it copies (a control, the conditioned student)
+    )
+    dial_hidden: int = 0  # > 0: a conditioned student with a diversity dial of this width
 
 
 @dataclass(frozen=True)
@@ -186,9 +192,36 @@ def parse_students(cfg: Config) -> list[Student]:
                     f"run.students.{s.name}: a control copies the diversity student's settings with beta 0, "
                     "but no student has role: diversity"
                 )
-            s = dataclasses.replace(s, distill=dict(diversity.distill), control_of=diversity.name)
+            s = dataclasses.replace(
+                s, distill=dict(diversity.distill), control_of=diversity.name, settings_of=diversity.name
+            )
         out.append(s)
+    if cfg.run.conditioned:
+        out.append(conditioned_student(out, diversity, cfg.run.conditioned_hidden))
     return out
+
+
+def conditioned_student(students: list[Student], diversity: Student | None, hidden: int) -> Student:
+    """The student ``run.conditioned`` adds (docs/method.md 4.1): the diversity student's distill keys,
+    its β as β_max, and a diversity dial of ``run.conditioned_hidden`` units."""
+    if diversity is None:
+        raise ConfigError(
+            "run.conditioned=true: the conditioned student takes the diversity student's settings (its beta "
+            "as beta_max), but no student has role: diversity"
+        )
+    if any(s.name == CONDITIONED for s in students):
+        raise ConfigError(
+            f"run.students.{CONDITIONED}: with run.conditioned=true that name is the conditioned student's; "
+            "give this student another name"
+        )
+    return Student(
+        CONDITIONED,
+        "conditioned",
+        diversity.beta,
+        dict(diversity.distill),
+        settings_of=diversity.name,
+        dial_hidden=hidden,
+    )
 
 
 def parse_merges(cfg: Config, students: list[Student]) -> list[Merge]:

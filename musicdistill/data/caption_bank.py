@@ -73,8 +73,10 @@ class EncodedCaptions:
 
 
 def encode_captions(encoder: TextEncoder, captions: Sequence[str]) -> EncodedCaptions:
-    """Encode each distinct caption once (sorted), with a progress bar; float32 states on the CPU."""
-    unique = sorted(set(captions))
+    """Encode each distinct caption once, with a progress bar; float32 states on the CPU. Captions go
+    in order of length (then text), so each batch pads to about its own length, not the longest
+    caption's; the bank finds a caption by its text, whatever its row."""
+    unique = sorted(set(captions), key=lambda c: (len(c), c))
     parts = []
     for start in track(range(0, len(unique), _CHUNK), desc="encoding captions", unit="batch", leave=False):
         with torch.inference_mode():

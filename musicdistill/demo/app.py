@@ -71,6 +71,13 @@ Both endpoints were distilled from the same CFG teacher, so neither needs classi
 **λ = 1** the diversity model (distilled with a diversity reward); in between, their weights are
 interpolated. Merged weights are computed when the slider moves and kept per slider step."""
 
+INTRO_CONDITIONED = """\
+# Quality ↔ diversity: one conditioned CFG-distilled student
+One student was distilled from the CFG teacher with the diversity weight **w** as an input, so it needs
+no classifier-free guidance (one model row per sample instead of two) and serves the whole range
+with one set of weights: **w = 0** is its quality end, **w = 1** its diversity end (the reward
+weighted by β = w · β_max in training). Moving the slider changes no weight; nothing is merged."""
+
 
 # --------------------------------------------------------------------------------------------
 # Rendering
@@ -235,11 +242,15 @@ def _failure(message: str) -> list[Any]:
 def make_prepare(engine: DemoEngine) -> Callable[[float], str]:
     """The slider's function: set the weights to λ ahead of the next request; returns a status line."""
 
+    symbol = engine.dial.symbol
+
     def prepare(lam) -> str:
         try:
             seconds = engine.prepare(float(lam))
         except (TypeError, ValueError) as exc:
-            return f"λ={lam!r}: {exc}"
+            return f"{symbol}={lam!r}: {exc}"
+        if symbol == "w":
+            return f"Diversity weight set: {engine.dial.describe()} (one model; no weights change)."
         return f"Weights set to λ = {engine.loaded_lam:g} ({seconds:.2f} s)."
 
     return prepare
@@ -378,7 +389,7 @@ def build_demo(
     with gr.Blocks(
         title="musicdistill: quality ↔ diversity", analytics_enabled=False, delete_cache=DELETE_CACHE
     ) as demo:
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO_CONDITIONED if engine.dial.symbol == "w" else INTRO)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
                 prompt = gr.Textbox(
@@ -396,7 +407,12 @@ def build_demo(
                     api_visibility="private",
                 )
                 lam = gr.Slider(
-                    0.0, 1.0, value=0.5, step=lam_step, label="λ: quality (0) ↔ diversity (1)", elem_id="lam"
+                    0.0,
+                    1.0,
+                    value=0.5,
+                    step=lam_step,
+                    label=f"{engine.dial.symbol}: quality (0) ↔ diversity (1)",
+                    elem_id="lam",
                 )
                 weights = gr.Markdown(label="merge status", elem_id="weights")
                 with gr.Row():

@@ -2,7 +2,9 @@
 
 Systems in memory: ONE student model, whose weights :class:`musicdistill.demo.weight_dial.WeightDial`
 sets in place to the merge at the chosen λ (λ = 0 the quality finetune, λ = 1 the diversity
-finetune, both held once on the CPU), and optionally the CFG teacher (the base model) for comparison. A
+finetune, both held once on the CPU), or, for a conditioned student (``run.conditioned``), the one
+model sampled at the chosen diversity weight w (:class:`musicdistill.demo.diversity_dial.ConditionedDial`:
+no weight changes); and optionally the CFG teacher (the base model) for comparison. A
 request makes G variations of one prompt with each system, times the token sampling (where CFG's
 second model row costs) and the decoding separately, and measures the batch's diversity as the mean
 pairwise ``1 - cos`` of audio embeddings.
@@ -29,6 +31,7 @@ import torch
 
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, section_from_dict
+from musicdistill.demo.diversity_dial import ConditionedDial
 from musicdistill.demo.weight_dial import WeightDial, endpoint_folders, mapped_endpoint
 from musicdistill.generation.guidance import MAX_CFG_SCALE, is_guided
 from musicdistill.generation.sampling import frames_for_duration, generate
@@ -54,6 +57,8 @@ RUN_TEACHER = "base"
 RUN_EMBEDDER = "embedder"
 
 MAX_VARIATIONS = 8
+#: what the slider sets: ``auto`` (a run's conditioned student when it has one), ``merge`` or ``conditioned``
+DIALS = ("auto", "merge", "conditioned")
 MAX_SEED = 2**31 - 1
 MAX_TEMPERATURE = 3.0
 
@@ -72,12 +77,14 @@ class DemoInputError(ValueError):
 
 @dataclass(frozen=True)
 class DemoPaths:
-    """Checkpoint folders of the systems the demo serves (teacher and embedder are optional)."""
+    """Checkpoint folders of the systems the demo serves: the merge's two students, or one conditioned
+    student (``conditioned``, which the demo then serves instead); teacher and embedder are optional."""
 
-    quality: Path
-    diversity: Path
+    quality: Path | None
+    diversity: Path | None
     teacher: Path | None = None
     embedder: Path | None = None
+    conditioned: Path | None = None
 
 
 def _distilled_students(run: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -102,15 +109,19 @@ def _distilled_students(run: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def find_run_checkpoints(run: str | Path) -> DemoPaths:
+def find_run_checkpoints(run: str | Path, dial: str = "auto") -> DemoPaths:
     """The demo's folders in a run, read from each checkpoint's ``provenance.json``: the student with
     role ``quality`` (else the one with β = 0), the student with role ``diversity`` (else the one with
     the largest β > 0), teacher ``base`` and embedder ``embedder``. A control (β = 0 with the
-    diversity student's settings) is never picked.
+    diversity student's settings) is never picked. With ``dial`` ``auto`` (a run's conditioned
+    student when it has one, else the merge) or ``conditioned``, the student with role
+    ``conditioned`` is served instead of the merge; ``merge`` serves the merge.
 
-    Raises FileNotFoundError listing every missing folder when the quality or diversity model is
+    Raises FileNotFoundError listing every missing folder when the models the dial needs are
     missing; a missing teacher or embedder is logged and left out.
     """
+    if dial not in DIALS:
+        raise ValueError(f"--dial {dial}: choose one of {', '.join(DIALS)}")
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(
@@ -119,6 +130,23 @@ def find_run_checkpoints(run: str | Path) -> DemoPaths:
     teacher, embedder = run / RUN_TEACHER, run / RUN_EMBEDDER
     students = _distilled_students(run)
     by_role = {prov.get("role"): path for path, prov in reversed(students) if prov.get("role")}
+    conditioned = by_role.get("conditioned")
+    if dial == "conditioned" and conditioned is None:
+        raise FileNotFoundError(
+            f"--run {run} has no conditioned student (a student with role conditioned); run the main job "
+            "with run.conditioned=true, or use --dial merge"
+        )
+    if conditioned is not None and dial != "merge":
+        for name, folder in (("teacher", teacher), ("embedder", embedder)):
+            if not folder.exists():
+                log.warning("--run %s: no %s at %s; continuing without it", run, name, folder)
+        return DemoPaths(
+            quality=None,
+            diversity=None,
+            teacher=teacher if (teacher / MODEL_FILE).is_file() else None,
+            embedder=embedder if embedder.is_dir() else None,
+            conditioned=conditioned,
+        )
     unroled = [(float(prov["beta"]), path) for path, prov in students if not prov.get("role")]
     quality = by_role.get("quality") or next((p for b, p in unroled if b == 0), None)
     candidates = sorted((b, p) for b, p in unroled if b > 0)
@@ -321,7 +349,7 @@ class DemoEngine:
     """The systems in memory and the generation they serve; one instance per demo.
 
     ``student`` is the single model whose weights ``dial`` sets to the merge at λ (it starts with
-    the quality weights, λ = 0); ``teacher`` the optional base model sampled with CFG (it may share
+    the quality weights, λ = 0), or a conditioned student that ``dial`` samples at w; ``teacher`` the optional base model sampled with CFG (it may share
     the student's text encoder and codec). Model work, dial moves included, is serialised by one
     lock, so a queue that lets several requests run at once stays correct.
     """
@@ -329,7 +357,7 @@ class DemoEngine:
     def __init__(
         self,
         student: LoadedGenerator,
-        dial: WeightDial,
+        dial: WeightDial | ConditionedDial,
         teacher: LoadedGenerator | None = None,
         embed: EmbedFn = spectral_embedding,
         embedding_name: str = "hand-made log-mel features",
@@ -389,12 +417,13 @@ class DemoEngine:
             outputs = [
                 self._sample(
                     "student",
-                    f"merged λ={self.dial.lam:g}, no CFG",
+                    self.dial.describe(),
                     model,
                     self.student,
                     request,
                     cfg_scale=1.0,
                     deadline=deadline,
+                    w=self.dial.w,
                 )
             ]
             if request.compare_teacher:
@@ -422,13 +451,14 @@ class DemoEngine:
         request: DemoRequest,
         cfg_scale: float,
         deadline: float | None = None,
+        w: float | None = None,
     ) -> SystemOutput:
         codec = loaded.codec
         loaded.text_encoder.encode([request.prompt])  # cached now, so the timing below is token sampling only
         _synchronize(self.device)
         start = time.perf_counter()
         try:
-            result = self._generate(model, loaded, request, cfg_scale, deadline)
+            result = self._generate(model, loaded, request, cfg_scale, deadline, w)
         except TimeoutError:
             raise DemoInputError(
                 f"The request ran past the demo's time limit of {self.time_limit:g} s and was stopped; "
@@ -470,8 +500,10 @@ class DemoEngine:
         request: DemoRequest,
         cfg_scale: float,
         deadline: float | None,
+        w: float | None = None,
     ):
-        """The request's tokens (no audio yet); raises TimeoutError once ``deadline`` has passed."""
+        """The request's tokens (no audio yet), a conditioned student's at ``w``; raises TimeoutError
+        once ``deadline`` has passed."""
         settings = loaded.cfg.generate
         return generate(
             model,
@@ -487,6 +519,7 @@ class DemoEngine:
             text_encoder=loaded.text_encoder,
             frame_rate=float(loaded.codec.frame_rate),
             deadline=deadline,
+            w=w,
         )
 
     def warm_up(self) -> None:
@@ -587,6 +620,10 @@ def load_engine(
     device = torch.device(device)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    if paths.conditioned is not None:
+        return _load_conditioned_engine(paths, device, dtype, time_limit)
+    if paths.quality is None or paths.diversity is None:
+        raise ValueError("the merge slider needs both --quality and --diversity (or a run with both)")
     if method == "slerp" and paths.teacher is None:
         raise ValueError(
             "--method slerp interpolates task vectors relative to the base model; pass it with --teacher"
@@ -625,6 +662,35 @@ def load_engine(
         copy=False,
     )
     log.info("dial endpoints: %.1f MB, memory-mapped (%s)", dial.endpoint_bytes() / 1e6, dtype)
+    embed, embedding_name = load_embed_fn(paths.embedder, device)
+    engine = DemoEngine(student, dial, teacher, embed, embedding_name, paths, time_limit)
+    engine.warm_up()
+    return engine
+
+
+def _load_conditioned_engine(
+    paths: DemoPaths, device: torch.device, dtype: str, time_limit: float | None
+) -> DemoEngine:
+    """The engine for one conditioned student: its slider sets w; one decoder's weights in memory."""
+    student = load_generator(paths.conditioned, device)
+    if student.codec is None:
+        raise FileNotFoundError(
+            f"conditioned checkpoint {paths.conditioned} records no codec_dir, so samples cannot be played"
+        )
+    provenance = json.loads((paths.conditioned / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    dial_info = provenance.get("dial")
+    if getattr(student.model, "dial", None) is None or not isinstance(dial_info, dict):
+        raise ValueError(
+            f"{paths.conditioned} is not a conditioned student (its model has no diversity dial, or its "
+            "provenance.json records none); serve a merge with --quality and --diversity"
+        )
+    teacher = None
+    if paths.teacher is not None:
+        student_codec_dir = resolve_codec_dir(paths.conditioned, provenance)
+        teacher = _load_teacher(paths.teacher, student, student_codec_dir, device)
+        cast_floating(teacher.model, DTYPES[dtype])
+    cast_floating(student.model, DTYPES[dtype])
+    dial = ConditionedDial(student.model, float(dial_info.get("beta_max", 0.0)))
     embed, embedding_name = load_embed_fn(paths.embedder, device)
     engine = DemoEngine(student, dial, teacher, embed, embedding_name, paths, time_limit)
     engine.warm_up()

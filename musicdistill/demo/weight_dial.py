@@ -92,10 +92,21 @@ class WeightDial:
         self._lam: float | None = None
         self._lock = threading.Lock()
 
+    symbol = "λ"
+
     @property
     def lam(self) -> float | None:
         """λ of the weights in the model now (None before the first move)."""
         return self._lam
+
+    @property
+    def w(self) -> None:
+        """A merge takes no diversity weight (only a conditioned student does)."""
+        return None
+
+    def describe(self) -> str:
+        """The read-out of the student's setting."""
+        return f"merged λ={self._lam:g}, no CFG"
 
     def key(self, lam: float) -> float:
         """``lam`` validated to lie in [0, 1] and rounded to ``decimals`` places."""

@@ -291,6 +291,23 @@ def noninferiority_margin(ev: Evidence, metric: str, reference: str) -> Margin:
     )
 
 
+def diversity_margin(ev: Evidence, metric: str) -> Margin:
+    """``delta_d = 25 % of (d_0 - d_T)``: a quarter of the diversity CFG costs (the base's mean minus the
+    teacher's, over the prompts where both have ``metric``); not positive when CFG costs none (C6)."""
+    teacher, base = ev.roles.teacher, ev.roles.base
+    if teacher is None or base is None or not has_all(ev, metric, teacher, base):
+        return Margin(math.nan, "the teacher or the base was not evaluated")
+    t, b = ev.table.column(teacher, metric), ev.table.column(base, metric)
+    mask = complete((t, b))
+    cost = masked_mean(b, mask) - masked_mean(t, mask)
+    delta = CFG_GAIN_SHARE * cost
+    return Margin(
+        delta,
+        f"diversity margin -{delta:.4f}: {100 * CFG_GAIN_SHARE:.0f} % of the diversity CFG costs, {cost:.4f} "
+        f"({base} - {teacher})",
+    )
+
+
 def non_inferiority(
     ev: Evidence, first: str, reference: str, metric: str, margin: Margin | None = None
 ) -> Comparison:
@@ -317,9 +334,11 @@ def gain_comparison(
     metric: str | None = None,
     decides: bool = True,
     corrected_low: float | None = None,
+    margin: float = 0.0,
 ) -> Comparison:
     """A gain at matched quality (``gain``, or the system's gain over ``front`` under ``metric``), claimed
-    above 0; ``corrected_low`` decides in place of the interval's lower bound when given."""
+    above ``margin`` (0: more diverse; a negative margin: at least as diverse, up to it);
+    ``corrected_low`` decides in place of the interval's lower bound when given."""
     if isinstance(gain, str):
         if front is None or metric is None:
             raise ValueError("gain_comparison needs front and metric when given a system name")
@@ -336,9 +355,9 @@ def gain_comparison(
         e.low,
         e.high,
         e.n,
-        0.0,
+        margin,
         "above",
-        gain.verdict(low=corrected_low),
+        gain.verdict(margin, low=corrected_low),
         decides,
         gain.defined_fraction,
         note,

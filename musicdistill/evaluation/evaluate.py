@@ -8,7 +8,7 @@ feature embedding, Vendi score. The judges read the samples' codes as distillati
 Every statistic comes from one joint bootstrap over prompts (:mod:`musicdistill.evaluation.paired`:
 the same draw of prompts for every system and metric): each system's means with 95 % intervals, the
 fronts and each system's diversity gain at matched quality against them
-(:mod:`musicdistill.evaluation.fronts`), and the claims C1-C5 on paired per-prompt differences
+(:mod:`musicdistill.evaluation.fronts`), and the claims C1-C6 on paired per-prompt differences
 (:mod:`musicdistill.evaluation.claims`). Fréchet distances compare all of a system's samples with
 real held-out clips, whose codes the judges read the same way. Outputs: ``metrics.json`` (display
 names as keys; means, fronts, gains, claims), ``per_prompt.csv`` (every per-prompt value), a few
@@ -143,6 +143,7 @@ def run_system(
         text_encoder=loaded.text_encoder,
         frame_rate=float(loaded.codec.frame_rate),
         batch_size=batch_size,
+        w=spec.w,
     )
     seconds = time.perf_counter() - t0
     clips = CodedClips(loaded.codec, out.codes)
@@ -220,7 +221,7 @@ def write_per_prompt_csv(out: Path, results: list[SystemResult], prompts: EvalPr
 def paired_evidence(
     table: PromptTable, summary: dict[str, Any], indices: np.ndarray, teacher_gamma: float
 ) -> dict[str, Any]:
-    """The paired part of metrics.json: measures, roles, fronts, gains at matched quality, claims C1-C5.
+    """The paired part of metrics.json: measures, roles, fronts, gains at matched quality, claims C1-C6.
 
     ``table`` holds every system's per-prompt values, ``summary`` is metrics.json's ``systems`` and
     ``indices`` ``[R, B]`` are the joint bootstrap draws.

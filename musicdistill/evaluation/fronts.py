@@ -47,11 +47,11 @@ from musicdistill.evaluation.paired import (
     resampled_column_means,
     verdict,
 )
-from musicdistill.evaluation.roles import Roles, merge_lambda, on_base, rows_per_frame, settings
+from musicdistill.evaluation.roles import Roles, dial_weight, merge_lambda, on_base, rows_per_frame, settings
 
 #: an interval from fewer defined resamples than this share is unresolved
 MIN_DEFINED_FRACTION = 0.95
-FRONT_NAMES = {"cfg": "CFG", "temperature": "temperature", "merge": "merge"}
+FRONT_NAMES = {"cfg": "CFG", "temperature": "temperature", "merge": "merge", "conditioned": "conditioned"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,8 @@ def find_fronts(systems: dict[str, dict[str, Any]], roles: Roles) -> dict[str, F
     if roles.diversity:
         merge_points.append((1.0, roles.diversity))
     fronts.append(_front("merge", "merges of the students", "λ", merge_points, systems))
+    dial_points = [(dial_weight(systems[n]), n) for n in roles.conditioned]
+    fronts.append(_front("conditioned", "the conditioned student", "w", dial_points, systems))
     return {f.key: f for f in fronts if f.members}
 
 

@@ -26,8 +26,9 @@ FRONT_STYLE = {
     "cfg": ("C0", "o", "-"),
     "temperature": ("C1", "s", "-"),
     "merge": ("C2", "D", "-"),
+    "conditioned": ("C4", "^", "-"),
 }
-LABEL_OFFSET = {"cfg": (4, 4), "temperature": (4, -11), "merge": (4, 4)}
+LABEL_OFFSET = {"cfg": (4, 4), "temperature": (4, -11), "merge": (4, 4), "conditioned": (4, -11)}
 GAIN_FRONTS = (("cfg", "C0", "o"), ("temperature", "C1", "s"))
 
 

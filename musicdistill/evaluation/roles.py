@@ -2,7 +2,8 @@
 
 Every system the main job evaluates carries its ``role`` (:func:`musicdistill.pipeline.stages.main_job_systems`):
 ``base`` (the base checkpoint at a setting that is not the teacher's), ``teacher``, ``quality``,
-``diversity``, ``control``, ``student``, ``merge`` (with ``lam`` and ``merge_of``) or ``offline``.
+``diversity``, ``control``, ``student``, ``merge`` (with ``lam`` and ``merge_of``), ``offline`` or
+``conditioned`` (one system per diversity weight ``w`` of the conditioned student).
 The merges that C4 reads are the diversity student's (``merge_of`` names it, with either β = 0
 student: the quality model or the control), ordered by λ.
 
@@ -43,9 +44,10 @@ class Roles:
     merges: tuple[str, ...]
     offline: str | None = None
     control: str | None = None
+    conditioned: tuple[str, ...] = ()  # the conditioned student's points, ordered by w
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "merges": list(self.merges)}
+        return {**asdict(self), "merges": list(self.merges), "conditioned": list(self.conditioned)}
 
     def tags(self) -> dict[str, str]:
         """``{system name: role}`` for the systems with a role (merges are not tagged)."""
@@ -96,6 +98,12 @@ def merge_lambda(system: dict[str, Any]) -> float:
     return float(found.group(1)) if found else math.nan
 
 
+def dial_weight(system: dict[str, Any]) -> float:
+    """A conditioned system's diversity weight w (its ``w``, else its settings'); NaN when it has none."""
+    w = system.get("w", (system.get("settings") or {}).get("w"))
+    return float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else math.nan
+
+
 def rows_per_frame(system: dict[str, Any]) -> int | None:
     """Model rows one generated frame costs (2 with CFG, 1 without); None when not recorded."""
     rows = (system.get("cost") or {}).get("rows_per_sample")
@@ -138,4 +146,8 @@ def find_roles(systems: dict[str, dict[str, Any]], gamma: float) -> Roles:
     ]
     order = {name: i for i, name in enumerate(merges)}
     merges.sort(key=lambda n: (math.isnan(merge_lambda(systems[n])), merge_lambda(systems[n]), order[n]))
-    return Roles(teacher, base, quality, diversity, tuple(merges), offline, control)
+    conditioned = sorted(
+        (name for name, s in systems.items() if role(s) == "conditioned" and not math.isnan(dial_weight(s))),
+        key=lambda n: dial_weight(systems[n]),
+    )
+    return Roles(teacher, base, quality, diversity, tuple(merges), offline, control, tuple(conditioned))

@@ -27,6 +27,7 @@ SYSTEM_KEYS = (
     "role",
     "lam",
     "merge_of",
+    "w",
 )
 #: the parts a system can play in the claims (docs/method.md section 7); "" = not stated
 SYSTEM_ROLES = ("", "base", "teacher", "quality", "diversity", "control", "student", "merge", "offline")
@@ -68,6 +69,7 @@ class SystemSpec:
     role: str = ""
     lam: float | None = None
     merge_of: tuple[str, ...] = ()
+    w: float | None = None  # a conditioned student's diversity weight (None: not conditioned, or w = 0)
 
     @property
     def where(self) -> str:
@@ -95,15 +97,20 @@ class SystemSpec:
             out["lam"] = self.lam
         if self.merge_of:
             out["merge_of"] = list(self.merge_of)
+        if self.w is not None:
+            out["w"] = self.w
         return out
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "cfg_scale": self.cfg_scale,
             "temperature": self.temperature,
             "top_k": self.top_k,
             "top_p": self.top_p,
         }
+        if self.w is not None:
+            out["w"] = self.w
+        return out
 
 
 def _number(
@@ -156,6 +163,7 @@ def parse_system(
         index=index,
         family=_text(raw, "family", where, required=False),
         section=section,
+        w=None if raw.get("w") is None else _number(raw, "w", 0.0, where, 0.0, 1.0),
         **_identity(raw, where),
     )
 

@@ -100,7 +100,9 @@ def _pad_text(cond: TextCondition, length: int) -> TextCondition:
     pad = length - cond.states.shape[1]
     if pad == 0:
         return cond
-    return TextCondition(F.pad(cond.states, (0, 0, 0, pad)), F.pad(cond.mask, (0, pad), value=False))
+    return TextCondition(
+        F.pad(cond.states, (0, 0, 0, pad)), F.pad(cond.mask, (0, pad), value=False), cond.dial
+    )
 
 
 class StaticDecoder:
@@ -162,7 +164,7 @@ class StaticDecoder:
             padded = -(-text_len // 16) * 16
             self.cross_mask = torch.zeros(rows, 1, 1, padded, dtype=self.dtype, **on)[..., :text_len]
             self.cross_drop = torch.zeros(rows, 1, 1, dtype=torch.bool, **on)
-        if model.text_sum is not None:
+        if model.text_sum is not None or model.dial is not None:
             self.text_sum = torch.zeros(rows, 1, dim, dtype=self.dtype, **on)
         self.tokens = torch.full((rows, k), self.special, dtype=torch.long, **on)
         self.pos = torch.zeros(1, dtype=torch.long, **on)

@@ -31,6 +31,7 @@ from musicdistill.generation.next_token import (
 )
 from musicdistill.generation.spec import SamplingSpec
 from musicdistill.model.delay import undo_delay, valid_mask
+from musicdistill.model.dial import check_w
 from musicdistill.model.generator import TokenGenerator
 from musicdistill.model.text import TextCondition, TextEncoder
 from musicdistill.progress import track
@@ -214,12 +215,14 @@ def generate(
     progress: bool = False,
     deadline: float | None = None,
     draw: str = "race",
+    w: float | None = None,
 ) -> GenerationResult:
     """Generate ``num_samples`` sequences for each prompt (prompt-major) and decode them if a codec is given.
 
     ``frame_rate`` (frames per second) defaults to ``codec.frame_rate``. Rows are decoded in chunks
     of ``batch_size`` (default: all at once) with one generator seeded by ``seed``; the output
-    depends on (seed, settings, batch_size) only; ``draw`` is :class:`SamplingSpec`'s. Raises
+    depends on (seed, settings, batch_size) only; ``draw`` is :class:`SamplingSpec`'s; ``w`` is a
+    conditioned student's diversity weight (:mod:`musicdistill.model.dial`; None: w = 0). Raises
     ValueError naming any bad argument, and
     TimeoutError once ``deadline`` (a ``time.perf_counter()`` value) has passed.
     """
@@ -243,7 +246,8 @@ def generate(
             f"duration={duration} s is {num_frames} frames + {max(model.delays)} delay steps, beyond the model's "
             f"context of {model.max_steps} steps (model.max_frames); it must lie in (0, {longest:g}] s"
         )
-    cond = text_encoder.encode(prompts).repeat_interleave(num_samples)
+    cond = text_encoder.encode(prompts).with_dial(None if w is None else check_w(w))
+    cond = cond.repeat_interleave(num_samples)
     device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
     rows = len(cond)
@@ -283,6 +287,8 @@ def generate(
         "seed": seed,
         "batch_size": chunk,
     }
+    if w is not None:
+        settings["w"] = float(w)
     return GenerationResult(
         codes=codes_t, logprobs=torch.cat(logprobs), audio=audio, prompts=prompts, settings=settings
     )

@@ -6,6 +6,10 @@ causal self-attention (rotary or learned positions), cross-attention to the proj
 states (with their key padding mask) and a GELU or SwiGLU feed-forward; K output heads over V
 entries (the special token is never predicted).
 
+A conditioned student (:meth:`Generator.attach_dial`; its checkpoint holds ``dial.*`` weights) also takes a diversity weight w per row
+(``TextCondition.dial``) through :class:`~musicdistill.model.dial.DiversityDial`, whose vector is
+added to every input step; a condition without w runs it at w = 0.
+
 Text enters through ``model.text_fusion`` (audiocraft's condition fusers): ``cross`` (cross-attention
 in every block, as MusicGen), ``sum`` (the masked mean of the encoder states, i.e. the sentence
 embedding, projected and added to every input step; no cross-attention layers) or ``both``. The null
@@ -35,6 +39,7 @@ from torch import nn
 
 from musicdistill.config import ModelConfig
 from musicdistill.model.delay import check_delays, teacher_forcing_batch
+from musicdistill.model.dial import DiversityDial, check_dial
 from musicdistill.model.text import TextCondition
 
 
@@ -262,6 +267,7 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Parameter(torch.empty(num_codebooks, cardinality, cfg.dim))  # [K, V, D]
+        self.dial: DiversityDial | None = None  # a conditioned student's (attach_dial)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -279,6 +285,16 @@ class Generator(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def attach_dial(self, hidden: int) -> None:
+        """Make this generator a conditioned student: a fresh :class:`~musicdistill.model.dial.DiversityDial`
+        of ``hidden`` units (output layer at zero, so no output changes); kept when it has one that wide."""
+        if self.dial is not None:
+            if self.dial.hidden != hidden:
+                raise ValueError(f"this generator's dial has {self.dial.hidden} hidden units, not {hidden}")
+            return
+        like = self.embed
+        self.dial = DiversityDial(self.cfg.dim, hidden).to(device=like.device, dtype=like.dtype)
+
     # -- shared pieces --------------------------------------------------------------------
 
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -292,11 +308,17 @@ class Generator(nn.Module):
         return logits.view(*h.shape[:2], self.num_codebooks, self.cardinality).float()
 
     def _text_sum(self, cond: TextCondition) -> torch.Tensor | None:
-        """The projected sentence embedding ``[B, 1, D]`` added to every input step (None without sum fusion)."""
-        if self.text_sum is None:
-            return None
-        states = masked_mean(cond.states, cond.mask).to(self.text_sum.weight.dtype)
-        return self.text_sum(states).unsqueeze(1)
+        """What is added to every input step ``[B, 1, D]``: the projected sentence embedding (sum fusion)
+        plus the diversity dial's vector (a conditioned student); None when neither applies."""
+        added = None
+        if self.text_sum is not None:
+            states = masked_mean(cond.states, cond.mask).to(self.text_sum.weight.dtype)
+            added = self.text_sum(states).unsqueeze(1)
+        if self.dial is not None:
+            w = cond.dial if cond.dial is not None else cond.states.new_zeros(len(cond))
+            dial = self.dial(check_dial(w.to(cond.states.device), len(cond)))
+            added = dial if added is None else added + dial
+        return added
 
     def _cross_memory(
         self, cond: TextCondition

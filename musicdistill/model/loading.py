@@ -32,6 +32,7 @@ import yaml
 
 from musicdistill.codec.factory import load_codec
 from musicdistill.config import Config, ModelConfig, config_to_dict, section_from_dict
+from musicdistill.model.dial import dial_hidden_of
 from musicdistill.model.generator import Generator, build_generator
 from musicdistill.model.musicgen import MusicgenBackbone, load_backbone, resolve_pretrained
 from musicdistill.model.text import TextEncoder, build_text_encoder
@@ -77,6 +78,8 @@ def generator_from_state_dict(model_cfg: ModelConfig, state_dict: dict[str, torc
     if dim != model_cfg.dim:
         raise CheckpointError(f"the weights have width {dim} but config model.dim={model_cfg.dim}")
     model = build_generator(model_cfg, num_codebooks, entries - 1, text_dim)
+    if hidden := dial_hidden_of(state_dict):  # a conditioned student
+        model.attach_dial(hidden)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -220,6 +223,8 @@ def _load_musicgen_generator(
     backbone, own_encoder, own_codec = load_backbone(
         source, device, max_tokens=t.max_tokens, max_prompt_chars=t.max_prompt_chars, cache_size=t.cache_size
     )
+    if hidden := dial_hidden_of(ckpt.state_dict):  # a conditioned student
+        backbone.attach_dial(hidden)
     missing, unexpected = backbone.load_state_dict(ckpt.state_dict, strict=False)
     if missing or unexpected:
         raise CheckpointError(

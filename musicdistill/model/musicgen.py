@@ -38,6 +38,7 @@ Only mono checkpoints (``audio_channels = 1``) are supported.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -45,6 +46,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from torch import nn
 from musicdistill.codec.encodec_adapters import HFEncodecCodec
 from musicdistill.codec.factory import fit_codec
 from musicdistill.config import CodecConfig
+from musicdistill.model.dial import DiversityDial, check_dial, check_w
 from musicdistill.model.text import TextCondition, TextEncoder
 from musicdistill.storage.atomic import replace_directory
 
@@ -110,6 +113,7 @@ class MusicgenBackbone(nn.Module):
             raise ValueError(f"text_dim={text_dim} does not match the decoder's text input width {expected}")
         self.decoder = decoder
         self.enc_to_dec_proj = enc_to_dec_proj
+        self.dial: DiversityDial | None = None  # a conditioned student's (attach_dial)
         self.text_dim = text_dim
         self.generation_config = generation_config
         self.num_codebooks = int(config.num_codebooks)
@@ -140,6 +144,45 @@ class MusicgenBackbone(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @contextlib.contextmanager
+    def dial_folded(self, w: float) -> Iterator[None]:
+        """Within the block, the dial's term at ``w`` is folded into ``enc_to_dec_proj``'s bias and the dial
+        is detached: the backbone is then a plain MusicGen whose outputs equal the conditioned student's
+        at ``w`` (what ``save_pretrained`` writes for transformers). Restored on exit."""
+        if self.dial is None:
+            yield
+            return
+        proj = self.enc_to_dec_proj
+        if proj is None or proj.bias is None:
+            raise ValueError(
+                "this MusicGen has no enc_to_dec_proj bias to fold the diversity dial into; export it as a "
+                "musicdistill checkpoint instead"
+            )
+        dial, bias = self.dial, proj.bias.detach().clone()
+        with torch.no_grad():
+            term = dial(torch.tensor([check_w(w)], device=bias.device))[0, 0].to(proj.weight.dtype)
+            proj.bias.add_(proj.weight @ term)
+        self.dial = None
+        try:
+            yield
+        finally:
+            self.dial = dial
+            with torch.no_grad():
+                proj.bias.copy_(bias)
+
+    def attach_dial(self, hidden: int) -> None:
+        """Make this backbone a conditioned student: a :class:`~musicdistill.model.dial.DiversityDial`
+        whose vector (text width) is added to every text state before ``enc_to_dec_proj``. Its output
+        layer starts at zero, so no output changes; the decoder itself is untouched, so it still loads
+        in transformers (for a fixed w the dial's term folds into the projection's bias). Kept when
+        it has one that wide."""
+        if self.dial is not None:
+            if self.dial.hidden != hidden:
+                raise ValueError(f"this backbone's dial has {self.dial.hidden} hidden units, not {hidden}")
+            return
+        weight = next(self.decoder.parameters())
+        self.dial = DiversityDial(self.text_dim, hidden).to(device=weight.device, dtype=weight.dtype)
+
     # -- shared pieces ----------------------------------------------------------------------
 
     def _check_cond(self, cond: TextCondition, rows: int) -> None:
@@ -159,6 +202,9 @@ class MusicgenBackbone(nn.Module):
         weight = next(self.decoder.parameters())
         states = cond.states.to(device=weight.device, dtype=weight.dtype)
         mask = cond.mask.to(weight.device).long()
+        if self.dial is not None:  # w (0 when the condition has none) on every text state
+            w = cond.dial if cond.dial is not None else states.new_zeros(len(cond))
+            states = states + self.dial(check_dial(w.to(weight.device), len(cond))).to(states.dtype)
         if self.enc_to_dec_proj is not None:
             states = self.enc_to_dec_proj(states)
         return states * mask[..., None], mask

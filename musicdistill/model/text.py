@@ -35,10 +35,13 @@ _ENCODE_BATCH = 64
 
 @dataclass
 class TextCondition:
-    """Encoder states ``[B, S, D]`` (float) and mask ``[B, S]`` (bool, True = real token)."""
+    """Encoder states ``[B, S, D]`` (float) and mask ``[B, S]`` (bool, True = real token); for a
+    conditioned student, also the diversity weight ``dial [B]`` (w in [0, 1] per row; None = w = 0,
+    see :mod:`musicdistill.model.dial`). Generators without a dial ignore it."""
 
     states: torch.Tensor
     mask: torch.Tensor
+    dial: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -50,6 +53,10 @@ class TextCondition:
                 f"TextCondition needs states [B, S, D] and a bool mask [B, S]; got states {tuple(self.states.shape)} "
                 f"and mask {tuple(self.mask.shape)} ({self.mask.dtype})"
             )
+        if self.dial is not None and (self.dial.dim() != 1 or self.dial.shape[0] != self.states.shape[0]):
+            raise ValueError(
+                f"TextCondition's dial must hold one w per row, [{self.states.shape[0]}]; got {tuple(self.dial.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.states.shape[0]
@@ -59,15 +66,30 @@ class TextCondition:
         return self.states.shape[-1]
 
     def to(self, device: torch.device | str) -> TextCondition:
-        return TextCondition(self.states.to(device), self.mask.to(device))
+        dial = None if self.dial is None else self.dial.to(device)
+        return TextCondition(self.states.to(device), self.mask.to(device), dial)
 
     def select(self, rows: slice | torch.Tensor) -> TextCondition:
         """The rows ``rows`` (a slice or an index tensor) of the batch."""
-        return TextCondition(self.states[rows], self.mask[rows])
+        return TextCondition(
+            self.states[rows], self.mask[rows], None if self.dial is None else self.dial[rows]
+        )
 
     def repeat_interleave(self, times: int) -> TextCondition:
         """``[B, ...] -> [B * times, ...]``, each row repeated ``times`` times in a row (prompt-major)."""
-        return TextCondition(self.states.repeat_interleave(times, 0), self.mask.repeat_interleave(times, 0))
+        dial = None if self.dial is None else self.dial.repeat_interleave(times, 0)
+        return TextCondition(
+            self.states.repeat_interleave(times, 0), self.mask.repeat_interleave(times, 0), dial
+        )
+
+    def with_dial(self, w: torch.Tensor | float | None) -> TextCondition:
+        """The same text with the diversity weight ``w`` (one number for every row, or ``[B]``; None: none)."""
+        if w is None:
+            return TextCondition(self.states, self.mask)
+        dial = torch.as_tensor(w, dtype=torch.float32, device=self.states.device)
+        if dial.dim() == 0:
+            dial = dial.expand(len(self)).clone()
+        return TextCondition(self.states, self.mask, dial)
 
 
 def concat_conditions(conditions: Sequence[TextCondition]) -> TextCondition:
@@ -80,12 +102,17 @@ def concat_conditions(conditions: Sequence[TextCondition]) -> TextCondition:
         pad = length - c.states.shape[1]
         states.append(torch.nn.functional.pad(c.states, (0, 0, 0, pad)))
         masks.append(torch.nn.functional.pad(c.mask, (0, pad), value=False))
-    return TextCondition(torch.cat(states), torch.cat(masks))
+    dial = None
+    if any(c.dial is not None for c in conditions):  # a row without w runs at w = 0
+        dial = torch.cat(
+            [c.dial if c.dial is not None else c.states.new_zeros(len(c)) for c in conditions]
+        ).float()
+    return TextCondition(torch.cat(states), torch.cat(masks), dial)
 
 
 def null_condition(like: TextCondition) -> TextCondition:
     """The null condition ∅ for every row of ``like``: zero states, all-False mask, same shapes."""
-    return TextCondition(torch.zeros_like(like.states), torch.zeros_like(like.mask))
+    return TextCondition(torch.zeros_like(like.states), torch.zeros_like(like.mask), like.dial)
 
 
 def drop_condition(cond: TextCondition, p: float, generator: torch.Generator | None = None) -> TextCondition:

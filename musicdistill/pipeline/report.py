@@ -1,6 +1,6 @@
 """The main job's report: one self-contained HTML page, ``<run>/report.html``.
 
-Sections, in order: the claims table (C1-C5 as the evaluate stage decided them on paired per-prompt
+Sections, in order: the claims table (C1-C6 as the evaluate stage decided them on paired per-prompt
 statistics, :mod:`musicdistill.evaluation.claims`: each claim's verdict, the paired differences with
 their 95 % intervals and margins, the measures used), the fronts plot with the gains at matched
 quality and their table, the metrics table (mean [95 % interval] per system), training curves

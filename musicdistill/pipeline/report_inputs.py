@@ -90,7 +90,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 
 def run_claims(run_dir: Path) -> list[Claim]:
-    """C1-C5 for the run in ``run_dir``, as its evaluate stage decided them (``evaluate/metrics.json``);
+    """C1-C6 for the run in ``run_dir``, as its evaluate stage decided them (``evaluate/metrics.json``);
     every one "not run" when the file is missing or predates the paired statistics."""
     return claims_from_metrics(read_metrics(run_dir))
 

@@ -15,7 +15,7 @@ Layout of a run folder ``<runs_dir>/<name>/``::
     front/, eval_<part>/          the stored results of each evaluation part (the fronts, each student,
                                   the offline student, the merges), written as soon as its checkpoints exist
     evaluate/   metrics.json, per_prompt.csv, samples/, pareto.png
-    report.html the self-contained report (claims C1-C5, metrics, curves, audio), by the ``report`` stage
+    report.html the self-contained report (claims C1-C6, metrics, curves, audio), by the ``report`` stage
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 
 from musicdistill.codec.factory import fit_codec, load_codec
 from musicdistill.codec.interface import read_codec_json
-from musicdistill.config import Config, DistillConfig, student_distill_config
+from musicdistill.config import Config, ConfigError, DistillConfig, student_distill_config
 from musicdistill.config.students import Merge, Student, parse_merges, parse_students
 from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
@@ -310,9 +310,16 @@ def stage_eval_judges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> di
 
 
 def _distill_stage(
-    cfg: Config, run_dir: Path, out: Path, resume: bool, section: DistillConfig, provenance: dict[str, Any]
+    cfg: Config,
+    run_dir: Path,
+    out: Path,
+    resume: bool,
+    section: DistillConfig,
+    provenance: dict[str, Any],
+    dial_hidden: int = 0,
 ) -> dict[str, Any]:
-    """One ``distill`` run of the main job with the distill section ``section`` (β and mode set)."""
+    """One ``distill`` run of the main job with the distill section ``section`` (β and mode set); a
+    conditioned student's with a dial of ``dial_hidden`` units."""
     cfg = dataclasses.replace(cfg, distill=section)
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
@@ -327,7 +334,15 @@ def _distill_stage(
         embedder if embedder.is_dir() else None,
         oracle if oracle.is_dir() else None,
     )
-    distill(cfg, parts.parts, out, {**parts.provenance, **provenance}, device, resume=resume)
+    distill(
+        cfg,
+        parts.parts,
+        out,
+        {**parts.provenance, **provenance},
+        device,
+        resume=resume,
+        dial_hidden=dial_hidden,
+    )
     rows = read_rows(out)
     evals = [r for r in rows if "eval_teacher_kl" in r]
     summary = {"beta": section.beta, "mode": section.mode, "steps": section.steps, "lr": section.lr}
@@ -347,7 +362,10 @@ def stage_student(cfg: Config, run_dir: Path, out: Path, resume: bool, student: 
     provenance = {"role": student.role, "student": student.name, "beta": student.beta}
     if student.control_of:
         provenance["control_of"] = student.control_of
-    summary = _distill_stage(cfg, run_dir, out, resume, student_distill_config(cfg, student), provenance)
+    if student.settings_of:
+        provenance["settings_of"] = student.settings_of
+    section = student_distill_config(cfg, student)
+    summary = _distill_stage(cfg, run_dir, out, resume, section, provenance, student.dial_hidden)
     return {**summary, "role": student.role, "changed": dict(student.distill)}
 
 
@@ -387,6 +405,18 @@ def merge_system_name(merge: Merge, lam: float, students: list[Student]) -> str:
     if (roles.get(merge.a), roles.get(merge.b)) == ("quality", "diversity"):
         return f"merge lambda={lam:g}"
     return f"merge {merge.folder} lambda={lam:g}"
+
+
+def conditioned_weights(cfg: Config) -> list[float]:
+    """``run.conditioned_w``, checked: distinct numbers in [0, 1], sorted."""
+    raw = cfg.run.conditioned_w
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0.0 <= w <= 1.0 for w in raw)
+    ):
+        raise ConfigError(f"run.conditioned_w={raw!r} must be a non-empty list of numbers in [0, 1]")
+    return sorted({float(w) for w in raw})
 
 
 def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
@@ -431,7 +461,14 @@ def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
         system(f"base CFG {g:g}", base, "teacher" if g == gamma else "base", cfg_scale=g) for g in scales
     ]
     students = parse_students(cfg)
-    systems += [system(student_system_name(s), str(run_dir / s.name), s.role) for s in students]
+    for s in students:
+        if s.role == "conditioned":  # one checkpoint, evaluated at each w of run.conditioned_w
+            systems += [
+                system(f"conditioned w={w:g}", str(run_dir / s.name), "conditioned", w=w)
+                for w in conditioned_weights(cfg)
+            ]
+        else:
+            systems.append(system(student_system_name(s), str(run_dir / s.name), s.role))
     for merge in parse_merges(cfg, students):
         systems += [
             system(
@@ -539,8 +576,16 @@ def student_stages(cfg: Config) -> list[Stage]:
     stages = []
     for student in parse_students(cfg):
         reads = ["distill", "device", f"run.students.{student.name}"]
-        if student.control_of:
-            reads.append(f"run.students.{student.control_of}")
+        if student.settings_of:
+            reads.append(f"run.students.{student.settings_of}")
+        if student.role == "conditioned":
+            reads = [
+                "distill",
+                "device",
+                f"run.students.{student.settings_of}",
+                "run.conditioned",
+                "run.conditioned_hidden",
+            ]
         stages.append(
             Stage(
                 student.name,
@@ -570,7 +615,11 @@ def evaluation_part_stages(cfg: Config) -> list[Stage]:
         )
     ]
     for part in evaluation_parts(cfg)[1:]:
-        extra = {"offline": ("run.compare_offline",), "merges": ("run.merges",)}.get(part, ())
+        extra = {
+            "offline": ("run.compare_offline",),
+            "merges": ("run.merges",),
+            "conditioned": ("run.conditioned_w",),
+        }.get(part, ())
         stages.append(
             Stage(
                 part_stage_name(part),
@@ -676,7 +725,14 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
         Stage(
             "evaluate",
             stage_evaluate,
-            reads=(*FRONT_READS, "run.compare_offline", "run.students", "run.merges"),
+            reads=(
+                *FRONT_READS,
+                "run.compare_offline",
+                "run.students",
+                "run.merges",
+                "run.conditioned",
+                "run.conditioned_w",
+            ),
             after=("merges", "offline", *(s.name for s in students), *(p.name for p in parts)),
             estimate_s=15,
             doc="every system's results on the held-out prompts, the claims' statistics, the Pareto plot",
@@ -687,6 +743,6 @@ def main_job_stages(cfg: Config | None = None) -> list[Stage]:
             reads=("distill",),
             after=("evaluate", "offline"),
             estimate_s=5,
-            doc="write report.html: claims C1-C5, metrics, curves, audio, timings",
+            doc="write report.html: claims C1-C6, metrics, curves, audio, timings",
         ),
     ]

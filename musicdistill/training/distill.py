@@ -44,6 +44,7 @@ from musicdistill.loop_kit import (
     step_generator,
 )
 from musicdistill.model.delay import teacher_forcing_batch
+from musicdistill.model.dial import W_RANGE
 from musicdistill.model.text import TextCondition
 from musicdistill.progress import Progress, track
 from musicdistill.runtime import autocast, device_clock
@@ -65,7 +66,15 @@ from musicdistill.training.losses import (
 log = logging.getLogger(__name__)
 
 #: :func:`~musicdistill.loop_kit.step_generator` streams, one per kind of random draw
-ROLLOUT_STREAM, PROMPT_STREAM, POOL_PROMPT_STREAM, POOL_SAMPLE_STREAM, OFFLINE_STREAM, EVAL_STREAM = range(6)
+(
+    ROLLOUT_STREAM,
+    PROMPT_STREAM,
+    POOL_PROMPT_STREAM,
+    POOL_SAMPLE_STREAM,
+    OFFLINE_STREAM,
+    EVAL_STREAM,
+    DIAL_STREAM,
+) = range(7)
 
 #: codes [N, K, T] -> L2-normalised embeddings [N, E] of the decoded audio (the reward model)
 RewardEmbed = Callable[[torch.Tensor], torch.Tensor]
@@ -113,11 +122,13 @@ MAX_POOL_LOGITS_BYTES = 1 << 30
 @dataclass
 class Rollouts:
     """``codes [N, K, T]`` for N = B·G rows (prompt-major) and the N prompts they answer; for an
-    offline pool, optionally the CFG teacher's logits on them ``[N, K, S, V]``, computed once."""
+    offline pool, optionally the CFG teacher's logits on them ``[N, K, S, V]``, computed once; for a
+    conditioned student, the diversity weight w each row was sampled at ``[N]``."""
 
     codes: torch.Tensor
     prompts: list[str]
     teacher_logits: torch.Tensor | None = None
+    dial: torch.Tensor | None = None  # a conditioned student's w per row [N] (the same within a group)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,15 +145,33 @@ def step_prompts(prompts: PromptSet, dc: DistillConfig, step: int, info: DistInf
     return [prompts.prompts[i] for i in mine]
 
 
+def step_dial(dc: DistillConfig, step: int, info: DistInfo) -> torch.Tensor:
+    """A conditioned student's w for this rank's share of the step's B prompts, ``[B / ranks]``
+    (w ~ U[0, 1], drawn identically on every rank, then split)."""
+    w = torch.rand(dc.prompts_per_step, generator=step_generator(dc.seed, step, DIAL_STREAM))
+    share = dc.prompts_per_step // info.world_size
+    return w[info.rank * share : (info.rank + 1) * share]
+
+
 def student_rollouts(
-    student, encode, prompts: list[str], dc: DistillConfig, num_frames: int, generator: torch.Generator
+    student,
+    encode,
+    prompts: list[str],
+    dc: DistillConfig,
+    num_frames: int,
+    generator: torch.Generator,
+    dial: torch.Tensor | None = None,
 ) -> Rollouts:
-    """G samples per prompt from the student without CFG (KV cache, no gradient)."""
-    cond = encode(prompts).repeat_interleave(dc.group_size)
+    """G samples per prompt from the student without CFG (KV cache, no gradient); a conditioned
+    student samples prompt b's G rollouts at its ``dial[b]``."""
+    cond = encode(prompts)
+    if dial is not None:
+        cond = cond.with_dial(dial.to(cond.states.device))
+    cond = cond.repeat_interleave(dc.group_size)
     codes, _ = sample_tokens(
         student, cond, num_frames, temperature=dc.temperature, cfg_scale=1.0, generator=generator
     )
-    return Rollouts(codes=codes, prompts=[p for p in prompts for _ in range(dc.group_size)])
+    return Rollouts(codes=codes, prompts=[p for p in prompts for _ in range(dc.group_size)], dial=cond.dial)
 
 
 def reward_terms(
@@ -340,7 +369,7 @@ def train_step(
         )
     with timer("student"):
         with autocast(device, dc.bf16):
-            student_logits = model(inputs, cond)
+            student_logits = model(inputs, cond if roll.dial is None else cond.with_dial(roll.dial))
         kl, _ = token_divergence(
             student_logits,
             teacher_logits,
@@ -354,7 +383,10 @@ def train_step(
         if advantages is not None:
             seq_lp = sequence_logprob(student_logits, targets, mask, temperature=dc.temperature)
             num_tokens = int(mask.sum()) * codes.shape[0]
-            pg = reinforce_loss(seq_lp, advantages.to(device), dc.reinforce_normalize, num_tokens)
+            advantages = advantages.to(device)
+            if roll.dial is not None:  # β(w) = w · β_max per group: w scales the group's term
+                advantages = advantages * roll.dial.to(device)
+            pg = reinforce_loss(seq_lp, advantages, dc.reinforce_normalize, num_tokens)
         loss = combined_loss(kl, pg, dc.beta)
         grad_norm = None
         if any_rank(not bool(torch.isfinite(loss)), info, device):
@@ -369,7 +401,9 @@ def train_step(
 # --------------------------------------------------------------------------------------------
 
 
-def check_distill_config(dc: DistillConfig, parts: DistillParts, info: DistInfo) -> None:
+def check_distill_config(
+    dc: DistillConfig, parts: DistillParts, info: DistInfo, dial_hidden: int = 0
+) -> None:
     """Problems that only show once the parts exist; raised before any work starts."""
     if dc.prompts_per_step % info.world_size:
         raise ConfigError(
@@ -388,6 +422,17 @@ def check_distill_config(dc: DistillConfig, parts: DistillParts, info: DistInfo)
         )
     if dc.mode == "dataset" and parts.dataset_codes is None:
         raise ConfigError("distill.mode=dataset needs the encoded dataset (tokens)")
+    conditioned = dial_hidden > 0 or getattr(parts.student, "dial", None) is not None
+    if conditioned and not (dc.beta > 0 and dc.mode == "on_policy"):
+        raise ConfigError(
+            "a conditioned student (--dial-hidden) has the reward weight w * distill.beta on its own samples: "
+            f"it needs distill.beta > 0 and distill.mode=on_policy (got beta={dc.beta}, mode={dc.mode})"
+        )
+    if dial_hidden and not hasattr(parts.student, "attach_dial"):
+        raise ConfigError(
+            f"--dial-hidden {dial_hidden}: {type(parts.student).__name__} takes no diversity dial; a "
+            "conditioned student needs the native generator or the MusicGen backbone"
+        )
 
 
 def distill(
@@ -398,14 +443,22 @@ def distill(
     device: torch.device,
     info: DistInfo | None = None,
     resume: bool = False,
+    dial_hidden: int = 0,
 ) -> Path:
-    """Finetune ``parts.student`` toward the CFG teacher (+ β · diversity); checkpoints go to ``out``."""
+    """Finetune ``parts.student`` toward the CFG teacher (+ β · diversity); checkpoints go to ``out``.
+
+    ``dial_hidden`` > 0 (or a student that already has a dial) trains a conditioned student
+    (docs/method.md 4.1): w ~ U[0, 1] per prompt group, the reward weighted by w · β.
+    """
     dc = cfg.distill
     out = Path(out)
     info = info or DistInfo()
-    check_distill_config(dc, parts, info)
+    check_distill_config(dc, parts, info, dial_hidden)
     student, teacher = parts.student, parts.teacher
     teacher.eval().requires_grad_(False)
+    if dial_hidden:
+        student.attach_dial(dial_hidden)
+    conditioned = getattr(student, "dial", None) is not None
     ddp = student
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -432,6 +485,8 @@ def distill(
         "divergence": dc.divergence,
         **provenance,
     }
+    if conditioned:
+        prov["dial"] = {"hidden": student.dial.hidden, "w_range": list(W_RANGE), "beta_max": dc.beta}
 
     rows = RowLog(out, cfg.report_to if info.is_main else "none")
     if info.is_main and start == 0:
@@ -444,14 +499,15 @@ def distill(
             gen = step_generator(dc.seed, step, ROLLOUT_STREAM, info.rank, device)
             if pool is None:
                 prompts = step_prompts(parts.train, dc, step, info)
-                roll = student_rollouts(student, parts.encode, prompts, dc, parts.num_frames, gen)
+                dial = step_dial(dc, step, info) if conditioned else None
+                roll = student_rollouts(student, parts.encode, prompts, dc, parts.num_frames, gen, dial)
             else:
                 roll = offline_batch(pool, dc, step, info)
             codes = roll.codes.to(device)
         result = train_step(
             parts,
             ddp,
-            Rollouts(codes, roll.prompts, roll.teacher_logits),
+            Rollouts(codes, roll.prompts, roll.teacher_logits, roll.dial),
             dc,
             optimizer,
             scheduler,

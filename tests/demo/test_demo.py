@@ -516,3 +516,85 @@ def test_a_request_past_the_time_limit_is_stopped_with_a_message(demo_run):
     limited = load_engine(paths, time_limit=1e-9)
     with pytest.raises(DemoInputError, match="time limit of 1e-09 s"):
         limited.run(_request(num_variations=1))
+
+
+# --------------------------------------------------------------------------------------------
+# A conditioned student: the slider sets w on one model
+# --------------------------------------------------------------------------------------------
+
+
+def _conditioned_run(demo_run: dict[str, Path], root: Path) -> Path:
+    """A copy of ``demo_run`` in ``root`` plus a conditioned student (the base with a trained-looking
+    dial, role conditioned); returns the student's folder."""
+    import shutil
+
+    from musicdistill.storage.checkpoint import load_checkpoint
+
+    shutil.copytree(demo_run["root"], root)
+    base = load_checkpoint(root / "base")
+    folder = root / "conditioned"
+    gen = torch.Generator().manual_seed(4)
+    weights = dict(base.state_dict)
+    hidden = 8
+    weights |= {
+        "dial.inp.weight": torch.randn(hidden, 1, generator=gen),
+        "dial.inp.bias": torch.randn(hidden, generator=gen),
+        "dial.out.weight": torch.randn(32, hidden, generator=gen),
+        "dial.out.bias": torch.zeros(32),
+    }
+    cfg = json.loads(json.dumps(base.config))
+    prov = {
+        "kind": "distilled",
+        "role": "conditioned",
+        "beta": 30.0,
+        "dial": {"hidden": hidden, "w_range": [0.0, 1.0], "beta_max": 30.0},
+        "codec_dir": "codec",
+    }
+    save_checkpoint(folder, weights, cfg, prov)
+    return folder
+
+
+def test_a_run_with_a_conditioned_student_serves_its_w_slider(demo_run, tmp_path) -> None:
+    from musicdistill.demo.diversity_dial import ConditionedDial
+    from musicdistill.demo.engine import DemoRequest
+
+    folder = _conditioned_run(demo_run, tmp_path / "run")
+    found = find_run_checkpoints(tmp_path / "run")
+    assert found.conditioned == folder and found.quality is None
+    merge = find_run_checkpoints(tmp_path / "run", "merge")
+    assert merge.conditioned is None and merge.quality == tmp_path / "run" / "distill_beta0"
+    engine = load_engine(found)
+    assert isinstance(engine.dial, ConditionedDial) and engine.dial.endpoint_bytes() == 0
+    before = {k: v.clone() for k, v in engine.student.model.state_dict().items()}
+
+    def sample(w: float) -> np.ndarray:
+        request = DemoRequest(
+            prompt="a calm piano",
+            lam=w,
+            num_variations=2,
+            duration=0.5,
+            seed=3,
+            temperature=1.0,
+            compare_teacher=False,
+        )
+        result = engine.run(request)
+        assert result.systems[0].description == f"conditioned w={w:g} (beta = {30 * w:g}), no CFG"
+        return result.systems[0].audio
+
+    low, high, again = sample(0.0), sample(1.0), sample(0.0)
+    assert not np.array_equal(low, high) and np.array_equal(low, again)
+    after = engine.student.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # w changes no weight
+    with pytest.raises(ValueError, match=r"w=1.5 must be a number in \[0, 1\]"):
+        engine.prepare(1.5)
+
+
+def test_asking_for_a_conditioned_dial_without_one_names_the_fix(demo_run, tmp_path) -> None:
+    from musicdistill.demo.diversity_dial import ConditionedDial
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(FileNotFoundError, match="no conditioned student.*run.conditioned=true"):
+        find_run_checkpoints(run, "conditioned")
+    with pytest.raises(ValueError, match="not a conditioned student"):
+        ConditionedDial(torch.nn.Linear(2, 2), 30.0)

@@ -14,7 +14,8 @@ By default every claim C1-C5 holds:
   CFG front at its quality (0.42);
 - the non-inferiority margin is min(5 % of 0.70, 25 % of (0.70 − 0.50)) = 0.035 (the 5 % branch).
 
-``control=True`` adds the diversity student's control (β = 0 with its settings; 0.68 / 0.42), which C3
+``conditioned=True`` adds the conditioned student at w = 0, 0.5 and 1 (:data:`CONDITIONED_SYSTEMS`), for
+which C6 then holds. ``control=True`` adds the diversity student's control (β = 0 with its settings; 0.68 / 0.42), which C3
 then compares against. The hand-made features (``diversity_independent``) read the primary values
 + 0.1, the second embedder (``views=("diversity_second",)``) + 0.05, each with the primary's noise;
 ``overrides`` may move their means (``"independent"``, ``"second"``) to make a view disagree.
@@ -50,6 +51,14 @@ SYSTEMS: dict[str, tuple[str, float, float, float, float, float]] = {
 }
 CONTROL = "control (beta=0, diversity settings)"
 CONTROL_SYSTEM = {CONTROL: ("control", 1.0, 1.0, 0.68, 0.42, 0.73)}
+#: the conditioned student at three w: each at least as diverse as the merge front at its quality
+#: (+0.01, +0.005, +0.0075 against the margin -delta_d = -0.25 * (0.60 - 0.40) = -0.05), and w = 0
+#: non-inferior to the teacher (-0.01 against -0.035)
+CONDITIONED_SYSTEMS = {
+    "conditioned w=0": ("conditioned", 1.0, 1.0, 0.69, 0.42, 0.72),
+    "conditioned w=0.5": ("conditioned", 1.0, 1.0, 0.66, 0.49, 0.80),
+    "conditioned w=1": ("conditioned", 1.0, 1.0, 0.61, 0.545, 0.85),
+}
 ROLES = {"quality": "quality", "diversity": "diversity", "offline": "offline", "control": "control"}
 
 
@@ -57,6 +66,8 @@ def role_of(name: str, folder: str, cfg: float, temperature: float) -> dict[str,
     """The ``role`` entry (with ``lam`` and ``merge_of`` for merges) the main job writes for a system."""
     if folder == "base":
         return {"role": "teacher" if (cfg, temperature) == (GAMMA, 1.0) else "base"}
+    if folder == "conditioned":
+        return {"role": "conditioned", "w": float(name.split("w=")[-1])}
     if folder.startswith("merges/"):
         lam = float(folder.split("_")[-1])
         return {"role": "merge", "lam": lam, "merge_of": ["quality", "diversity"]}
@@ -80,6 +91,7 @@ def per_prompt(
     systems: dict[str, tuple[str, float, float, float, float, float]] | None = None,
     control: bool = False,
     views: tuple[str, ...] = (),
+    conditioned: bool = False,
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, Any]]]:
     """(``{system: {measure: B values}}``, metrics.json-style ``systems``) for the synthetic run.
 
@@ -93,7 +105,11 @@ def per_prompt(
     effects = {m: _centred(rng, 0.15) for m in ("quality", "primary", "reward", "text")}
     values: dict[str, dict[str, list[float]]] = {}
     info: dict[str, dict[str, Any]] = {}
-    table = {**(systems or SYSTEMS), **(CONTROL_SYSTEM if control else {})}
+    table = {
+        **(systems or SYSTEMS),
+        **(CONTROL_SYSTEM if control else {}),
+        **(CONDITIONED_SYSTEMS if conditioned else {}),
+    }
     for name, (folder, cfg, temp, q, d, r) in table.items():
         if name in drop:
             continue

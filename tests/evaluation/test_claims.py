@@ -60,7 +60,8 @@ def test_c4_reads_the_diversity_students_merges_with_either_beta_zero_student() 
 
 def test_every_claim_holds_on_the_default_table() -> None:
     claims = all_claims(evidence())
-    assert [c.verdict for c in claims] == [HOLDS] * 5
+    assert [c.verdict for c in claims] == [HOLDS] * 5 + [NOT_RUN]  # C6 needs a conditioned student
+    assert [c.verdict for c in all_claims(evidence(conditioned=True))] == [HOLDS] * 6
     c1 = claims[0]
     assert c1.measures == {"quality": "attribute_adherence", "diversity": "attribute_diversity"}
     assert "primary independent diversity measure: attribute diversity" in c1.explanation
@@ -286,3 +287,63 @@ def test_non_inferiority_to_a_reference_without_positive_quality_is_not_run() ->
         comparison.verdict == NOT_RUN and "not positive" in comparison.note and "FALLBACK" in comparison.note
     )
     assert comparison.kind == "difference" and comparison.side == "above" and comparison.mean > 0
+
+
+# --------------------------------------------------------------------------------------------
+# C6: one conditioned student covers the merge front
+# --------------------------------------------------------------------------------------------
+
+
+def _c6(overrides: dict[str, dict[str, float]] | None = None, **kwargs) -> Claim:
+    from musicdistill.evaluation.claims import claim_c6
+
+    return claim_c6(evidence(overrides, conditioned=True, **kwargs))
+
+
+def test_c6_holds_when_every_point_is_as_diverse_as_the_merges_and_w0_keeps_quality() -> None:
+    claim = _c6()
+    assert claim.verdict == HOLDS, claim.explanation
+    deciding = [c for c in claim.comparisons if c.decides]
+    assert len(deciding) == 4  # w = 0's non-inferiority, then three gains over the merge front
+    assert deciding[0].label.startswith("attribute adherence: conditioned w=0 - base CFG 3")
+    gains = deciding[1:]
+    assert all("merges of the students front: conditioned" in c.label for c in gains)
+    assert all(c.margin == pytest.approx(-0.05, abs=1e-3) for c in gains)
+    assert gains[0].mean == pytest.approx(0.01, abs=2e-3) and gains[0].corrected_low < gains[0].low
+    beside = [c for c in claim.comparisons if not c.decides]
+    assert any("CFG scale front: conditioned w=0.5" in c.label for c in beside)
+
+
+def test_c6_fails_when_a_point_is_far_less_diverse_than_the_merges() -> None:
+    claim = _c6({"conditioned w=0.5": {"primary": 0.40}})  # 0.085 below the merge front at its quality
+    assert claim.verdict == FAILS, claim.explanation
+
+
+def test_c6_is_unresolved_when_a_gain_sits_on_its_margin() -> None:
+    claim = _c6({"conditioned w=0.5": {"primary": 0.435}})  # the merge front's 0.485 minus exactly 0.05
+    assert claim.verdict == UNRESOLVED, claim.explanation
+
+
+def test_c6_fails_when_the_w0_point_loses_quality() -> None:
+    claim = _c6({"conditioned w=0": {"quality": 0.60}})
+    ni = next(c for c in claim.comparisons if c.decides)
+    assert ni.verdict == FAILS and claim.verdict == FAILS
+
+
+def test_a_point_below_the_merge_fronts_lowest_quality_does_not_decide_c6() -> None:
+    claim = _c6({"conditioned w=1": {"quality": 0.50}})
+    assert claim.verdict == HOLDS, claim.explanation
+    w1 = [
+        c
+        for c in claim.comparisons
+        if c.label.endswith("students front: conditioned w=1") and c.metric == "attribute_diversity"
+    ]
+    assert len(w1) == 1 and not w1[0].decides and "below its lowest quality" in w1[0].note
+
+
+def test_c6_is_not_run_without_a_conditioned_student_or_its_w0_point() -> None:
+    from musicdistill.evaluation.claims import claim_c6
+
+    assert claim_c6(evidence()).verdict == NOT_RUN
+    claim = _c6(drop=("conditioned w=0",))
+    assert claim.verdict == NOT_RUN and "w = 0" in claim.explanation

@@ -126,7 +126,7 @@ def test_evaluate_two_cfg_scales_end_to_end(tiny_run, tmp_path: Path, monkeypatc
     assert saved["measures"]["quality"] == "attribute_adherence"
     assert saved["roles"]["teacher"] == "cfg3" and saved["roles"]["base"] == "cfg1"
     claims = {c["id"]: c for c in saved["claims"]}
-    assert list(claims) == ["C1", "C2", "C3", "C4", "C5"]
+    assert list(claims) == ["C1", "C2", "C3", "C4", "C5", "C6"]
     assert claims["C1"]["verdict"] in ("holds", "fails", "unresolved")
     quality = claims["C1"]["comparisons"][0]
     assert quality["low"] <= quality["mean"] <= quality["high"] and quality["n"] == 3

@@ -20,12 +20,14 @@ STAGES = [
     "quality",
     "diversity",
     "control",
+    "conditioned",
     "offline",
     "merges",
     "front",
     "eval_quality",
     "eval_diversity",
     "eval_control",
+    "eval_conditioned",
     "eval_offline",
     "eval_merges",
     "evaluate",
@@ -55,7 +57,7 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
-    first = _run(tmp_path, "run.students.diversity.distill.lr=0.0005")
+    first = _run(tmp_path, "run.students.diversity.distill.lr=0.0005", "run.conditioned=true")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     run = tmp_path / "smoke"
     for stage in STAGES:
@@ -82,6 +84,14 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         "diversity (beta=1)",
         ["merge lambda=0.5"],
     )
+    # the conditioned student: one checkpoint with a dial, evaluated at each w; C6 decided on it
+    conditioned = [n for n, s in metrics["systems"].items() if s.get("role") == "conditioned"]
+    assert conditioned == [f"conditioned w={w:g}" for w in (0, 0.25, 0.5, 0.75, 1)]
+    assert roles["conditioned"] == conditioned
+    prov = json.loads((run / "conditioned" / "provenance.json").read_text())
+    assert prov["dial"]["beta_max"] == 1.0 and prov["role"] == "conditioned"
+    c6 = next(c for c in metrics["claims"] if c["id"] == "C6")
+    assert c6["verdict"] != "not run" or "defined" in c6["explanation"], c6["explanation"]
     assert metrics["systems"]["base CFG 3"]["cost"]["rows_per_sample"] == 2
     assert metrics["systems"]["quality (beta=0)"]["cost"]["rows_per_sample"] == 1
     assert {"attribute_diversity", "diversity_second"} <= set(metrics["systems"]["base"]["metrics"])
@@ -94,7 +104,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert '<table id="claims">' in report and report.count("<audio controls") >= len(names)
     claims = json.loads((run / "report" / "stage.json").read_text())["summary"]["claims"]
     assert (
-        set(claims) == {"C1", "C2", "C3", "C4", "C5"} and claims["C5"] != "not run"
+        set(claims) == {"C1", "C2", "C3", "C4", "C5", "C6"} and claims["C5"] != "not run"
     )  # tiny.yaml runs offline
     assert (
         f"report: {run / 'report.html'}" in first.stdout and f"musicdistill demo --run {run}" in first.stdout
@@ -106,7 +116,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     # the diversity model's own lr, which its control shares (beta is their only difference)
     assert summaries["diversity"]["lr"] == 0.0005 == summaries["control"]["lr"] != summaries["quality"]["lr"]
     assert (summaries["diversity"]["beta"], summaries["control"]["beta"]) == (1.0, 0.0)
-    second = _run(tmp_path, "run.students.diversity.distill.lr=0.0005")
+    second = _run(tmp_path, "run.students.diversity.distill.lr=0.0005", "run.conditioned=true")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("skipped (up to date)") == len(STAGES)
     _python_api_on_the_run(run, tmp_path)

@@ -129,6 +129,29 @@ def test_the_offline_pools_teacher_logits_computed_once_give_the_same_student(
     assert teacher_seconds[0] < teacher_seconds[1]
 
 
+def test_a_conditioned_student_draws_w_per_group_and_records_its_dial(tmp_path: Path) -> None:
+    from musicdistill.model.loading import generator_from_state_dict
+    from musicdistill.training.distill import DistInfo, step_dial
+
+    cfg = tiny_config(tmp_path, steps=3, beta=1.0)
+    out = distill(cfg, tiny_parts(cfg), tmp_path / "c", {}, torch.device("cpu"), dial_hidden=8)
+    ck = load_checkpoint(out)
+    assert ck.provenance["dial"] == {"hidden": 8, "w_range": [0.0, 1.0], "beta_max": 1.0}
+    student = generator_from_state_dict(cfg.model, ck.state_dict)  # the weights say it has a dial
+    assert student.dial is not None and student.dial.out.weight.abs().sum() > 0  # the dial learned
+    # w is drawn per prompt (one per group of G), the same on every rank, then split
+    w = step_dial(cfg.distill, 0, DistInfo())
+    assert w.shape == (cfg.distill.prompts_per_step,) and bool(((w >= 0) & (w <= 1)).all())
+    halves = [step_dial(cfg.distill, 0, DistInfo(rank=r, world_size=2)) for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), w)
+
+
+def test_a_conditioned_student_needs_a_reward_on_its_own_samples(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, steps=1, beta=0.0)
+    with pytest.raises(ConfigError, match="needs distill.beta > 0 and distill.mode=on_policy"):
+        distill(cfg, tiny_parts(cfg), tmp_path / "d", {}, torch.device("cpu"), dial_hidden=8)
+
+
 def test_nonfinite_steps_are_skipped_then_stop(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, steps=10, beta=0.0, extra=["distill.max_nonfinite=2"])
     parts = tiny_parts(cfg)
