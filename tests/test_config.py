@@ -299,7 +299,7 @@ def test_cli_refuses_a_misread_override_before_any_work(tmp_path: Path, capsys) 
 def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_path: Path, monkeypatch) -> None:
     calls = []
 
-    def fake_stage(cfg, r, o, res, section, provenance):
+    def fake_stage(cfg, r, o, res, section, provenance, dial_hidden=0):
         calls.append((section.beta, section.mode, section.lr, section.divergence, provenance.get("role")))
         return {}
 

@@ -442,12 +442,9 @@ def _c6_gains(
     reps = np.stack([ni_reps, *(g.replicates for g in defined)], axis=1)
     sim = simultaneous_lower_bounds(points, reps, ev.level)
     ni = difference(ev, zero, teacher, quality, "above", margin=-margin.delta)
-    ni = replace(
-        ni,
-        verdict=verdict(float(sim.lows[0]), ni.high, -margin.delta, "above"),
-        note=margin.note,
-        corrected_low=float(sim.lows[0]),
-    )
+    low = float(sim.lows[0])
+    ni_verdict = FAILS if ni.high < -margin.delta else verdict(low, ni.high, -margin.delta, "above")
+    ni = replace(ni, verdict=ni_verdict, note=margin.note, corrected_low=low)
     deciding = [ni] + [
         replace(
             gain_comparison(ev, g, merge, corrected_low=float(low), margin=-dmargin.delta),

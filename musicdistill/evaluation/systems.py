@@ -30,7 +30,18 @@ SYSTEM_KEYS = (
     "w",
 )
 #: the parts a system can play in the claims (docs/method.md section 7); "" = not stated
-SYSTEM_ROLES = ("", "base", "teacher", "quality", "diversity", "control", "student", "merge", "offline")
+SYSTEM_ROLES = (
+    "",
+    "base",
+    "teacher",
+    "quality",
+    "diversity",
+    "control",
+    "student",
+    "merge",
+    "offline",
+    "conditioned",
+)
 
 
 def slug(name: str) -> str:

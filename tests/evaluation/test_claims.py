@@ -276,7 +276,7 @@ def test_claims_round_trip_through_metrics_json() -> None:
 
 def test_older_metrics_json_gives_claims_not_run() -> None:
     old = claims_from_metrics({"systems": {}})
-    assert [c.verdict for c in old] == [NOT_RUN] * 5 and "predates" in old[0].explanation
+    assert [c.verdict for c in old] == [NOT_RUN] * 6 and "predates" in old[0].explanation
     assert all(c.verdict == NOT_RUN for c in claims_from_metrics(None))
 
 
@@ -325,7 +325,7 @@ def test_c6_is_unresolved_when_a_gain_sits_on_its_margin() -> None:
 
 
 def test_c6_fails_when_the_w0_point_loses_quality() -> None:
-    claim = _c6({"conditioned w=0": {"quality": 0.60}})
+    claim = _c6({"conditioned w=0": {"quality": 0.62}})  # 0.08 below the teacher, margin 0.035
     ni = next(c for c in claim.comparisons if c.decides)
     assert ni.verdict == FAILS and claim.verdict == FAILS
 

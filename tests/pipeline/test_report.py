@@ -167,10 +167,10 @@ def test_an_older_metrics_json_renders_with_claims_not_run(tmp_path: Path) -> No
     run = fake_run(tmp_path, old)
     page = write_report(run).read_text(encoding="utf-8")
     claims = _claims_table(page)
-    assert claims.count("<b>not run</b>") == 5 and "predates the paired statistics" in claims
+    assert claims.count("<b>not run</b>") == 6 and "predates the paired statistics" in claims
     assert "(teacher)" in page  # roles found from the systems and distill.gamma
     assert "<h3>Diversity gain" not in page and "<h2>Metrics</h2>" in page
-    assert [c.verdict for c in run_claims(run)] == ["not run"] * 5
+    assert [c.verdict for c in run_claims(run)] == ["not run"] * 6
 
 
 def test_write_report_on_an_empty_run_shows_not_run(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_write_report_on_an_empty_run_shows_not_run(tmp_path: Path) -> None:
         '{"step": 1, "loss": 3.0}\n{"step": 2, "lo'
     )  # torn by a crash
     page = write_report(run).read_text(encoding="utf-8")
-    assert page.count("<b>not run</b>") == 5
+    assert page.count("<b>not run</b>") == 6
     assert '<h3>Pretraining</h3><p class="missing">not run</p>' in page
     for section in ("Quality against diversity", "Metrics", "Listen"):
         after = page[page.index(f"<h2>{section}</h2>") :]
