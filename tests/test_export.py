@@ -77,6 +77,19 @@ def test_bad_export_arguments_say_the_fix(run: Path, tmp_path: Path, capsys, arg
     assert not (tmp_path / "x").exists()
 
 
+def capture_codes(hf, monkeypatch) -> dict[str, torch.Tensor]:
+    """A dict that receives the codes ``[B, K, T]`` transformers' ``generate`` decodes (``"codes"``)."""
+    captured: dict[str, torch.Tensor] = {}
+    decode = hf.audio_encoder.decode
+
+    def capture(codes, *args, **kwargs):
+        captured["codes"] = codes[0].clone()  # [1, B, K, T] -> [B, K, T]
+        return decode(codes, *args, **kwargs)
+
+    monkeypatch.setattr(hf.audio_encoder, "decode", capture)
+    return captured
+
+
 @pytest.fixture(scope="module")
 def musicgen_student(tmp_path_factory) -> Path:
     """A tiny random MusicGen folder and a 'distilled' checkpoint of its decoder (perturbed weights)."""
@@ -118,15 +131,8 @@ def test_transformers_generate_on_the_export_runs_no_cfg_and_gives_our_greedy_to
     assert "CC-BY-NC 4.0" in (out / "README.md").read_text(encoding="utf-8")
     hf = MusicgenForConditionalGeneration.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    captured: dict[str, torch.Tensor] = {}
-    decode = hf.audio_encoder.decode
-
-    def capture(codes, *args, **kwargs):
-        captured["codes"] = codes[0].clone()  # [1, B, K, T] -> [B, K, T]
-        return decode(codes, *args, **kwargs)
-
     rows: list[int] = []
-    monkeypatch.setattr(hf.audio_encoder, "decode", capture)
+    captured = capture_codes(hf, monkeypatch)
     hook = hf.decoder.register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
@@ -155,14 +161,7 @@ def test_transformers_seeded_sampling_on_the_export_gives_our_multinomial_tokens
     out = export(musicgen_student, tmp_path / "hf")
     hf = MusicgenForConditionalGeneration.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    captured: dict[str, torch.Tensor] = {}
-    decode = hf.audio_encoder.decode
-
-    def capture(codes, *args, **kwargs):
-        captured["codes"] = codes[0].clone()
-        return decode(codes, *args, **kwargs)
-
-    monkeypatch.setattr(hf.audio_encoder, "decode", capture)
+    captured = capture_codes(hf, monkeypatch)
     prompts = ["calm piano", "fast drums and bass"]
     batch = tokenizer(prompts, padding=True, return_tensors="pt", return_token_type_ids=False)
     torch.manual_seed(7)  # transformers draws from the global generator
@@ -230,14 +229,7 @@ def test_a_musicgen_dial_starts_at_zero_and_exports_for_transformers_at_one_w(
     out = export(conditioned_musicgen, tmp_path / "hf", w=0.8)
     assert "diversity weight w" in (out / "README.md").read_text(encoding="utf-8")
     hf = MusicgenForConditionalGeneration.from_pretrained(out).eval()
-    captured: dict[str, torch.Tensor] = {}
-    decode = hf.audio_encoder.decode
-
-    def capture(codes, *args, **kwargs):
-        captured["codes"] = codes[0].clone()
-        return decode(codes, *args, **kwargs)
-
-    monkeypatch.setattr(hf.audio_encoder, "decode", capture)
+    captured = capture_codes(hf, monkeypatch)
     batch = AutoTokenizer.from_pretrained(out)(
         prompts, padding=True, return_tensors="pt", return_token_type_ids=False
     )
