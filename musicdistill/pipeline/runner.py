@@ -30,6 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -166,12 +167,33 @@ def concurrency_threads(cfg: Config, count: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers) if workers else 0
 
 
+_WATCHING: list[int] = []  # the parent a worker process watches (set once per worker)
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """In a worker process: end it as soon as ``parent`` (the main job) is gone, killed or not, so a
+    stopped run leaves no stage computing on its own."""
+    if _WATCHING:
+        return
+    _WATCHING.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _child_stage(
-    stage: Stage, cfg: Config, out_dir: Path, resume: bool, threads: int, level: int
+    stage: Stage, cfg: Config, out_dir: Path, resume: bool, threads: int, level: int, parent: int = 0
 ) -> tuple[dict[str, Any], float]:
-    """Run one stage in a worker process (spawned: fresh interpreter, own torch threads, no progress bars)."""
+    """Run one stage in a worker process (spawned: fresh interpreter, own torch threads, no progress
+    bars); the worker ends with ``parent`` (the main job's pid) when it is given."""
     import torch
 
+    if parent:
+        _exit_with_parent(parent)
     os.environ["TQDM_DISABLE"] = "1"
     logging.basicConfig(  # force: a worker runs several stages, each logs under its own name
         level=level,
@@ -356,7 +378,9 @@ def _run_pooled(schedule: _Schedule, workers: int, threads: int) -> None:
                 for stage in schedule.by_path(ready)[: workers - len(running)]:
                     where = f" on a worker process ({threads} thread{'s' if threads > 1 else ''})"
                     out_dir, resume = schedule.begin(stage, where)
-                    future = pool.submit(_child_stage, stage, cfg, out_dir, resume, threads, level)
+                    future = pool.submit(
+                        _child_stage, stage, cfg, out_dir, resume, threads, level, os.getpid()
+                    )
                     running[future] = _Running(stage, out_dir)
             if not running:
                 break

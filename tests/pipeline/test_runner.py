@@ -152,3 +152,57 @@ def test_critical_path_counts_the_work_behind_a_stage() -> None:
         Stage("d", noop, reads=(), after=("b", "c"), estimate_s=1),
     ]
     assert critical_path(stages) == {"a": 111, "b": 101, "c": 6, "d": 1}
+
+
+def sleeping_stage(cfg, run_dir: Path, out: Path, resume: bool) -> dict:
+    """Writes its pid, then sleeps long enough to be killed."""
+    import os
+    import time
+
+    (out / "pid.txt").write_text(str(os.getpid()))
+    time.sleep(60)
+    return {}
+
+
+_KILL_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from musicdistill.config import load_config
+from musicdistill.pipeline.runner import Stage, run_stages
+from test_runner import sleeping_stage
+cfg = load_config(None, ["runs_dir={runs}", "name=r", "device=cpu"])
+stages = [Stage(n, sleeping_stage, reads=("data",), concurrent=True) for n in ("a", "b")]
+run_stages(cfg, stages)
+"""
+
+
+def test_killing_the_main_job_ends_its_worker_processes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from musicdistill.pipeline.runner import concurrency_workers
+
+    if not concurrency_workers(load_config(None, ["device=cpu"]), 2):
+        pytest.skip("one CPU core: stages run in the main process")
+    script = _KILL_SCRIPT.format(tests=str(Path(__file__).resolve().parent), runs=str(tmp_path))
+    main = subprocess.Popen([sys.executable, "-c", script])
+    pid_file = tmp_path / "r" / "a" / "pid.txt"
+    deadline = time.time() + 60
+    while not pid_file.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert pid_file.is_file(), "the pooled stage never started"
+    worker = int(pid_file.read_text())
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        stat = Path(f"/proc/{worker}/stat")
+        if not stat.is_file() or stat.read_text().split(")")[-1].split()[0] in ("Z", "X"):
+            return  # gone, or a zombie waiting to be reaped: it runs no more
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker process outlived the killed main job by 15 s")
