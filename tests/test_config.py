@@ -34,7 +34,7 @@ from musicdistill.config import (
     student_distill_config,
 )
 from musicdistill.config.students import parse_students
-from musicdistill.pipeline import stages
+from musicdistill.pipeline import main_job, run_systems, stages
 from musicdistill.pipeline.runner import stage_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,7 +314,7 @@ def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_pat
             "run.merges=[{a: quality, b: div, lambdas: [0.5]}]",
         ],
     )
-    for stage in stages.student_stages(cfg):
+    for stage in main_job.student_stages(cfg):
         stage.run(cfg, tmp_path, tmp_path, False)
     assert stages.stage_offline(cfg, tmp_path, tmp_path, False)["ran"] is False
     offline = load_config(None, [f"runs_dir={tmp_path}", "run.compare_offline=true"])
@@ -327,13 +327,13 @@ def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_pat
         (2.0, "on_policy", lr, "reverse_kl", "student"),
         (0.0, "teacher", lr, "reverse_kl", "offline"),
     ]
-    systems = {s["name"]: s for s in stages.main_job_systems(cfg, tmp_path)}
+    systems = {s["name"]: s for s in run_systems.main_job_systems(cfg, tmp_path)}
     assert systems["ctl (beta=0)"]["role"] == "control" and systems["div (beta=7)"]["role"] == "diversity"
     assert systems["merge lambda=0.5"]["merge_of"] == ["quality", "div"]
     assert systems["base CFG 3"]["role"] == "teacher" and systems["base CFG 2"]["role"] == "base"
     names = {
         s["name"]
-        for s in stages.main_job_systems(
+        for s in run_systems.main_job_systems(
             load_config("configs/default.yaml", ["run.cfg_scales=[2.5]"]), tmp_path
         )
     }
@@ -346,7 +346,7 @@ def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_pat
 
 def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
     default = "configs/default.yaml"
-    by_name = {s.name: s for s in stages.main_job_stages(load_config(default))}
+    by_name = {s.name: s for s in main_job.main_job_stages(load_config(default))}
     upstream = {name: "x" for name in by_name}
 
     def hashes(*overrides: str) -> dict[str, str]:
@@ -371,7 +371,7 @@ def test_main_job_reruns_only_the_stages_a_run_key_changes() -> None:
     }
     assert {n for n, h in hashes("run.cfg_scales=[2.0]").items() if h != base[n]} == {"front", "evaluate"}
     assert "control" not in {
-        s.name for s in stages.main_job_stages(load_config(default, ["run.students.control=null"]))
+        s.name for s in main_job.main_job_stages(load_config(default, ["run.students.control=null"]))
     }
 
 

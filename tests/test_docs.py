@@ -22,7 +22,7 @@ import pytest
 from test_layout import find_cycle, import_graph
 
 import musicdistill
-from musicdistill.pipeline.stages import main_job_stages
+from musicdistill.pipeline.main_job import main_job_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "musicdistill"

@@ -12,10 +12,10 @@ from musicdistill.commands.common import (
     add_report_to,
     positional_config,
 )
+from musicdistill.pipeline.main_job import main_job_stages
 from musicdistill.pipeline.report import REPORT_FILE
 from musicdistill.pipeline.report_inputs import demo_command
 from musicdistill.pipeline.runner import run_stages
-from musicdistill.pipeline.stages import main_job_stages
 
 #: every section but listening; the quality and diversity stages set distill.beta and distill.mode
 READS = ConfigReads(

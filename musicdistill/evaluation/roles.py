@@ -1,6 +1,6 @@
 """Which evaluated system plays which part in the claims and fronts, read from ``metrics.json`` systems.
 
-Every system the main job evaluates carries its ``role`` (:func:`musicdistill.pipeline.stages.main_job_systems`):
+Every system the main job evaluates carries its ``role`` (:func:`musicdistill.pipeline.run_systems.main_job_systems`):
 ``base`` (the base checkpoint at a setting that is not the teacher's), ``teacher``, ``quality``,
 ``diversity``, ``control``, ``student``, ``merge`` (with ``lam`` and ``merge_of``), ``offline`` or
 ``conditioned`` (one system per diversity weight ``w`` of the conditioned student).

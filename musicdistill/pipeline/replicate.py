@@ -31,9 +31,9 @@ from typing import Any
 
 from musicdistill.config import Config
 from musicdistill.evaluation.pooled import METRICS_FILE, PER_PROMPT_FILE, pooled_claims
+from musicdistill.pipeline.main_job import main_job_stages
 from musicdistill.pipeline.replicate_report import render_html, render_markdown
 from musicdistill.pipeline.runner import MARKER, Stage, run_stages
-from musicdistill.pipeline.stages import main_job_stages
 from musicdistill.storage.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ Layout of a run folder ``<runs_dir>/<name>/``::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import shutil
@@ -32,8 +31,8 @@ import torch
 
 from musicdistill.codec.factory import fit_codec, load_codec
 from musicdistill.codec.interface import read_codec_json
-from musicdistill.config import Config, ConfigError, DistillConfig, student_distill_config
-from musicdistill.config.students import Merge, Student, parse_merges, parse_students
+from musicdistill.config import Config, DistillConfig, student_distill_config
+from musicdistill.config.students import Student, parse_merges, parse_students
 from musicdistill.data.attributes import choose_heads
 from musicdistill.data.caption_bank import META_FILE, encode_captions, load_captions, save_captions
 from musicdistill.data.checks import check_data
@@ -55,7 +54,13 @@ from musicdistill.model.musicgen import musicgen_codec
 from musicdistill.model.text import build_text_encoder
 from musicdistill.pipeline.report import write_report
 from musicdistill.pipeline.report_inputs import run_claims
-from musicdistill.pipeline.runner import Stage
+from musicdistill.pipeline.run_systems import (
+    evaluation_parts,
+    main_job_systems,
+    merge_dir,
+    part_stage_name,
+    part_systems,
+)
 from musicdistill.runtime import resolve_device, seed_everything
 from musicdistill.storage.checkpoint import load_checkpoint
 from musicdistill.storage.convert import convert_checkpoint
@@ -378,11 +383,6 @@ def stage_offline(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[s
     return _distill_stage(cfg, run_dir, out, resume, section, {"role": "offline", "beta": 0.0})
 
 
-def merge_dir(run_dir: Path, merge: Merge, lam: float) -> Path:
-    """``<run>/merges/<a>-<b>/lam_<λ>``."""
-    return run_dir / "merges" / merge.folder / f"lam_{lam:.2f}"
-
-
 def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
     """LERP the students of each entry of ``run.merges`` at each of its λ."""
     merges = parse_merges(cfg, parse_students(cfg))
@@ -394,124 +394,12 @@ def stage_merges(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[st
     return {"merges": {m.folder: list(m.lambdas) for m in merges}}
 
 
-def student_system_name(student: Student) -> str:
-    """A student's display name in the evaluation: ``diversity (beta=30)``."""
-    return f"{student.name} (beta={student.beta:g})"
-
-
-def merge_system_name(merge: Merge, lam: float, students: list[Student]) -> str:
-    """``merge lambda=0.5`` for the quality-diversity pair, ``merge a-b lambda=0.5`` for any other."""
-    roles = {s.name: s.role for s in students}
-    if (roles.get(merge.a), roles.get(merge.b)) == ("quality", "diversity"):
-        return f"merge lambda={lam:g}"
-    return f"merge {merge.folder} lambda={lam:g}"
-
-
-def conditioned_weights(cfg: Config) -> list[float]:
-    """``run.conditioned_w``, checked: distinct numbers in [0, 1], sorted."""
-    raw = cfg.run.conditioned_w
-    if (
-        not isinstance(raw, list)
-        or not raw
-        or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0.0 <= w <= 1.0 for w in raw)
-    ):
-        raise ConfigError(f"run.conditioned_w={raw!r} must be a non-empty list of numbers in [0, 1]")
-    return sorted({float(w) for w in raw})
-
-
-def main_job_systems(cfg: Config, run_dir: Path) -> list[dict[str, Any]]:
-    """The systems the main job compares: the base's CFG and temperature fronts, the students, the merges.
-
-    Every system carries its role (base, teacher, quality, diversity, control, student, merge,
-    offline), so the claims never guess it. The base without CFG at temperature 1 (``base``) is on
-    both fronts and is evaluated once; the teacher's scale ``distill.gamma`` is always on the CFG
-    front. A merge's ends, λ = 0 and λ = 1, are the students themselves, so only the λ strictly
-    between are evaluated. The offline student is evaluated with ``run.compare_offline`` (claim C5).
-    """
-    base = str(run_dir / "base")
-    gamma = float(cfg.distill.gamma)
-
-    def system(
-        name: str, checkpoint: str, role: str, cfg_scale: float = 1.0, temperature: float = 1.0, **extra: Any
-    ) -> dict[str, Any]:
-        families = {
-            "base": "base",
-            "teacher": "base + CFG",
-            "merge": "merged",
-            "offline": "distilled offline",
-        }
-        family = families.get(role, "distilled")
-        if role == "base":
-            family = "base + CFG" if cfg_scale != 1.0 else "base, temperature"
-        return {
-            "name": name,
-            "checkpoint": checkpoint,
-            "family": family,
-            "role": role,
-            "cfg_scale": float(cfg_scale),
-            "temperature": float(temperature),
-            **extra,
-        }
-
-    temperatures = sorted({float(t) for t in cfg.run.temperatures} - {1.0})
-    scales = sorted(({float(g) for g in cfg.run.cfg_scales} | {gamma}) - {1.0})
-    systems = [system("base", base, "base")]
-    systems += [system(f"base T={t:g}", base, "base", temperature=t) for t in temperatures]
-    systems += [
-        system(f"base CFG {g:g}", base, "teacher" if g == gamma else "base", cfg_scale=g) for g in scales
-    ]
-    students = parse_students(cfg)
-    for s in students:
-        if s.role == "conditioned":  # one checkpoint, evaluated at each w of run.conditioned_w
-            systems += [
-                system(f"conditioned w={w:g}", str(run_dir / s.name), "conditioned", w=w)
-                for w in conditioned_weights(cfg)
-            ]
-        else:
-            systems.append(system(student_system_name(s), str(run_dir / s.name), s.role))
-    for merge in parse_merges(cfg, students):
-        systems += [
-            system(
-                merge_system_name(merge, lam, students),
-                str(merge_dir(run_dir, merge, lam)),
-                "merge",
-                lam=lam,
-                merge_of=[merge.a, merge.b],
-            )
-            for lam in merge.lambdas
-        ]
-    if cfg.run.compare_offline:
-        systems.append(system("offline (beta=0)", str(run_dir / "offline"), "offline"))
-    return systems
-
-
 def judge_dirs(run_dir: Path) -> dict[str, Path | None]:
     """The run's judges by role (None for one the run has not trained)."""
     return {
         name: (run_dir / name if (run_dir / name).is_dir() else None)
         for name in ("embedder", "second_embedder", "oracle", "scorer")
     }
-
-
-#: what decides the base's fronts (the front stage's results), and so every evaluation's too
-FRONT_READS = ("evaluate", "generate", "device", "run.cfg_scales", "run.temperatures", "distill.gamma")
-
-#: what decides one student's (or the merges') evaluation besides its checkpoint
-SYSTEM_EVAL_READS = ("evaluate", "generate", "device")
-
-
-def part_systems(cfg: Config, run_dir: Path, part: str) -> list[dict[str, Any]]:
-    """The main job's systems of one evaluation part: ``front`` (the base without CFG, its temperature
-    and CFG fronts, the teacher among them), ``merges``, or a student's folder name (``quality``,
-    ``offline``, ...); none when ``evaluate.systems`` names the systems."""
-    if cfg.evaluate.systems:
-        return []
-    systems = main_job_systems(cfg, run_dir)
-    if part == "front":
-        return [s for s in systems if s["role"] in ("base", "teacher")]
-    if part == "merges":
-        return [s for s in systems if s["role"] == "merge"]
-    return [s for s in systems if s["checkpoint"] == str(run_dir / part)]
 
 
 def stage_evaluate_part(cfg: Config, run_dir: Path, out: Path, resume: bool, part: str) -> dict[str, Any]:
@@ -526,16 +414,6 @@ def stage_evaluate_part(cfg: Config, run_dir: Path, out: Path, resume: bool, par
     systems = parse_systems(raw, cfg.generate, section="evaluate.systems")
     done = run_evaluation(cfg, systems, run_dir / "tokens", out, **judge_dirs(run_dir), statistics=False)
     return {"systems": len(done["systems"]), "prompts": done["num_prompts"]}
-
-
-def evaluation_parts(cfg: Config) -> list[str]:
-    """The parts evaluated in stages of their own: the fronts, each student, the offline student, the merges."""
-    return ["front", *(s.name for s in parse_students(cfg)), "offline", "merges"]
-
-
-def part_stage_name(part: str) -> str:
-    """``front`` keeps its name; another part's evaluation is ``eval_<part>``."""
-    return part if part == "front" else f"eval_{part}"
 
 
 def stage_evaluate(cfg: Config, run_dir: Path, out: Path, resume: bool) -> dict[str, Any]:
@@ -558,191 +436,3 @@ def _last_history_row(out: Path) -> dict[str, Any]:
     rows = read_rows(out)
     evaluated = [r for r in rows if "val_loss" in r]
     return evaluated[-1] if evaluated else (rows[-1] if rows else {})
-
-
-def copies_codec(cfg: Config) -> bool:
-    """The codec stage copies ``codec.from_dir`` (so it may share the machine) rather than fitting one."""
-    return bool(cfg.codec.from_dir)
-
-
-def copies_base(cfg: Config) -> bool:
-    """The base stage copies ``pretrain.from_dir`` (so it may share the machine) rather than pretraining."""
-    return bool(cfg.pretrain.from_dir)
-
-
-def student_stages(cfg: Config) -> list[Stage]:
-    """One distillation stage per student of ``run.students``, named after it; each reruns when the
-    distill section or its own entry changes (a control: its diversity student's entry too)."""
-    stages = []
-    for student in parse_students(cfg):
-        reads = ["distill", "device", f"run.students.{student.name}"]
-        if student.settings_of:
-            reads.append(f"run.students.{student.settings_of}")
-        if student.role == "conditioned":
-            reads = [
-                "distill",
-                "device",
-                f"run.students.{student.settings_of}",
-                "run.conditioned",
-                "run.conditioned_hidden",
-            ]
-        stages.append(
-            Stage(
-                student.name,
-                functools.partial(stage_student, student=student),
-                reads=tuple(reads),
-                after=("base", "judges"),
-                estimate_s=340,
-                doc=f"distil the CFG teacher into a CFG-free student: {student.role}, beta = {student.beta:g}",
-                concurrent=True,
-            )
-        )
-    return stages
-
-
-def evaluation_part_stages(cfg: Config) -> list[Stage]:
-    """One evaluation stage per part (:func:`evaluation_parts`), run as soon as its checkpoints exist."""
-    judges = ("tokens", "judges", "eval_judges")
-    stages = [
-        Stage(
-            "front",
-            functools.partial(stage_evaluate_part, part="front"),
-            reads=FRONT_READS,
-            after=("base", *judges),
-            estimate_s=250,
-            doc="evaluate the base's CFG and temperature fronts (beside the students)",
-            concurrent=True,
-        )
-    ]
-    for part in evaluation_parts(cfg)[1:]:
-        extra = {
-            "offline": ("run.compare_offline",),
-            "merges": ("run.merges",),
-            "conditioned": ("run.conditioned_w",),
-        }.get(part, ())
-        stages.append(
-            Stage(
-                part_stage_name(part),
-                functools.partial(stage_evaluate_part, part=part),
-                reads=(*SYSTEM_EVAL_READS, *extra),
-                after=(part, *judges),
-                estimate_s=60 if part == "merges" else 20,
-                doc=f"evaluate the {part} checkpoint{'s' if part == 'merges' else ''} on the held-out prompts",
-                concurrent=True,
-            )
-        )
-    return stages
-
-
-def main_job_stages(cfg: Config | None = None) -> list[Stage]:
-    """Every stage of the main job, in order (the students and merges of ``cfg``; the defaults' without)."""
-    cfg = cfg or Config()
-    students = parse_students(cfg)
-    merges = parse_merges(cfg, students)
-    parts = evaluation_part_stages(cfg)
-    return [
-        Stage(
-            "data",
-            stage_data,
-            reads=("data",),
-            estimate_s=15,
-            doc="synthesise the built-in captioned music (or check the user's manifest)",
-        ),
-        Stage(
-            "codec",
-            stage_codec,
-            reads=("data", "codec"),
-            after=("data",),
-            estimate_s=40,
-            doc="fit the offline codec on the training audio (or copy codec.from_dir)",
-            concurrent=copies_codec,
-        ),
-        Stage(
-            "tokens",
-            stage_tokens,
-            reads=("data", "codec"),
-            after=("codec",),
-            estimate_s=15,
-            doc="encode every clip to codec tokens",
-            concurrent=True,
-        ),
-        Stage(
-            "captions",
-            stage_captions,
-            reads=("data", "text", "model"),
-            after=("data",),
-            estimate_s=30,
-            doc="encode every caption once with the frozen text encoder",
-            concurrent=True,
-        ),
-        Stage(
-            "judges",
-            stage_judges,
-            reads=("data", "embed", "oracle"),
-            after=("codec",),
-            estimate_s=35,
-            doc="train the judges the distillation reads: the reward embedder and the attribute oracle",
-            concurrent=True,
-        ),
-        Stage(
-            "eval_judges",
-            stage_eval_judges,
-            reads=("data", "second_embed", "scorer"),
-            after=("codec", "captions"),
-            estimate_s=40,
-            doc="train the judges only the evaluation reads: the second embedder and the text-audio scorer",
-            concurrent=True,
-        ),
-        Stage(
-            "base",
-            stage_pretrain,
-            reads=("text", "model", "pretrain", "device"),
-            after=("tokens", "captions"),
-            estimate_s=280,
-            doc="pretrain the base generator with condition dropout (or copy pretrain.from_dir)",
-            concurrent=copies_base,
-        ),
-        *student_stages(cfg),
-        Stage(
-            "offline",
-            stage_offline,
-            reads=("distill", "run.compare_offline", "device"),
-            after=("base", "judges"),
-            estimate_s=130,
-            doc="optional (run.compare_offline): offline distillation on teacher samples, for claim C5",
-            concurrent=True,
-        ),
-        Stage(
-            "merges",
-            stage_merges,
-            reads=("run.merges",),
-            after=tuple(dict.fromkeys(n for m in merges for n in (m.a, m.b))),
-            estimate_s=1,
-            doc="LERP the students of run.merges at each lambda",
-            concurrent=True,
-        ),
-        *parts,
-        Stage(
-            "evaluate",
-            stage_evaluate,
-            reads=(
-                *FRONT_READS,
-                "run.compare_offline",
-                "run.students",
-                "run.merges",
-                "run.conditioned",
-                "run.conditioned_w",
-            ),
-            after=("merges", "offline", *(s.name for s in students), *(p.name for p in parts)),
-            estimate_s=15,
-            doc="every system's results on the held-out prompts, the claims' statistics, the Pareto plot",
-        ),
-        Stage(
-            "report",
-            stage_report,
-            reads=("distill",),
-            after=("evaluate", "offline"),
-            estimate_s=5,
-            doc="write report.html: claims C1-C6, metrics, curves, audio, timings",
-        ),
-    ]

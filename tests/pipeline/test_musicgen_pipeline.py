@@ -33,8 +33,8 @@ from musicdistill.model.loading import (
     text_encoder_name,
 )
 from musicdistill.model.musicgen import MusicgenBackbone, musicgen_codec
+from musicdistill.pipeline.main_job import main_job_stages
 from musicdistill.pipeline.runner import run_stages
-from musicdistill.pipeline.stages import main_job_stages
 from musicdistill.storage.checkpoint import MODEL_FILE, file_sha256, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
