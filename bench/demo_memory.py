@@ -130,15 +130,19 @@ def main() -> None:
     torch.set_num_threads(1)
     run = build_tiny_musicgen_run(Path(args.tiny_musicgen)) if args.tiny_musicgen else Path(args.run)
     runtime, runtime_anon = rss_mb(), rss_mb("RssAnon")
-    finds = inspect.signature(demo_engine.find_run_checkpoints).parameters
+    try:  # where an older checkout keeps them: in the engine
+        from musicdistill.demo import run_folders
+    except ImportError:
+        run_folders = demo_engine
+    finds = inspect.signature(run_folders.find_run_checkpoints).parameters
     paths = (
-        demo_engine.find_run_checkpoints(run, args.dial)
+        run_folders.find_run_checkpoints(run, args.dial)
         if "dial" in finds
-        else demo_engine.find_run_checkpoints(run)
+        else run_folders.find_run_checkpoints(run)
     )
     if not args.teacher:
         kept = {"conditioned": paths.conditioned} if "dial" in finds else {}
-        paths = demo_engine.DemoPaths(
+        paths = run_folders.DemoPaths(
             quality=paths.quality, diversity=paths.diversity, embedder=paths.embedder, **kept
         )
     accepts = inspect.signature(demo_engine.load_engine).parameters

@@ -14,12 +14,11 @@ from musicdistill.config import CodecConfig, Config, ModelConfig, TextConfig, co
 from musicdistill.demo.engine import (
     DemoInputError,
     DemoLimits,
-    DemoPaths,
-    find_run_checkpoints,
     load_engine,
     mean_pairwise_diversity,
     validate_request,
 )
+from musicdistill.demo.run_folders import DemoPaths, find_run_checkpoints
 from musicdistill.demo.weight_dial import WeightDial
 from musicdistill.judges.spectral import spectral_embedding
 from musicdistill.merging import MergeError
