@@ -67,10 +67,14 @@ def decays(name: str, param: nn.Parameter, module: nn.Module) -> bool:
     return not any("embed" in part for part in name.split("."))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups of the trainable parameters, in model order: ``[decayed, not decayed]``."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr_scales: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, in model order: ``[decayed, not decayed]``, then one
+    pair per entry of ``lr_scales`` (a submodule's name -> a multiple of the peak learning rate) whose
+    parameters it takes, each group marked with its ``lr_scale`` (empty groups are left out)."""
+    scales = dict(lr_scales or {})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
@@ -78,17 +82,30 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
                 continue
             seen.add(id(param))
             full = f"{module_name}.{name}" if module_name else name
-            (decay if decays(full, param, module) else no_decay).append(param)
+            scale = next((v for k, v in scales.items() if k in full.split(".")), 1.0)
+            groups.setdefault((scale, decays(full, param, module)), []).append(param)
     if not seen:
         raise ValueError(f"{type(model).__name__} has no trainable parameter to optimise")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    out = [{"params": groups.pop((1.0, True)), "weight_decay": weight_decay, "lr_scale": 1.0}]
+    out.append({"params": groups.pop((1.0, False)), "weight_decay": 0.0, "lr_scale": 1.0})
+    for (scale, decayed), params in groups.items():
+        out.append({"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr_scale": scale})
+    return out
 
 
 def make_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = GENERATOR_BETAS
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = GENERATOR_BETAS,
+    lr_scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters, decaying only what :func:`decays` says."""
-    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas)
+    """AdamW over ``model``'s trainable parameters, decaying only what :func:`decays` says; the submodules
+    named in ``lr_scales`` (e.g. ``{"dial": 10.0}``) train at that multiple of ``lr``."""
+    groups = parameter_groups(model, weight_decay, lr_scales)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 def lr_factor(step: int, steps: int, warmup_steps: int, min_ratio: float) -> float:

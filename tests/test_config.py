@@ -299,8 +299,11 @@ def test_cli_refuses_a_misread_override_before_any_work(tmp_path: Path, capsys) 
 def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_path: Path, monkeypatch) -> None:
     calls = []
 
-    def fake_stage(cfg, r, o, res, section, provenance, dial_hidden=0):
+    dials = []
+
+    def fake_stage(cfg, r, o, res, section, provenance, dial_hidden=0, dial_lr_scale=1.0):
         calls.append((section.beta, section.mode, section.lr, section.divergence, provenance.get("role")))
+        dials.append((dial_hidden, dial_lr_scale))
         return {}
 
     monkeypatch.setattr(stages, "_distill_stage", fake_stage)
@@ -327,6 +330,13 @@ def test_main_job_trains_each_student_with_its_own_beta_and_distill_keys(tmp_pat
         (2.0, "on_policy", lr, "reverse_kl", "student"),
         (0.0, "teacher", lr, "reverse_kl", "offline"),
     ]
+    assert set(dials) == {(0, 1.0)}
+    conditioned = load_config(
+        None, [f"runs_dir={tmp_path}", "run.conditioned=true", "run.conditioned_dial_lr_scale=10"]
+    )
+    [stage] = [s for s in main_job.student_stages(conditioned) if s.name == "conditioned"]
+    stage.run(conditioned, tmp_path, tmp_path, False)
+    assert calls[-1][4] == "conditioned" and dials[-1] == (64, 10.0)
     systems = {s["name"]: s for s in run_systems.main_job_systems(cfg, tmp_path)}
     assert systems["ctl (beta=0)"]["role"] == "control" and systems["div (beta=7)"]["role"] == "diversity"
     assert systems["merge lambda=0.5"]["merge_of"] == ["quality", "div"]

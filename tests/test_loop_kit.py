@@ -93,6 +93,22 @@ def test_min_ratio_one_holds_the_peak_after_warm_up_and_no_warm_up_starts_at_the
     assert lr_factor(0, 50, 0, 0.1) == 1.0
 
 
+def test_lr_scales_put_a_submodule_in_groups_of_its_own_at_a_multiple_of_the_lr() -> None:
+    model = nn.Sequential()
+    model.add_module("body", nn.Linear(3, 3))
+    model.add_module("dial", nn.Linear(1, 3))
+    groups = make_optimizer(model, 0.1, 0.01, lr_scales={"dial": 10.0}).param_groups
+    by_lr = [(round(g["lr"], 6), g["weight_decay"], [id(p) for p in g["params"]]) for g in groups]
+    assert by_lr == [
+        (0.1, 0.01, [id(model.body.weight)]),
+        (0.1, 0.0, [id(model.body.bias)]),
+        (1.0, 0.01, [id(model.dial.weight)]),
+        (1.0, 0.0, [id(model.dial.bias)]),
+    ]
+    scheduler = make_scheduler(make_optimizer(model, 0.1, 0.0, lr_scales={"dial": 10.0}), 10, 2, 1.0)
+    assert [round(lr, 6) for lr in scheduler.get_last_lr()] == [0.05, 0.05, 0.5, 0.5]
+
+
 def test_optimizer_step_clips_the_gradient_norm_and_steps_the_schedule() -> None:
     model = nn.Linear(4, 1, bias=False)
     optimizer = make_optimizer(model, 0.1, 0.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from musicdistill.commands.common import ConfigReads, add_config_args, add_report_to, config_from_args
 from musicdistill.data.tokens import load_token_set
+from musicdistill.model.dial import check_dial_lr_scale
 from musicdistill.runtime import resolve_device, seed_everything
 from musicdistill.training.distill import distill
 from musicdistill.training.distill_setup import assemble
@@ -85,6 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a conditioned student (docs/method.md 4.1): a diversity dial of N hidden units, w ~ U[0, 1] "
         "per prompt group, the reward weighted by w * distill.beta (default: 0, an ordinary student)",
     )
+    p.add_argument(
+        "--dial-lr-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --dial-hidden: the dial trains at X * distill.lr (default: 1, the student's own)",
+    )
     p.add_argument("--out", metavar="DIR", help="output directory (default: <run_dir>/distill_beta<beta>)")
     p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT/checkpoints")
     p.set_defaults(func=_run)
@@ -103,6 +111,10 @@ def _run(args: argparse.Namespace) -> int:
     oracle = Path(args.oracle) if args.oracle else _existing(run_dir / "oracle")
     if not 0 <= args.dial_hidden <= 4096:
         raise ValueError(f"--dial-hidden {args.dial_hidden} must lie in [0, 4096] (0 = an ordinary student)")
+    try:
+        check_dial_lr_scale(args.dial_lr_scale)
+    except ValueError as err:
+        raise ValueError(f"--dial-lr-scale: {err}") from None
     out = Path(args.out or run_dir / f"distill_beta{cfg.distill.beta:g}")
     info, device = init_distributed(resolve_device(cfg.device))
     try:
@@ -118,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
             info,
             resume=args.resume,
             dial_hidden=args.dial_hidden,
+            dial_lr_scale=args.dial_lr_scale,
         )
     finally:
         shutdown_distributed()

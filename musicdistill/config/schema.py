@@ -505,6 +505,13 @@ class RunConfig:
     conditioned_hidden: int = opt(
         64, "hidden units of the conditioned student's diversity dial", ge=1, le=4096
     )
+    conditioned_dial_lr_scale: float = opt(
+        1.0,
+        "learning rate of the conditioned student's dial as a multiple of its distill lr (its output "
+        "layer starts at zero)",
+        gt=0.0,
+        le=1000.0,
+    )
     compare_offline: bool = opt(
         False,
         "also distil offline (distill.mode=teacher, beta 0) into <run>/offline, for claim C5 "

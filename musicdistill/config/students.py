@@ -75,6 +75,7 @@ class Student:
         None  # the student whose distill keys it copies (a control, the conditioned student)
     )
     dial_hidden: int = 0  # > 0: a conditioned student with a diversity dial of this width
+    dial_lr_scale: float = 1.0  # its dial's learning rate, a multiple of the student's
 
 
 @dataclass(frozen=True)
@@ -197,13 +198,18 @@ def parse_students(cfg: Config) -> list[Student]:
             )
         out.append(s)
     if cfg.run.conditioned:
-        out.append(conditioned_student(out, diversity, cfg.run.conditioned_hidden))
+        out.append(
+            conditioned_student(out, diversity, cfg.run.conditioned_hidden, cfg.run.conditioned_dial_lr_scale)
+        )
     return out
 
 
-def conditioned_student(students: list[Student], diversity: Student | None, hidden: int) -> Student:
+def conditioned_student(
+    students: list[Student], diversity: Student | None, hidden: int, lr_scale: float = 1.0
+) -> Student:
     """The student ``run.conditioned`` adds (docs/method.md 4.1): the diversity student's distill keys,
-    its β as β_max, and a diversity dial of ``run.conditioned_hidden`` units."""
+    its β as β_max, and a diversity dial of ``run.conditioned_hidden`` units that trains at
+    ``run.conditioned_dial_lr_scale`` times its learning rate."""
     if diversity is None:
         raise ConfigError(
             "run.conditioned=true: the conditioned student takes the diversity student's settings (its beta "
@@ -221,6 +227,7 @@ def conditioned_student(students: list[Student], diversity: Student | None, hidd
         dict(diversity.distill),
         settings_of=diversity.name,
         dial_hidden=hidden,
+        dial_lr_scale=lr_scale,
     )
 
 

@@ -19,6 +19,8 @@ from torch import nn
 
 #: the range of the diversity weight w (recorded in a conditioned checkpoint)
 W_RANGE = (0.0, 1.0)
+#: the largest learning rate the dial may train at, as a multiple of the student's (distill.lr)
+MAX_DIAL_LR_SCALE = 1000.0
 #: the state-dict key that marks a conditioned student (its dial's input layer, ``[hidden, 1]``)
 DIAL_WEIGHT = "dial.inp.weight"
 
@@ -76,3 +78,15 @@ def check_w(w: float) -> float:
             f"w={w!r} must be a number in [{low:g}, {high:g}] (0 = quality end, 1 = diversity end)"
         )
     return float(w)
+
+
+def check_dial_lr_scale(scale: float) -> float:
+    """The dial's learning rate as a multiple of ``distill.lr``, checked: in (0, :data:`MAX_DIAL_LR_SCALE`]."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"the dial's learning-rate scale must be a number, got {scale!r}")
+    if not 0 < scale <= MAX_DIAL_LR_SCALE:
+        raise ValueError(
+            f"the dial's learning-rate scale {scale:g} must lie in (0, {MAX_DIAL_LR_SCALE:g}] "
+            "(a multiple of distill.lr; 1 = the student's own)"
+        )
+    return float(scale)

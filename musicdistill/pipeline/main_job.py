@@ -61,6 +61,7 @@ def student_stages(cfg: Config) -> list[Stage]:
                 f"run.students.{student.settings_of}",
                 "run.conditioned",
                 "run.conditioned_hidden",
+                "run.conditioned_dial_lr_scale",
             ]
         stages.append(
             Stage(

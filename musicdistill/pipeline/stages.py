@@ -322,9 +322,10 @@ def _distill_stage(
     section: DistillConfig,
     provenance: dict[str, Any],
     dial_hidden: int = 0,
+    dial_lr_scale: float = 1.0,
 ) -> dict[str, Any]:
     """One ``distill`` run of the main job with the distill section ``section`` (β and mode set); a
-    conditioned student's with a dial of ``dial_hidden`` units."""
+    conditioned student's with a dial of ``dial_hidden`` units at ``dial_lr_scale`` × its lr."""
     cfg = dataclasses.replace(cfg, distill=section)
     device = resolve_device(cfg.device)
     seed_everything(cfg.distill.seed)
@@ -347,6 +348,7 @@ def _distill_stage(
         device,
         resume=resume,
         dial_hidden=dial_hidden,
+        dial_lr_scale=dial_lr_scale,
     )
     rows = read_rows(out)
     evals = [r for r in rows if "eval_teacher_kl" in r]
@@ -370,7 +372,9 @@ def stage_student(cfg: Config, run_dir: Path, out: Path, resume: bool, student: 
     if student.settings_of:
         provenance["settings_of"] = student.settings_of
     section = student_distill_config(cfg, student)
-    summary = _distill_stage(cfg, run_dir, out, resume, section, provenance, student.dial_hidden)
+    summary = _distill_stage(
+        cfg, run_dir, out, resume, section, provenance, student.dial_hidden, student.dial_lr_scale
+    )
     return {**summary, "role": student.role, "changed": dict(student.distill)}
 
 

@@ -44,7 +44,7 @@ from musicdistill.loop_kit import (
     step_generator,
 )
 from musicdistill.model.delay import teacher_forcing_batch
-from musicdistill.model.dial import W_RANGE
+from musicdistill.model.dial import W_RANGE, check_dial_lr_scale
 from musicdistill.model.text import TextCondition
 from musicdistill.progress import Progress, track
 from musicdistill.runtime import autocast, device_clock
@@ -444,16 +444,19 @@ def distill(
     info: DistInfo | None = None,
     resume: bool = False,
     dial_hidden: int = 0,
+    dial_lr_scale: float = 1.0,
 ) -> Path:
     """Finetune ``parts.student`` toward the CFG teacher (+ β · diversity); checkpoints go to ``out``.
 
     ``dial_hidden`` > 0 (or a student that already has a dial) trains a conditioned student
-    (docs/method.md 4.1): w ~ U[0, 1] per prompt group, the reward weighted by w · β.
+    (docs/method.md 4.1): w ~ U[0, 1] per prompt group, the reward weighted by w · β; its dial trains at
+    ``dial_lr_scale`` × ``distill.lr``.
     """
     dc = cfg.distill
     out = Path(out)
     info = info or DistInfo()
     check_distill_config(dc, parts, info, dial_hidden)
+    check_dial_lr_scale(dial_lr_scale)
     student, teacher = parts.student, parts.teacher
     teacher.eval().requires_grad_(False)
     if dial_hidden:
@@ -464,7 +467,8 @@ def distill(
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(student, dc.lr, dc.weight_decay)
+    scales = {"dial": dial_lr_scale} if conditioned else None
+    optimizer = make_optimizer(student, dc.lr, dc.weight_decay, lr_scales=scales)
     scheduler = make_scheduler(optimizer, dc.steps, dc.warmup_steps, min_ratio=1.0)  # constant after warm-up
     start, state = resume_training(out, student, optimizer, scheduler, resume, trim_history=info.is_main)
     bad_streak = int(state.get("bad_streak", 0))
@@ -486,7 +490,12 @@ def distill(
         **provenance,
     }
     if conditioned:
-        prov["dial"] = {"hidden": student.dial.hidden, "w_range": list(W_RANGE), "beta_max": dc.beta}
+        prov["dial"] = {
+            "hidden": student.dial.hidden,
+            "w_range": list(W_RANGE),
+            "beta_max": dc.beta,
+            "lr_scale": dial_lr_scale,
+        }
 
     rows = RowLog(out, cfg.report_to if info.is_main else "none")
     if info.is_main and start == 0:

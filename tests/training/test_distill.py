@@ -136,7 +136,7 @@ def test_a_conditioned_student_draws_w_per_group_and_records_its_dial(tmp_path: 
     cfg = tiny_config(tmp_path, steps=3, beta=1.0)
     out = distill(cfg, tiny_parts(cfg), tmp_path / "c", {}, torch.device("cpu"), dial_hidden=8)
     ck = load_checkpoint(out)
-    assert ck.provenance["dial"] == {"hidden": 8, "w_range": [0.0, 1.0], "beta_max": 1.0}
+    assert ck.provenance["dial"] == {"hidden": 8, "w_range": [0.0, 1.0], "beta_max": 1.0, "lr_scale": 1.0}
     student = generator_from_state_dict(cfg.model, ck.state_dict)  # the weights say it has a dial
     assert student.dial is not None and student.dial.out.weight.abs().sum() > 0  # the dial learned
     # w is drawn per prompt (one per group of G), the same on every rank, then split
@@ -144,6 +144,41 @@ def test_a_conditioned_student_draws_w_per_group_and_records_its_dial(tmp_path: 
     assert w.shape == (cfg.distill.prompts_per_step,) and bool(((w >= 0) & (w <= 1)).all())
     halves = [step_dial(cfg.distill, 0, DistInfo(rank=r, world_size=2)) for r in (0, 1)]
     assert torch.equal(torch.cat(halves), w)
+
+
+def test_the_dials_learning_rate_scale_moves_the_dial_alone(tmp_path: Path) -> None:
+    """One step from the same start: the dial's output starts at zero, so every other parameter sees
+    the same gradient and moves alike; Adam's first step is lr × sign, so the dial moves 10× as far."""
+    from musicdistill.model.loading import generator_from_state_dict
+
+    cfg = tiny_config(tmp_path, steps=1, beta=1.0)
+    states = {}
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        out = distill(
+            cfg,
+            tiny_parts(cfg),
+            tmp_path / f"x{scale:g}",
+            {},
+            torch.device("cpu"),
+            dial_hidden=8,
+            dial_lr_scale=scale,
+        )
+        states[scale] = load_checkpoint(out).state_dict
+        assert load_checkpoint(out).provenance["dial"]["lr_scale"] == scale
+    one, ten = states[1.0], states[10.0]
+    for name in one:
+        if not name.startswith("dial."):
+            assert torch.equal(one[name], ten[name]), name
+    moved = {
+        s: generator_from_state_dict(cfg.model, states[s]).dial.out.weight.detach().abs().max()
+        for s in states
+    }
+    assert float(moved[10.0] / moved[1.0]) == pytest.approx(10.0, rel=1e-3)
+    with pytest.raises(ValueError, match="learning-rate scale 0 must lie in"):
+        distill(
+            cfg, tiny_parts(cfg), tmp_path / "bad", {}, torch.device("cpu"), dial_hidden=8, dial_lr_scale=0.0
+        )
 
 
 def test_a_conditioned_student_needs_a_reward_on_its_own_samples(tmp_path: Path) -> None:
