@@ -23,7 +23,10 @@ nothing is downloaded. Sampling settings everywhere: 250 frames, temperature 1, 
    (``torch.utils.flop_counter``, counted on one prompt and scaled) over their phase times give the
    achieved TFLOP/s. The reward needs librosa and soundfile (carry them as wheels; without them the
    reward phase is skipped and reported so);
-6. our sampler loop on the baseline's own decoder through ``MusicgenBackbone`` (transformers' layers
+6. ``musicdistill.training.distill.distill`` for 3 steps, whole and FSDP-sharded on a one-process
+   group (``bench/fsdp_phase.py``), each with its time per step, its peak memory and the memory
+   plan's figure (``musicdistill plan``);
+7. our sampler loop on the baseline's own decoder through ``MusicgenBackbone`` (transformers' layers
    and DynamicCache, run eagerly: not graph-captured) at batch 1, 8, 32, 128, 256 with and without CFG.
 
 Frames per second = batch x frames / seconds (best of the timed runs, device-synchronised, after a
@@ -54,6 +57,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -68,7 +72,7 @@ from musicdistill.runtime import autocast  # noqa: E402
 from musicdistill.training.distill import frozen_copy, reward_terms, student_rollouts  # noqa: E402
 from musicdistill.training.losses import combined_loss, reinforce_loss, sequence_logprob, token_divergence  # noqa: E402
 
-SECTIONS = ("matmul", "native", "baseline", "largest", "distill", "adapter")
+SECTIONS = ("matmul", "native", "baseline", "largest", "distill", "fsdp", "adapter")
 CFG = 3.0
 
 
@@ -754,6 +758,19 @@ def distill_section(musicgen, prompts, shape, device, guard, est, results) -> No
     free_memory(device, student)
 
 
+def bench_fsdp(prompts, shape, device, guard, est, results) -> None:
+    """Section 7: ``bench/fsdp_phase.py`` (distillation whole and FSDP-sharded, against the memory plan)."""
+    if not guard.allows("FSDP distillation", 8 * est.run_s("distill", 1)):
+        return
+    from fsdp_phase import fsdp_section
+
+    with results.attempt("FSDP distillation", device):
+        results.doc["fsdp"] = fsdp_section(build_native, shape, prompts.cond, device)
+        print(json.dumps({"fsdp": _round(results.doc["fsdp"])}), flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def distill_step(
     student, teacher, encode, prompts, dc, shape, device, optimizer, reward_embed
 ) -> dict[str, float]:
@@ -945,6 +962,13 @@ def print_table(doc: dict[str, Any]) -> None:
             f"{d['frames_per_s']:.0f} frames/s; teacher {d['teacher_tflops']:.3g} TFLOP/s, "
             f"student {d['student_tflops']:.3g} TFLOP/s; reward: {d['reward']}"
         )
+    for run in doc.get("fsdp", {}).get("runs", []):
+        peak = "-" if run["peak_gib"] is None else f"{run['peak_gib']:.3g}"
+        ratio = "-" if run["measured_over_planned"] is None else f"{run['measured_over_planned']:.2f}"
+        print(
+            f"distillation {run['setting']}: {run['s_per_step']:.2f} s/step; peak {peak} GiB, plan "
+            f"{run['planned_gib']:.3g} GiB (measured/planned {ratio})"
+        )
     print("\ntargets:")
     for t in doc.get("targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
@@ -1051,6 +1075,7 @@ def main(argv: list[str] | None = None) -> None:
             "distill",
             lambda: bench_distill(musicgen, prompts, shape, device, guard, est, results),
         ),  # own attempt
+        ("fsdp", lambda: bench_fsdp(prompts, shape, device, guard, est, results)),
         ("adapter", lambda: bench_adapter(musicgen, prompts, shape, device, guard, est, results)),
     ]
     for name, run in steps:

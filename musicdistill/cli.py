@@ -35,6 +35,7 @@ PREFERRED_ORDER = (
     "pretrain",
     "generate",
     "distill",
+    "plan",
     "merge",
     "export",
     "evaluate",

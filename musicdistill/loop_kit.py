@@ -40,6 +40,7 @@ from musicdistill.storage.checkpoint import (
     save_snapshot,
 )
 from musicdistill.storage.history import trim_rows
+from musicdistill.storage.sharded_snapshot import is_sharded_snapshot, load_sharded_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,10 @@ def make_scheduler(
 
 
 def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> float:
-    """Clip the global gradient norm to ``max_norm`` (0 disables clipping); returns the norm before it."""
-    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else math.inf))
+    """Clip the global gradient norm to ``max_norm`` (0 disables clipping); returns the norm before it.
+    With FSDP-sharded parameters the norm is a distributed tensor: its value is the whole model's."""
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm if max_norm > 0 else math.inf)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def optimizer_step(
@@ -194,8 +197,12 @@ def resume_training(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     resume: bool,
     trim_history: bool = True,
+    sharded: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Load the newest snapshot of ``out`` (when ``resume``) into the model, optimizer and schedule.
+
+    ``sharded``: the model is FSDP-sharded and every rank loads its shards of a sharded snapshot
+    (:mod:`musicdistill.storage.sharded_snapshot`); whole and sharded snapshots do not mix.
 
     Returns ``(step to start from, the snapshot's training state)``: ``(0, {})`` without a snapshot.
     With ``trim_history`` the history rows after that step are dropped (all of them from step 0), so
@@ -203,7 +210,15 @@ def resume_training(
     """
     snap = latest_snapshot(out) if resume else None
     start, state = 0, {}
-    if snap is not None:
+    if snap is not None and sharded:
+        state = load_sharded_snapshot(snap, model, optimizer, scheduler)
+        start = int(state["step"])
+    elif snap is not None:
+        if is_sharded_snapshot(snap):
+            raise CheckpointError(
+                f"{snap} holds shards written by an FSDP run (distill.parallel=fsdp); resume it with "
+                "distill.parallel=fsdp under torchrun, or start this run in a new folder"
+            )
         model.load_state_dict(load_checkpoint(snap).state_dict)
         state = load_training_state(snap)
         try:

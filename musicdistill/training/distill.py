@@ -50,7 +50,9 @@ from musicdistill.progress import Progress, track
 from musicdistill.runtime import autocast, device_clock
 from musicdistill.storage.checkpoint import save_checkpoint
 from musicdistill.storage.row_sinks import RowLog
+from musicdistill.storage.sharded_snapshot import save_sharded_snapshot
 from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
+from musicdistill.training.fsdp import full_state_dict, gathered, is_sharded, shard
 from musicdistill.training.losses import (
     combined_loss,
     group_normalized,
@@ -62,6 +64,7 @@ from musicdistill.training.losses import (
     sequence_logprob,
     token_divergence,
 )
+from musicdistill.training.memory_plan import PLAN_HEADROOM, distill_memory, model_size_of
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +272,8 @@ def evaluate_student(parts: DistillParts, dc: DistillConfig, device: torch.devic
     n = min(dc.eval_prompts, len(parts.held_out))
     prompts = parts.held_out.prompts[:n]
     gen = step_generator(dc.seed, 0, EVAL_STREAM, device=device)
-    roll = student_rollouts(parts.student, parts.encode, prompts, dc, parts.num_frames, gen)
+    with gathered(parts.student):
+        roll = student_rollouts(parts.student, parts.encode, prompts, dc, parts.num_frames, gen)
     cond = parts.encode(roll.prompts)
     inputs, _, mask = teacher_forcing_batch(roll.codes, parts.student.delays, parts.student.special_token)
     parts.student.eval()
@@ -401,6 +405,52 @@ def train_step(
 # --------------------------------------------------------------------------------------------
 
 
+def parallelize(
+    parts: DistillParts, dc: DistillConfig, info: DistInfo, device: torch.device
+) -> tuple[torch.nn.Module, bool]:
+    """Spread the student over torchrun's processes: -> (the module the training forward calls,
+    whether the student is sharded). One process: the student itself. ``distill.parallel=ddp``: a
+    DDP wrapper (a whole copy per process). ``fsdp``: the student sharded in place, and the teacher
+    sharded or replicated as :func:`teacher_placement` says. A student the caller sharded already (for
+    instance on a one-process group) trains sharded as it is."""
+    if is_sharded(parts.student):
+        return parts.student, True
+    if not info.enabled:
+        return parts.student, False
+    if dc.parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(parts.student, device_ids=ids), False
+    placement = teacher_placement(dc, parts, info, device)
+    shard(parts.student, device, dc.bf16, dc.activation_checkpointing)
+    if placement == "shard":
+        shard(parts.teacher, device, dc.bf16)
+    elif device.type == "cuda" and dc.bf16:
+        parts.teacher.to(torch.bfloat16)
+    log.info(
+        "FSDP over %d processes: the student sharded%s, the teacher %s",
+        info.world_size,
+        " with activation checkpointing" if dc.activation_checkpointing else "",
+        "sharded" if placement == "shard" else "replicated",
+    )
+    return parts.student, True
+
+
+def teacher_placement(dc: DistillConfig, parts: DistillParts, info: DistInfo, device: torch.device) -> str:
+    """``distill.fsdp_teacher`` resolved: ``auto`` replicates the teacher on a GPU where the memory
+    plan with a replicated teacher fits the card, and shards it everywhere else (the CPU included)."""
+    if dc.fsdp_teacher != "auto":
+        return dc.fsdp_teacher
+    if device.type != "cuda":
+        return "shard"
+    total = torch.cuda.get_device_properties(device).total_memory
+    need = distill_memory(
+        model_size_of(parts.student), dc, parts.num_frames, info.world_size, "fsdp", teacher="replicate"
+    ).peak
+    return "replicate" if need <= PLAN_HEADROOM * total else "shard"
+
+
 def check_distill_config(
     dc: DistillConfig, parts: DistillParts, info: DistInfo, dial_hidden: int = 0
 ) -> None:
@@ -462,22 +512,22 @@ def distill(
     if dial_hidden:
         student.attach_dial(dial_hidden)
     conditioned = getattr(student, "dial", None) is not None
-    ddp = student
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    forward_model, sharded = parallelize(parts, dc, info, device)
     scales = {"dial": dial_lr_scale} if conditioned else None
     optimizer = make_optimizer(student, dc.lr, dc.weight_decay, lr_scales=scales)
     scheduler = make_scheduler(optimizer, dc.steps, dc.warmup_steps, min_ratio=1.0)  # constant after warm-up
-    start, state = resume_training(out, student, optimizer, scheduler, resume, trim_history=info.is_main)
+    start, state = resume_training(
+        out, student, optimizer, scheduler, resume, trim_history=info.is_main, sharded=sharded
+    )
     bad_streak = int(state.get("bad_streak", 0))
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
     pool = None
     if dc.mode == "teacher":
-        pool = with_teacher_logits(parts, teacher_pool(parts, dc, device), dc, device)
+        with gathered(teacher):
+            sampled = teacher_pool(parts, dc, device)
+        pool = with_teacher_logits(parts, sampled, dc, device)
     elif dc.mode == "dataset":
         pool = Rollouts(parts.dataset_codes, list(parts.dataset_prompts or []))
     config_dict = config_to_dict(cfg)
@@ -498,8 +548,10 @@ def distill(
         }
 
     rows = RowLog(out, cfg.report_to if info.is_main else "none")
-    if info.is_main and start == 0:
-        rows.append({"step": 0, **{k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()}})
+    if start == 0 and (info.is_main or sharded):  # a sharded student evaluates on every rank
+        metrics = evaluate_student(parts, dc, device)
+        if info.is_main:
+            rows.append({"step": 0, **{k: _sig(v) for k, v in metrics.items()}})
     student.train()
     progress = Progress(f"distill β={dc.beta:g}", dc.steps, initial=start, enabled=info.is_main)
     timer = StepTimer(device_clock(device))
@@ -509,13 +561,14 @@ def distill(
             if pool is None:
                 prompts = step_prompts(parts.train, dc, step, info)
                 dial = step_dial(dc, step, info) if conditioned else None
-                roll = student_rollouts(student, parts.encode, prompts, dc, parts.num_frames, gen, dial)
+                with gathered(student):
+                    roll = student_rollouts(student, parts.encode, prompts, dc, parts.num_frames, gen, dial)
             else:
                 roll = offline_batch(pool, dc, step, info)
             codes = roll.codes.to(device)
         result = train_step(
             parts,
-            ddp,
+            forward_model,
             Rollouts(codes, roll.prompts, roll.teacher_logits, roll.dial),
             dc,
             optimizer,
@@ -568,20 +621,35 @@ def distill(
             row["reward_mean"] = _sig(all_reduce_mean(rewards.mean(), info).item())
             row["reward_std"] = _sig(all_reduce_mean(rewards.std(), info).item())
         done = step + 1
-        if info.is_main and (done % dc.eval_every == 0 or done == dc.steps):
-            row.update({k: _sig(v) for k, v in evaluate_student(parts, dc, device).items()})
+        if (info.is_main or sharded) and (done % dc.eval_every == 0 or done == dc.steps):
+            metrics = evaluate_student(parts, dc, device)
+            row.update({k: _sig(v) for k, v in metrics.items()})
         if info.is_main:
             rows.append(row)
             progress.update(done, kl=row["kl"], reward=row.get("reward_mean", float("nan")))
         if done % dc.ckpt_every == 0 or done == dc.steps:
-            if info.is_main:
-                counters = {"bad_streak": bad_streak}
+            counters = {"bad_streak": bad_streak}
+            if sharded:
+                save_sharded_snapshot(
+                    out,
+                    done,
+                    student,
+                    optimizer,
+                    scheduler,
+                    config_dict,
+                    prov,
+                    counters,
+                    info.is_main,
+                    info.world_size,
+                )
+            elif info.is_main:
                 save_training_snapshot(out, done, student, optimizer, scheduler, config_dict, prov, counters)
             barrier(info)
     progress.close()
     rows.close()
+    weights = full_state_dict(student)  # gathered on rank 0 when sharded (every rank takes part)
     if info.is_main:
-        save_checkpoint(out, student.state_dict(), config_dict, {**prov, "step": dc.steps})
+        save_checkpoint(out, weights, config_dict, {**prov, "step": dc.steps})
         log.info("distilled model (β=%g) saved to %s", dc.beta, out)
     barrier(info)
     return out

@@ -49,7 +49,10 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group once every rank is done (a rank that leaves while another still
+    talks to it can abort at exit)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -22,14 +22,24 @@ import musicdistill.loop_kit as loop
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_script(script: Path, out: Path, steps: int, *extra: str) -> subprocess.Popen:
-    """Start ``script OUT STEPS EXTRA...`` on one thread, with the repository on the path."""
+def torchrun(processes: int) -> list[str]:
+    """The launcher prefix that runs a script on ``processes`` local processes (gloo on the CPU),
+    rendezvousing on a free port (``--standalone``)."""
+    return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+
+
+def run_script(
+    script: Path, out: Path, steps: int, *extra: str, launcher: list[str] | None = None
+) -> subprocess.Popen:
+    """Start ``script OUT STEPS EXTRA...`` on one thread per process, with the repository on the path,
+    in a session of its own (so a kill reaches every process a launcher starts)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, str(script), str(out), str(steps), *extra],
+        [sys.executable, *(launcher or []), str(script), str(out), str(steps), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -37,21 +47,29 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
 
 
-def reference_and_resumed(script: Path, ref: Path, killed: Path, steps: int, kill_after: int) -> None:
-    """Run ``script`` into ``ref``; into ``killed`` SIGKILL it once snapshot ``kill_after`` is published,
-    then resume it there to the end."""
-    finish(run_script(script, ref, steps))
-    proc = run_script(script, killed, steps, "--step-sleep", "2")
+def reference_and_resumed(
+    script: Path,
+    ref: Path,
+    killed: Path,
+    steps: int,
+    kill_after: int,
+    *extra: str,
+    launcher: list[str] | None = None,
+) -> None:
+    """Run ``script`` into ``ref``; into ``killed`` SIGKILL it (every process of its launcher) once
+    snapshot ``kill_after`` is published, then resume it there to the end."""
+    finish(run_script(script, ref, steps, *extra, launcher=launcher))
+    proc = run_script(script, killed, steps, *extra, "--step-sleep", "2", launcher=launcher)
     pointer = killed / "checkpoints" / "latest"
     deadline = time.time() + 120
     while time.time() < deadline and not (
         pointer.is_file() and pointer.read_text().strip() == f"step_{kill_after:07d}"
     ):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
-    finish(run_script(script, killed, steps, "--resume"))
+    finish(run_script(script, killed, steps, *extra, "--resume", launcher=launcher))
 
 
 def assert_same_tensors(a: Path, b: Path) -> None:
@@ -63,12 +81,17 @@ def assert_same_tensors(a: Path, b: Path) -> None:
 
 
 def slow_snapshots(seconds: float) -> None:
-    """Sleep after every snapshot the loop kit writes, so that a test can kill the run right after one."""
-    original = loop.save_snapshot
+    """Sleep after every snapshot the loop kit or a sharded run writes, so that a test can kill the
+    run right after one."""
+    import musicdistill.training.distill as distill_loop
 
-    def slow_snapshot(*args, **kwargs):
-        result = original(*args, **kwargs)
-        time.sleep(seconds)
-        return result
+    def slowed(original):
+        def slow_snapshot(*args, **kwargs):
+            result = original(*args, **kwargs)
+            time.sleep(seconds)
+            return result
 
-    loop.save_snapshot = slow_snapshot
+        return slow_snapshot
+
+    loop.save_snapshot = slowed(loop.save_snapshot)
+    distill_loop.save_sharded_snapshot = slowed(distill_loop.save_sharded_snapshot)
