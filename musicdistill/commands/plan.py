@@ -5,8 +5,22 @@ from __future__ import annotations
 import argparse
 
 from musicdistill.commands.common import ConfigReads, add_config_args, config_from_args
+from musicdistill.training.plan_report import plan_table, recommend, size_for
 
-READS = ConfigReads("musicdistill plan", ("distill", "model", "codec", "text", "data"))
+READS = ConfigReads(
+    "musicdistill plan",
+    (
+        "distill.prompts_per_step",
+        "distill.group_size",
+        "distill.bf16",
+        "distill.activation_checkpointing",
+        "model",
+        "codec",
+        "text",
+        "data.duration",
+        "data.sample_rate",
+    ),
+)
 
 #: models the plan knows without a folder (kept in sync with memory_plan.MUSICGEN_SIZES)
 PRESETS = ("musicgen-small", "musicgen-medium", "musicgen-large")
@@ -55,8 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from musicdistill.training.plan_report import plan_table, recommend, size_for
-
     if args.gpus < 1:
         raise ValueError(f"--gpus {args.gpus} must be >= 1")
     if not args.gpu_memory > 0:

@@ -36,6 +36,7 @@ from pathlib import Path
 from torch import nn
 
 from musicdistill.config import DistillConfig
+from musicdistill.training.fsdp import blocks_of
 
 GIB = 1024**3
 #: the share of a GPU's memory a plan may fill (the rest: the CUDA context, allocator fragmentation)
@@ -118,15 +119,9 @@ MUSICGEN_SIZES = {
 }
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    from musicdistill.training.fsdp import blocks_of
-
-    return blocks_of(model)
-
-
 def model_size_of(model: nn.Module, text_tokens: int = 64) -> ModelSize:
     """The :class:`ModelSize` of a live generator (native or MusicGen backbone)."""
-    blocks = _blocks(model)
+    blocks = blocks_of(model)
     block_params = sum(p.numel() for p in blocks[0].parameters())
     params = sum(p.numel() for p in model.parameters() if p.requires_grad) or sum(
         p.numel() for p in model.parameters()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from musicdistill.config import Config, DistillConfig
+from musicdistill.model.generator import build_generator
 from musicdistill.training.memory_plan import (
     GIB,
     MUSICGEN_SIZES,
@@ -12,6 +15,7 @@ from musicdistill.training.memory_plan import (
     Memory,
     ModelSize,
     distill_memory,
+    model_size_of,
     musicgen_folder_size,
 )
 
@@ -30,11 +34,6 @@ def size_for(cfg: Config, model: str) -> tuple[ModelSize, float]:
                 "model.backbone=musicgen needs model.pretrained (a local MusicGen folder), or --model"
             )
         return musicgen_folder_size(cfg.model.pretrained), MUSICGEN_FRAME_RATE
-    import torch
-
-    from musicdistill.model.generator import build_generator
-    from musicdistill.training.memory_plan import model_size_of
-
     with torch.device("meta"):
         generator = build_generator(cfg.model, cfg.codec.num_codebooks, cfg.codec.cardinality, _text_dim(cfg))
     frame_rate = cfg.data.sample_rate / cfg.codec.hop_length
