@@ -160,6 +160,7 @@ def main(argv: list[str]) -> int:
             {k: v.contiguous() for k, v in parts.student.state_dict().items()},
             str(out / f"rank{info.rank}.safetensors"),
         )
+    del parts  # the sharded weights hold the process group: release them before leaving it
     shutdown_distributed()
     return 0
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from musicdistill.commands.common import ConfigReads, add_config_args, add_report_to, config_from_args
+from musicdistill.config import Config
 from musicdistill.data.tokens import load_token_set
 from musicdistill.model.dial import check_dial_lr_scale
 from musicdistill.runtime import resolve_device, seed_everything
 from musicdistill.training.distill import distill
 from musicdistill.training.distill_setup import assemble
-from musicdistill.training.distributed import init_distributed, shutdown_distributed
+from musicdistill.training.distributed import DistInfo, init_distributed, shutdown_distributed
 
 _FROM_BASE = (
     "`musicdistill distill` takes the model, its text encoder and its codec from the base checkpoint "
@@ -102,6 +105,35 @@ def _existing(path: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
+def _distill(
+    args: argparse.Namespace,
+    cfg: Config,
+    base: Path,
+    tokens_dir: Path,
+    out: Path,
+    embedder: Path | None,
+    oracle: Path | None,
+    info: DistInfo,
+    device: torch.device,
+) -> None:
+    """Assemble the parts and distil (the parts live only here, so they are freed before the process
+    group is left)."""
+    seed_everything(cfg.distill.seed)
+    init = Path(args.init) if args.init else None
+    parts = assemble(cfg, base, load_token_set(tokens_dir), out, device, embedder, oracle, init)
+    distill(
+        cfg,
+        parts.parts,
+        out,
+        parts.provenance,
+        device,
+        info,
+        resume=args.resume,
+        dial_hidden=args.dial_hidden,
+        dial_lr_scale=args.dial_lr_scale,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     run_dir = cfg.run_dir
@@ -118,22 +150,9 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out or run_dir / f"distill_beta{cfg.distill.beta:g}")
     info, device = init_distributed(resolve_device(cfg.device))
     try:
-        seed_everything(cfg.distill.seed)
-        init = Path(args.init) if args.init else None
-        parts = assemble(cfg, base, load_token_set(tokens_dir), out, device, embedder, oracle, init)
-        distill(
-            cfg,
-            parts.parts,
-            out,
-            parts.provenance,
-            device,
-            info,
-            resume=args.resume,
-            dial_hidden=args.dial_hidden,
-            dial_lr_scale=args.dial_lr_scale,
-        )
+        _distill(args, cfg, base, tokens_dir, out, embedder, oracle, info, device)
     finally:
-        shutdown_distributed()
+        shutdown_distributed()  # after _distill returned: its models (which hold the group) are gone
     if info.is_main:
         print(f"distilled model: {out}")
     return 0

@@ -7,6 +7,7 @@ the prompts. A single process without those variables runs undistributed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def shutdown_distributed() -> None:
     talks to it can abort at exit)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        gc.collect()  # models and tensors that hold the group (DTensors' device mesh) go first
         dist.destroy_process_group()
 
 

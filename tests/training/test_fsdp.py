@@ -78,3 +78,19 @@ def test_a_sharded_snapshot_is_not_resumed_as_a_whole_one(tmp_path: Path) -> Non
         timeout=300,
     )
     assert proc.returncode != 0 and "holds shards written by an FSDP run" in proc.stderr
+
+
+def test_a_model_without_blocks_is_refused_with_the_setting_to_use() -> None:
+    from torch import nn
+
+    from musicdistill.training.fsdp import blocks_of
+
+    with pytest.raises(ValueError, match="use distill.parallel=ddp for it"):
+        blocks_of(nn.Linear(2, 2))
+
+
+def test_a_single_process_run_ignores_fsdp_and_trains_whole(tmp_path: Path) -> None:
+    """Without torchrun there is nothing to shard: the student trains whole and writes whole snapshots."""
+    _run(tmp_path / "one" / "d", 2, "--parallel", "fsdp")
+    snaps = list((tmp_path / "one" / "d" / "checkpoints").glob("step_*"))
+    assert snaps and all((s / "model.safetensors").is_file() and not (s / "shards").exists() for s in snaps)
