@@ -7,6 +7,26 @@ import torch
 K, V, FRAMES = 4, 64, 9  # codebooks, codebook size, frames the backbone tests decode
 
 
+def decoder_config(hidden: int, layers: int, ffn: int, heads: int = 4, vocab: int = V, dropout: float = 0.1):
+    """A MusicGen decoder config of ``K`` codebooks of ``vocab`` entries (pad = BOS = start = vocab)."""
+    from transformers import MusicgenDecoderConfig
+
+    config = MusicgenDecoderConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        ffn_dim=ffn,
+        num_attention_heads=heads,
+        num_codebooks=K,
+        pad_token_id=vocab,
+        bos_token_id=vocab,
+        max_position_embeddings=64,
+        dropout=dropout,
+    )
+    config.decoder_start_token_id = vocab
+    return config
+
+
 def build_tiny_musicgen(seed: int = 0, dropout: float = 0.1):
     """A random MusicGen: tiny T5 (on the packaged MiniLM tokenizer), 4-codebook EnCodec, 2-layer decoder
     (``dropout``: the decoder's, transformers' default 0.1)."""
@@ -15,7 +35,6 @@ def build_tiny_musicgen(seed: int = 0, dropout: float = 0.1):
         AutoTokenizer,
         EncodecConfig,
         MusicgenConfig,
-        MusicgenDecoderConfig,
         MusicgenForConditionalGeneration,
         T5Config,
     )
@@ -34,19 +53,7 @@ def build_tiny_musicgen(seed: int = 0, dropout: float = 0.1):
         num_lstm_layers=1,
         audio_channels=1,
     )  # 75 Hz, 4 codebooks
-    decoder = MusicgenDecoderConfig(
-        vocab_size=V,
-        hidden_size=32,
-        num_hidden_layers=2,
-        ffn_dim=64,
-        num_attention_heads=4,
-        num_codebooks=K,
-        pad_token_id=V,
-        bos_token_id=V,
-        max_position_embeddings=64,
-        dropout=dropout,
-    )
-    decoder.decoder_start_token_id = V
+    decoder = decoder_config(32, 2, 64, dropout=dropout)
     torch.manual_seed(seed)
     config = MusicgenConfig(
         text_encoder=t5.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict()

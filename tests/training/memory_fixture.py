@@ -31,23 +31,12 @@ K, V, FRAMES, TEXT_DIM, PROMPTS = 4, 256, 32, 32, 8
 
 def small_musicgen() -> torch.nn.Module:
     """A random transformers MusicGen decoder of width 128, 4 layers, 4 codebooks of 256 (no dropout)."""
-    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+    from musicgen_fixture import decoder_config
+    from transformers import MusicgenForCausalLM
 
     from musicdistill.model.musicgen import MusicgenBackbone
 
-    config = MusicgenDecoderConfig(
-        vocab_size=V,
-        hidden_size=128,
-        num_hidden_layers=4,
-        ffn_dim=512,
-        num_attention_heads=4,
-        num_codebooks=K,
-        pad_token_id=V,
-        bos_token_id=V,
-        max_position_embeddings=64,
-        dropout=0.0,
-    )
-    config.decoder_start_token_id = V
+    config = decoder_config(128, 4, 512, vocab=V, dropout=0.0)
     torch.manual_seed(0)
     decoder = MusicgenForCausalLM(config)
     return MusicgenBackbone(decoder, torch.nn.Linear(TEXT_DIM, 128), TEXT_DIM, None)
