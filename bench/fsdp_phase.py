@@ -2,9 +2,8 @@
 native generator in the benchmark's shape, whole and FSDP-sharded (on a one-process group: the lent
 machine has one GPU), each with its wall time per step, its peak memory and the memory plan's peak.
 
-On a GPU the peak is ``torch.cuda.max_memory_allocated``; with ``--smoke`` on the CPU the whole run
-is measured by ``TensorMemoryProbe`` (which cannot see inside FSDP's DTensors, so the sharded run's
-CPU peak is not reported). The ratio measured / planned is what ``bench/RESULTS.md`` quotes.
+On a GPU the peak is ``torch.cuda.max_memory_allocated``; with ``--smoke`` on the CPU it is counted
+by ``TensorMemoryProbe``. The ratio measured / planned is what ``bench/RESULTS.md`` quotes.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def run_setting(
             _one_process_group(device)
             shard(parts.student, device, cfg.distill.bf16)
             shard(parts.teacher, device, cfg.distill.bf16)
-        probe = TensorMemoryProbe() if device.type != "cuda" and not sharded else None
+        probe = TensorMemoryProbe() if device.type != "cuda" else None
         if probe is not None:
             probe.hold(parts.student, parts.teacher)
         t0 = time.perf_counter()

@@ -8,9 +8,8 @@ freed. Storages that existed before (the models' parameters) are added with
 :meth:`TensorMemoryProbe.hold`. The memory plan's tests compare its figures with this peak
 (:mod:`musicdistill.training.memory_plan`).
 
-It sees the operators of plain tensors only: inside a tensor subclass (DTensor, which holds FSDP's
-sharded parameters, gradients and AdamW moments) the operators run below the dispatch mode, so an
-FSDP run's peak cannot be read this way on the CPU; on a GPU ``bench/gpu.py`` reads CUDA's counter.
+A DTensor (FSDP's sharded parameters, gradients and AdamW moments) is counted by its shard on this
+rank; the temporaries inside a DTensor operator run below the dispatch mode and are not seen.
 """
 
 from __future__ import annotations
@@ -100,6 +99,7 @@ class TensorMemoryProbe(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten((out, args))[0]:
+            t = getattr(t, "_local_tensor", t)  # a DTensor: its shard on this rank
             if isinstance(t, torch.Tensor) and not t.is_meta:
                 try:
                     self._add(t.untyped_storage())

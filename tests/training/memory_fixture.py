@@ -22,7 +22,6 @@ from distill_fixture import fake_encode_dim  # noqa: E402
 from musicdistill.config import load_config  # noqa: E402
 from musicdistill.model.generator import build_generator  # noqa: E402
 from musicdistill.training.distill import DistillParts, PromptSet, distill, frozen_copy  # noqa: E402
-from musicdistill.training.fsdp import shard  # noqa: E402
 from musicdistill.training.memory_plan import distill_memory, model_size_of  # noqa: E402
 from musicdistill.training.memory_probe import TensorMemoryProbe  # noqa: E402
 
@@ -98,9 +97,6 @@ def main(argv: list[str]) -> int:
     plan = distill_memory(
         model_size_of(student, text_tokens=3), cfg.distill, FRAMES, info.world_size, a.parallel
     )
-    if a.parallel == "fsdp":  # shard before measuring (the probe would keep the whole weights it saw alive)
-        shard(parts.student, device, False)
-        shard(parts.teacher, device, False)
     probe = TensorMemoryProbe(trace=True)
     probe.hold(parts.student, parts.teacher)
     with probe:

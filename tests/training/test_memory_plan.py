@@ -108,8 +108,8 @@ def _measured(tmp_path: Path, *extra: str, processes: int = 1) -> list[dict]:
 
 @pytest.mark.parametrize(
     "extra,processes",
-    [((), 1), (("--musicgen",), 1), (("--parallel", "ddp"), 2)],
-    ids=["native", "musicgen", "ddp-2"],
+    [((), 1), (("--musicgen",), 1), (("--parallel", "ddp"), 2), (("--parallel", "fsdp"), 2)],
+    ids=["native", "musicgen", "ddp-2", "fsdp-2"],
 )
 def test_plan_is_within_20_percent_of_the_measured_peak(tmp_path: Path, extra: tuple, processes: int) -> None:
     records = _measured(tmp_path, *extra, processes=processes)
