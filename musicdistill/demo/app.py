@@ -57,11 +57,15 @@ API_DESCRIPTIONS = {
         "JSON read-out (request, timings, model rows per sample, diversity, and each file's system)."
     ),
     API_GENERATE: (
-        "Generate variations of a prompt with the student merged at λ (and optionally the CFG teacher); "
+        "Generate variations of a prompt with the student at the slider's value (λ of the merge, or w of "
+        "a conditioned student) and optionally the CFG teacher; "
         "returns a message, the timings and diversity table, then for the student and then the teacher "
         f"{MAX_SLOTS} audio clips and {MAX_SLOTS} log-mel spectrograms (unused slots are empty)."
     ),
-    API_PREPARE: "Set the student's weights to λ ahead of the next request; returns a status line.",
+    API_PREPARE: (
+        "Set the student to the slider's value ahead of the next request (λ: merge its weights; w: "
+        "nothing to compute); returns a status line."
+    ),
 }
 
 INTRO = """\
@@ -77,6 +81,12 @@ One student was distilled from the CFG teacher with the diversity weight **w** a
 no classifier-free guidance (one model row per sample instead of two) and serves the whole range
 with one set of weights: **w = 0** is its quality end, **w = 1** its diversity end (the reward
 weighted by β = w · β_max in training). Moving the slider changes no weight; nothing is merged."""
+
+
+def student_heading(symbol: str) -> str:
+    """The heading over the student's clips: one conditioned model (``w``) or merged weights (``λ``)."""
+    what = "one conditioned model at w" if symbol == "w" else "merged weights"
+    return f"### Student: {what}, no CFG"
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,7 +476,7 @@ def build_demo(
                 )
                 with gr.Row():
                     with gr.Column():
-                        gr.Markdown("### Student: merged weights, no CFG")
+                        gr.Markdown(student_heading(engine.dial.symbol))
                         student_audio, student_images = _system_slots("student")
                     with gr.Column(visible=False) as teacher_column:
                         gr.Markdown("### CFG teacher (base model)")

@@ -586,6 +586,12 @@ def test_a_run_with_a_conditioned_student_serves_its_w_slider(demo_run, tmp_path
     assert all(torch.equal(before[k], after[k]) for k in before)  # w changes no weight
     with pytest.raises(ValueError, match=r"w=1.5 must be a number in \[0, 1\]"):
         engine.prepare(1.5)
+    from musicdistill.demo.app import build_demo, student_heading
+
+    texts = [c.get("props", {}).get("value") for c in build_demo(engine).config["components"]]
+    assert "### Student: one conditioned model at w, no CFG" in texts
+    assert student_heading("λ") == "### Student: merged weights, no CFG"
+    assert not any(isinstance(t, str) and "merged weights" in t for t in texts)
 
 
 def test_asking_for_a_conditioned_dial_without_one_names_the_fix(demo_run, tmp_path) -> None:
