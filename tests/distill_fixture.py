@@ -138,11 +138,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--musicgen", action="store_true", help="the tiny random MusicGen instead of the native model"
     )
+    ap.add_argument(
+        "--teacher", choices=("auto", "shard", "replicate"), default="auto", help="distill.fsdp_teacher"
+    )
+    ap.add_argument("--checkpointing", action="store_true", help="distill.activation_checkpointing=true")
     a = ap.parse_args(argv)
+    import logging
+
     from musicdistill.training.distributed import init_distributed, shutdown_distributed
 
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # the tests read what it logs
+
     out = Path(a.out)
-    extra = [f"distill.parallel={a.parallel}", f"distill.mode={a.mode}", "distill.offline_pool=16"]
+    extra = [
+        f"distill.parallel={a.parallel}",
+        f"distill.mode={a.mode}",
+        "distill.offline_pool=16",
+        f"distill.fsdp_teacher={a.teacher}",
+        f"distill.activation_checkpointing={str(a.checkpointing).lower()}",
+    ]
     beta = 0.0 if a.mode == "teacher" else a.beta
     cfg = tiny_config(out.parent, a.steps, beta=beta, extra=extra)
     info, device = init_distributed(torch.device("cpu"))

@@ -53,6 +53,18 @@ def test_two_fsdp_processes_match_one_process(tmp_path: Path, musicgen: bool) ->
     assert len(shards) >= 2  # each rank wrote its own shards
 
 
+def test_a_replicated_teacher_and_activation_checkpointing_change_no_result(tmp_path: Path) -> None:
+    """The teacher replicated instead of sharded, and each block recomputed in the backward: the same
+    parameters as one process, within fp32 tolerance (on the CPU the replica stays fp32)."""
+    extra = ["--mode", "teacher"]
+    _run(tmp_path / "one" / "d", 3, *extra)
+    options = ["--parallel", "fsdp", "--teacher", "replicate", "--checkpointing"]
+    _run(tmp_path / "fsdp" / "d", 3, *extra, *options, processes=2)
+    _assert_close(tmp_path / "one" / "d" / "model.safetensors", tmp_path / "fsdp" / "d" / "model.safetensors")
+    log = (tmp_path / "fsdp" / "launch.log").read_text()
+    assert "the student sharded with activation checkpointing, the teacher replicated" in log
+
+
 def test_fsdp_on_policy_matches_ddp(tmp_path: Path) -> None:
     """On-policy (each rank samples its own rollouts through the gathered student, with the diversity
     reward): the sharded run ends where DDP does on the same processes, within fp32 tolerance."""
