@@ -94,7 +94,10 @@ def musicgen_folder_size(folder: str | Path) -> ModelSize:
     """The :class:`ModelSize` of a local MusicGen folder, read from its ``config.json`` (no weights)."""
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: model.pretrained must be a local MusicGen folder")
+        raise FileNotFoundError(
+            f"{path} is missing: model.pretrained must be a local MusicGen folder (or plan for a public "
+            "size with --model musicgen-small, musicgen-medium or musicgen-large)"
+        )
     config = json.loads(path.read_text(encoding="utf-8"))
     try:
         dec, text = config["decoder"], config["text_encoder"]

@@ -79,6 +79,14 @@ def test_plan_command_prints_the_table_and_a_setting(tmp_path: Path) -> None:
     assert native.returncode == 0 and "native generator:" in native.stdout, native.stderr
     bad = subprocess.run([*args, "--gpus", "0"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--gpus 0 must be >= 1" in bad.stderr
+    missing = [
+        *args[:-1],
+        str(ROOT / "configs" / "musicgen-small.yaml"),
+        f"model.pretrained={tmp_path / 'none'}",
+    ]
+    no_folder = subprocess.run(missing, env=env, capture_output=True, text=True, timeout=120)
+    assert no_folder.returncode != 0 and "config.json is missing" in no_folder.stderr
+    assert "--model musicgen-small" in no_folder.stderr
 
 
 def test_probe_counts_live_tensors_and_their_peak() -> None:
