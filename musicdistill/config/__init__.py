@@ -1,10 +1,20 @@
 """Typed configuration: the schema (:mod:`~musicdistill.config.schema`: every section and key with its
-documentation and range) and reading it (:mod:`~musicdistill.config.loading`: YAML files, dotted
+documentation and range), what is built on it (:mod:`~musicdistill.config.keys`: dotted keys, docs,
+dicts, hashes) and reading it (:mod:`~musicdistill.config.loading`: YAML files, dotted
 overrides, validation, saved configs).
 
 Import from here: ``from musicdistill.config import Config, load_config``.
 """
 
+from musicdistill.config.keys import (
+    config_hash,
+    config_keys,
+    config_sections,
+    config_to_dict,
+    describe_fields,
+    field_type,
+    key_doc,
+)
 from musicdistill.config.loading import (
     MOVED_KEYS,
     apply_overrides,
@@ -37,13 +47,6 @@ from musicdistill.config.schema import (
     ScorerConfig,
     SecondEmbedConfig,
     TextConfig,
-    config_hash,
-    config_keys,
-    config_sections,
-    config_to_dict,
-    describe_fields,
-    field_type,
-    key_doc,
     opt,
     section,
 )

@@ -20,16 +20,8 @@ from typing import Any
 
 import yaml
 
-from musicdistill.config.schema import (
-    Config,
-    ConfigError,
-    DistillConfig,
-    config_keys,
-    config_sections,
-    config_to_dict,
-    field_type,
-    key_doc,
-)
+from musicdistill.config.keys import config_keys, config_sections, config_to_dict, field_type, key_doc
+from musicdistill.config.schema import Config, ConfigError, DistillConfig
 from musicdistill.config.students import Student, parse_merges, parse_students
 from musicdistill.storage.atomic import atomic_write_text
 

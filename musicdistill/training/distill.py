@@ -52,7 +52,7 @@ from musicdistill.storage.checkpoint import save_checkpoint
 from musicdistill.storage.row_sinks import RowLog
 from musicdistill.storage.sharded_snapshot import save_sharded_snapshot
 from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
-from musicdistill.training.fsdp import full_state_dict, gathered, is_sharded, shard
+from musicdistill.training.fsdp import full_state_dict, gathered
 from musicdistill.training.losses import (
     combined_loss,
     group_normalized,
@@ -64,7 +64,7 @@ from musicdistill.training.losses import (
     sequence_logprob,
     token_divergence,
 )
-from musicdistill.training.memory_plan import PLAN_HEADROOM, distill_memory, model_size_of
+from musicdistill.training.parallel import parallelize
 
 log = logging.getLogger(__name__)
 
@@ -405,52 +405,6 @@ def train_step(
 # --------------------------------------------------------------------------------------------
 
 
-def parallelize(
-    parts: DistillParts, dc: DistillConfig, info: DistInfo, device: torch.device
-) -> tuple[torch.nn.Module, bool]:
-    """Spread the student over torchrun's processes: -> (the module the training forward calls,
-    whether the student is sharded). One process: the student itself. ``distill.parallel=ddp``: a
-    DDP wrapper (a whole copy per process). ``fsdp``: the student sharded in place, and the teacher
-    sharded or replicated as :func:`teacher_placement` says. A student the caller sharded already (for
-    instance on a one-process group) trains sharded as it is."""
-    if is_sharded(parts.student):
-        return parts.student, True
-    if not info.enabled:
-        return parts.student, False
-    if dc.parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(parts.student, device_ids=ids), False
-    placement = teacher_placement(dc, parts, info, device)
-    shard(parts.student, device, dc.bf16, dc.activation_checkpointing)
-    if placement == "shard":
-        shard(parts.teacher, device, dc.bf16)
-    elif device.type == "cuda" and dc.bf16:
-        parts.teacher.to(torch.bfloat16)
-    log.info(
-        "FSDP over %d processes: the student sharded%s, the teacher %s",
-        info.world_size,
-        " with activation checkpointing" if dc.activation_checkpointing else "",
-        "sharded" if placement == "shard" else "replicated",
-    )
-    return parts.student, True
-
-
-def teacher_placement(dc: DistillConfig, parts: DistillParts, info: DistInfo, device: torch.device) -> str:
-    """``distill.fsdp_teacher`` resolved: ``auto`` replicates the teacher on a GPU where the memory
-    plan with a replicated teacher fits the card, and shards it everywhere else (the CPU included)."""
-    if dc.fsdp_teacher != "auto":
-        return dc.fsdp_teacher
-    if device.type != "cuda":
-        return "shard"
-    total = torch.cuda.get_device_properties(device).total_memory
-    need = distill_memory(
-        model_size_of(parts.student), dc, parts.num_frames, info.world_size, "fsdp", teacher="replicate"
-    ).peak
-    return "replicate" if need <= PLAN_HEADROOM * total else "shard"
-
-
 def check_distill_config(
     dc: DistillConfig, parts: DistillParts, info: DistInfo, dial_hidden: int = 0
 ) -> None:
@@ -512,7 +466,7 @@ def distill(
     if dial_hidden:
         student.attach_dial(dial_hidden)
     conditioned = getattr(student, "dial", None) is not None
-    forward_model, sharded = parallelize(parts, dc, info, device)
+    forward_model, sharded = parallelize(student, teacher, parts.num_frames, dc, info, device)
     scales = {"dial": dial_lr_scale} if conditioned else None
     optimizer = make_optimizer(student, dc.lr, dc.weight_decay, lr_scales=scales)
     scheduler = make_scheduler(optimizer, dc.steps, dc.warmup_steps, min_ratio=1.0)  # constant after warm-up
@@ -548,7 +502,8 @@ def distill(
         }
 
     rows = RowLog(out, cfg.report_to if info.is_main else "none")
-    if start == 0 and (info.is_main or sharded):  # a sharded student evaluates on every rank
+    evaluates = info.is_main or sharded  # a sharded student samples on every rank, so all evaluate
+    if start == 0 and evaluates:
         metrics = evaluate_student(parts, dc, device)
         if info.is_main:
             rows.append({"step": 0, **{k: _sig(v) for k, v in metrics.items()}})
@@ -621,7 +576,7 @@ def distill(
             row["reward_mean"] = _sig(all_reduce_mean(rewards.mean(), info).item())
             row["reward_std"] = _sig(all_reduce_mean(rewards.std(), info).item())
         done = step + 1
-        if (info.is_main or sharded) and (done % dc.eval_every == 0 or done == dc.steps):
+        if evaluates and (done % dc.eval_every == 0 or done == dc.steps):
             metrics = evaluate_student(parts, dc, device)
             row.update({k: _sig(v) for k, v in metrics.items()})
         if info.is_main:
