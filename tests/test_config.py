@@ -439,6 +439,10 @@ def test_words_are_still_not_numbers(text: str) -> None:
         ("run.merges=[{a: quality, b: nobody}]", r"run\.merges\[0\]\.b='nobody' is not a declared student"),
         ("run.merges=[{a: quality, b: diversity, lambdas: [1.0]}]", r"strictly between 0 and 1"),
         ("run.merges=[{a: quality, b: quality}]", r"merge two different students"),
+        (
+            "run.merges=[{a: quality, b: diversity, lambdas: [0.12, 0.125]}]",
+            r"run\.merges\[0\]\.lambdas=\[0\.12, 0\.125\]: two lambdas share a folder name \(lam_0\.12, lam_0\.12",
+        ),
     ],
 )
 def test_students_and_merges_are_checked_with_the_field_and_the_fix(override: str, match: str) -> None:

@@ -264,7 +264,14 @@ def parse_merges(cfg: Config, students: list[Student]) -> list[Merge]:
                 f"{where}.lambdas={lambdas!r} must be a non-empty list of numbers strictly between 0 and 1 "
                 "(lambda 0 and 1 are the students themselves)"
             )
-        merges.append(Merge(item["a"], item["b"], tuple(sorted({float(v) for v in lambdas}))))
+        distinct = tuple(sorted({float(v) for v in lambdas}))
+        folders_of = [f"lam_{v:.2f}" for v in distinct]  # pipeline.run_systems.merge_dir's names
+        if len(set(folders_of)) != len(folders_of):
+            raise ConfigError(
+                f"{where}.lambdas={lambdas!r}: two lambdas share a folder name ({', '.join(folders_of)}; "
+                "a merge's folder keeps two decimals); list lambdas that differ in the first two decimals"
+            )
+        merges.append(Merge(item["a"], item["b"], distinct))
     folders = [m.folder for m in merges]
     if len(set(folders)) != len(folders):
         raise ConfigError(f"run.merges: the same pair is merged twice ({folders}); list its lambdas once")
