@@ -134,6 +134,11 @@ def main() -> None:
         from musicdistill.demo import run_folders
     except ImportError:
         run_folders = demo_engine
+    try:
+        from musicdistill.demo import loading as demo_loading
+        from musicdistill.demo import requests as demo_requests
+    except ImportError:
+        demo_loading = demo_requests = demo_engine
     finds = inspect.signature(run_folders.find_run_checkpoints).parameters
     paths = (
         run_folders.find_run_checkpoints(run, args.dial)
@@ -145,13 +150,13 @@ def main() -> None:
         paths = run_folders.DemoPaths(
             quality=paths.quality, diversity=paths.diversity, embedder=paths.embedder, **kept
         )
-    accepts = inspect.signature(demo_engine.load_engine).parameters
+    accepts = inspect.signature(demo_loading.load_engine).parameters
     kwargs = {"dtype": args.dtype} if "dtype" in accepts else {}
-    engine = demo_engine.load_engine(paths, "cpu", **kwargs)
+    engine = demo_loading.load_engine(paths, "cpu", **kwargs)
     loaded, loaded_anon = rss_mb(), rss_mb("RssAnon")
     weights = sum(p.numel() * p.element_size() for p in engine.student.model.parameters())
     for i in range(11):
-        request = demo_engine.DemoRequest(
+        request = demo_requests.DemoRequest(
             prompt="a calm piano melody",
             lam=i / 10,
             num_variations=1,

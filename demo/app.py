@@ -1,7 +1,7 @@
 """Run the quality ↔ diversity demo from a source checkout: ``python demo/app.py --run runs/default``.
 
 A thin entry point: the page lives in :mod:`musicdistill.demo.app` (``build_demo(engine) -> gr.Blocks``)
-and the models in :mod:`musicdistill.demo.engine`, so ``musicdistill demo`` works from an installed
+and the models in :mod:`musicdistill.demo.engine` (loaded by :mod:`musicdistill.demo.loading`), so ``musicdistill demo`` works from an installed
 package too. Arguments are those of ``musicdistill demo --help``.
 """
 

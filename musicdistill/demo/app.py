@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from musicdistill.demo.engine import DemoEngine, DemoInputError, DemoResult, SystemOutput, validate_request
+from musicdistill.demo.engine import DemoEngine, DemoResult, SystemOutput
+from musicdistill.demo.requests import DemoInputError, validate_request
 from musicdistill.dsp.features import log_mel
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,9 @@ import pytest
 import torch
 
 from musicdistill.config import CodecConfig, Config, ModelConfig, TextConfig, config_to_dict
-from musicdistill.demo.engine import (
-    DemoInputError,
-    DemoLimits,
-    load_engine,
-    mean_pairwise_diversity,
-    validate_request,
-)
+from musicdistill.demo.engine import mean_pairwise_diversity
+from musicdistill.demo.loading import load_engine
+from musicdistill.demo.requests import DemoInputError, DemoLimits, validate_request
 from musicdistill.demo.run_folders import DemoPaths, find_run_checkpoints
 from musicdistill.demo.weight_dial import WeightDial
 from musicdistill.judges.spectral import spectral_embedding
@@ -555,7 +551,7 @@ def _conditioned_run(demo_run: dict[str, Path], root: Path) -> Path:
 
 def test_a_run_with_a_conditioned_student_serves_its_w_slider(demo_run, tmp_path) -> None:
     from musicdistill.demo.diversity_dial import ConditionedDial
-    from musicdistill.demo.engine import DemoRequest
+    from musicdistill.demo.requests import DemoRequest
 
     folder = _conditioned_run(demo_run, tmp_path / "run")
     found = find_run_checkpoints(tmp_path / "run")

@@ -23,7 +23,9 @@ from musicdistill.cli import main as cli_main
 from musicdistill.codec.encodec_adapters import HFEncodecCodec
 from musicdistill.config import CodecConfig, load_config
 from musicdistill.data.tokens import load_token_set
-from musicdistill.demo.engine import DemoPaths, DemoRequest, load_engine
+from musicdistill.demo.loading import load_engine
+from musicdistill.demo.requests import DemoRequest
+from musicdistill.demo.run_folders import DemoPaths
 from musicdistill.generation.sampling import generate
 from musicdistill.merging import merge_checkpoints
 from musicdistill.model.loading import (
