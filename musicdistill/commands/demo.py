@@ -6,7 +6,7 @@ import argparse
 import os
 
 from musicdistill.demo.app import launch_demo
-from musicdistill.demo.engine import load_engine
+from musicdistill.demo.loading import load_engine
 from musicdistill.demo.run_folders import DemoPaths, find_run_checkpoints
 from musicdistill.runtime import resolve_device
 
