@@ -32,7 +32,7 @@ def run_script(
     script: Path, out: Path, steps: int, *extra: str, launcher: list[str] | None = None
 ) -> subprocess.Popen:
     """Start ``script OUT STEPS EXTRA...`` on one thread per process, with the repository on the path,
-    in a session of its own (so a kill reaches every process a launcher starts)."""
+    in a session of its own (:func:`kill_tree` also reaches the workers a launcher starts)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, *(launcher or []), str(script), str(out), str(steps), *extra],
@@ -41,6 +41,55 @@ def run_script(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _children() -> dict[int, list[int]]:
+    """Each live process's children, from ``/proc`` (Linux)."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree, found, todo = _children(), [], [pid]
+    while todo:
+        kids = tree.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and every process under it, and wait until none runs. torchrun starts each
+    worker in a session of its own, so killing the launcher's process group alone leaves the
+    workers training (and writing snapshots) beside the resumed run."""
+    pids = [proc.pid, *_descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids), "a killed process is still running"
 
 
 def finish(proc: subprocess.Popen) -> None:
@@ -56,8 +105,8 @@ def reference_and_resumed(
     *extra: str,
     launcher: list[str] | None = None,
 ) -> None:
-    """Run ``script`` into ``ref``; into ``killed`` SIGKILL it (every process of its launcher) once
-    snapshot ``kill_after`` is published, then resume it there to the end."""
+    """Run ``script`` into ``ref``; into ``killed`` SIGKILL it (the launcher and every process under
+    it) once snapshot ``kill_after`` is published, then resume it there to the end."""
     finish(run_script(script, ref, steps, *extra, launcher=launcher))
     proc = run_script(script, killed, steps, *extra, "--step-sleep", "2", launcher=launcher)
     pointer = killed / "checkpoints" / "latest"
@@ -66,8 +115,7 @@ def reference_and_resumed(
         pointer.is_file() and pointer.read_text().strip() == f"step_{kill_after:07d}"
     ):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_tree(proc)
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
     finish(run_script(script, killed, steps, *extra, "--resume", launcher=launcher))
 
