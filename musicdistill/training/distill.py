@@ -4,7 +4,7 @@ Each step (docs/method.md sections 3-4):
 
 1. take B prompts and draw G rollouts per prompt from the student, without CFG, with the KV cache
    and no gradient (``mode="on_policy"``; the offline modes take sequences sampled once from the
-   CFG teacher, or dataset clips, to compare against: teacher hacking);
+   CFG teacher, or dataset clips, to compare against: teacher hacking; :mod:`musicdistill.training.offline_pool`);
 2. run the frozen teacher teacher-forced on those rollouts, conditional and null rows in one
    batch-doubled forward combined at scale γ (:func:`~musicdistill.generation.guidance.guided_forward`),
    and the student teacher-forced with gradients;
@@ -45,12 +45,21 @@ from musicdistill.loop_kit import (
 )
 from musicdistill.model.delay import teacher_forcing_batch
 from musicdistill.model.dial import W_RANGE, check_dial_lr_scale
-from musicdistill.model.text import TextCondition
-from musicdistill.progress import Progress, track
+from musicdistill.progress import Progress
 from musicdistill.runtime import autocast, device_clock
 from musicdistill.storage.checkpoint import save_checkpoint
 from musicdistill.storage.row_sinks import RowLog
 from musicdistill.storage.sharded_snapshot import save_sharded_snapshot
+from musicdistill.training.distill_parts import (
+    DIAL_STREAM,
+    EVAL_STREAM,
+    PROMPT_STREAM,
+    ROLLOUT_STREAM,
+    DistillParts,
+    PromptSet,
+    RewardEmbed,
+    Rollouts,
+)
 from musicdistill.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier
 from musicdistill.training.fsdp import full_state_dict, gathered
 from musicdistill.training.losses import (
@@ -64,74 +73,10 @@ from musicdistill.training.losses import (
     sequence_logprob,
     token_divergence,
 )
+from musicdistill.training.offline_pool import offline_batch, teacher_pool, with_teacher_logits
 from musicdistill.training.parallel import parallelize
 
 log = logging.getLogger(__name__)
-
-#: :func:`~musicdistill.loop_kit.step_generator` streams, one per kind of random draw
-(
-    ROLLOUT_STREAM,
-    PROMPT_STREAM,
-    POOL_PROMPT_STREAM,
-    POOL_SAMPLE_STREAM,
-    OFFLINE_STREAM,
-    EVAL_STREAM,
-    DIAL_STREAM,
-) = range(7)
-
-#: codes [N, K, T] -> L2-normalised embeddings [N, E] of the decoded audio (the reward model)
-RewardEmbed = Callable[[torch.Tensor], torch.Tensor]
-#: (codes [N, K, T], per-row attribute dicts) -> golden quality in [0, 1] (e.g. attribute adherence)
-GoldenMetric = Callable[[torch.Tensor, list[dict[str, Any] | None]], float]
-
-
-@dataclass
-class PromptSet:
-    """Prompts with optional attribute labels (for the golden metric)."""
-
-    prompts: list[str]
-    attributes: list[dict[str, Any] | None]
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-
-@dataclass
-class DistillParts:
-    """Everything the loop needs, built by the caller (CLI, pipeline or test).
-
-    ``student`` and ``teacher`` are generators with the interface of :mod:`musicdistill.model.generator`
-    (the teacher is frozen); ``encode`` maps prompts to a :class:`TextCondition`; ``num_frames`` is
-    the rollout length; ``reward_embed`` is required when β > 0; ``golden`` is optional.
-    ``dataset_codes`` / ``dataset_prompts`` feed ``mode="dataset"``.
-    """
-
-    student: torch.nn.Module
-    teacher: torch.nn.Module
-    encode: Callable[[list[str]], TextCondition]
-    train: PromptSet
-    held_out: PromptSet
-    num_frames: int
-    reward_embed: RewardEmbed | None = None
-    golden: GoldenMetric | None = None
-    dataset_codes: torch.Tensor | None = None
-    dataset_prompts: list[str] | None = None
-
-
-#: an offline pool's teacher logits are computed once when they take at most this many bytes
-MAX_POOL_LOGITS_BYTES = 1 << 30
-
-
-@dataclass
-class Rollouts:
-    """``codes [N, K, T]`` for N = B·G rows (prompt-major) and the N prompts they answer; for an
-    offline pool, optionally the CFG teacher's logits on them ``[N, K, S, V]``, computed once; for a
-    conditioned student, the diversity weight w each row was sampled at ``[N]``."""
-
-    codes: torch.Tensor
-    prompts: list[str]
-    teacher_logits: torch.Tensor | None = None
-    dial: torch.Tensor | None = None  # a conditioned student's w per row [N] (the same within a group)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,71 +139,6 @@ def reward_terms(
         if advantage_norm == "group":
             advantages = group_normalized(advantages, group_size)
     return rewards, advantages
-
-
-# --------------------------------------------------------------------------------------------
-# The offline modes
-# --------------------------------------------------------------------------------------------
-
-
-def teacher_pool(parts: DistillParts, dc: DistillConfig, device: torch.device) -> Rollouts:
-    """``offline_pool`` sequences sampled once from the CFG teacher (G per prompt)."""
-    groups = max(1, dc.offline_pool // dc.group_size)
-    idx = torch.randint(len(parts.train), (groups,), generator=step_generator(dc.seed, 0, POOL_PROMPT_STREAM))
-    prompts = [parts.train.prompts[i] for i in idx.tolist()]
-    gen = step_generator(dc.seed, 0, POOL_SAMPLE_STREAM, device=device)
-    codes = []
-    for start in track(range(0, groups, 16), "sampling the teacher pool", unit="batch", leave=False):
-        cond = parts.encode(prompts[start : start + 16]).repeat_interleave(dc.group_size)
-        c, _ = sample_tokens(parts.teacher, cond, parts.num_frames, cfg_scale=dc.gamma, generator=gen)
-        codes.append(c)
-    return Rollouts(torch.cat(codes), [p for p in prompts for _ in range(dc.group_size)])
-
-
-@torch.no_grad()
-def with_teacher_logits(
-    parts: DistillParts, pool: Rollouts, dc: DistillConfig, device: torch.device
-) -> Rollouts:
-    """The teacher-sampled pool with the CFG teacher's logits on every sequence, computed once in batches
-    of a step's size (each row's logits do not depend on the rows beside it), so the offline steps
-    skip the teacher's forward. A pool whose logits would take more than ``MAX_POOL_LOGITS_BYTES``
-    is returned as it is (the teacher then runs at every step)."""
-    student = parts.student
-    rows, k, frames = pool.codes.shape
-    steps_len = frames + max(student.delays)
-    size = rows * k * steps_len * student.cardinality * 4
-    if size > MAX_POOL_LOGITS_BYTES:
-        log.info(
-            "the teacher's logits on the %d pool sequences would take %.1f GiB: computed at every step instead",
-            rows,
-            size / 2**30,
-        )
-        return pool
-    batch = dc.prompts_per_step * dc.group_size
-    chunks = []
-    for start in track(range(0, rows, batch), "the teacher on the pool", unit="batch", leave=False):
-        codes = pool.codes[start : start + batch].to(device)
-        inputs, _, _ = teacher_forcing_batch(codes, student.delays, student.special_token)
-        with autocast(device, dc.bf16):
-            chunks.append(
-                guided_forward(
-                    parts.teacher, inputs, parts.encode(pool.prompts[start : start + batch]), dc.gamma
-                )
-            )
-    return Rollouts(pool.codes, pool.prompts, torch.cat(chunks))
-
-
-def offline_batch(pool: Rollouts, dc: DistillConfig, step: int, info: DistInfo) -> Rollouts:
-    """This rank's share of B groups of G sequences from an offline pool (teacher or dataset)."""
-    groups = pool.codes.shape[0] // dc.group_size
-    idx = torch.randint(
-        groups, (dc.prompts_per_step,), generator=step_generator(dc.seed, step, OFFLINE_STREAM)
-    )
-    share = dc.prompts_per_step // info.world_size
-    mine = idx[info.rank * share : (info.rank + 1) * share]
-    rows = (mine[:, None] * dc.group_size + torch.arange(dc.group_size)).flatten()
-    logits = None if pool.teacher_logits is None else pool.teacher_logits[rows.to(pool.teacher_logits.device)]
-    return Rollouts(pool.codes[rows], [pool.prompts[i] for i in rows.tolist()], logits)
 
 
 # --------------------------------------------------------------------------------------------

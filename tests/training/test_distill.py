@@ -117,12 +117,12 @@ def test_offline_teacher_mode_runs(tmp_path: Path) -> None:
 def test_the_offline_pools_teacher_logits_computed_once_give_the_same_student(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import musicdistill.training.distill as loop
+    import musicdistill.training.offline_pool as pools
 
     extra = ["distill.mode=teacher", "distill.offline_pool=16", "distill.prompts_per_step=2"]
     cfg = tiny_config(tmp_path, steps=4, beta=0.0, extra=extra)
     cached = distill(cfg, tiny_parts(cfg), tmp_path / "cached", {}, torch.device("cpu"))
-    monkeypatch.setattr(loop, "MAX_POOL_LOGITS_BYTES", 0)  # too large: the teacher runs at every step
+    monkeypatch.setattr(pools, "MAX_POOL_LOGITS_BYTES", 0)  # too large: the teacher runs at every step
     per_step = distill(cfg, tiny_parts(cfg), tmp_path / "per_step", {}, torch.device("cpu"))
     assert_same_tensors(cached / "model.safetensors", per_step / "model.safetensors")
     teacher_seconds = [sum(r["time_teacher"] for r in _rows(out)[1:]) for out in (cached, per_step)]
