@@ -23,6 +23,7 @@ import yaml
 
 from musicdistill.api.model import Model
 from musicdistill.config import Config, section_from_dict
+from musicdistill.config.students import lambda_folder
 from musicdistill.merging import merge_state_dicts
 from musicdistill.model.loading import LoadedGenerator, load_generator
 from musicdistill.model.musicgen import load_backbone
@@ -164,7 +165,7 @@ def _from_run(run: Path, role: str | None, lam: float | None, device: torch.devi
 
 def _merged(run: Path, quality: Path, diversity: Path, lam: float, device: torch.device) -> Model:
     """The run's merge folder at ``lam`` when it exists, else the LERP computed in memory."""
-    stored = run / "merges" / f"{quality.name}-{diversity.name}" / f"lam_{lam:.2f}"
+    stored = run / "merges" / f"{quality.name}-{diversity.name}" / lambda_folder(lam)
     source = f"{run} (merge, lambda={lam:g})"
     if abs(round(lam, 2) - lam) < 1e-12 and (stored / MODEL_FILE).is_file():
         return _from_checkpoint(stored, device, source)

@@ -92,6 +92,11 @@ class Merge:
         return f"{self.a}-{self.b}"
 
 
+def lambda_folder(lam: float) -> str:
+    """A merge's folder name at ``lam`` under ``<run>/merges/<a>-<b>``: ``lam_0.25`` (two decimals)."""
+    return f"lam_{lam:.2f}"
+
+
 def _where(name: str, key: str | None = None) -> str:
     return f"run.students.{name}" + (f".{key}" if key else "")
 
@@ -265,7 +270,7 @@ def parse_merges(cfg: Config, students: list[Student]) -> list[Merge]:
                 "(lambda 0 and 1 are the students themselves)"
             )
         distinct = tuple(sorted({float(v) for v in lambdas}))
-        folders_of = [f"lam_{v:.2f}" for v in distinct]  # pipeline.run_systems.merge_dir's names
+        folders_of = [lambda_folder(v) for v in distinct]
         if len(set(folders_of)) != len(folders_of):
             raise ConfigError(
                 f"{where}.lambdas={lambdas!r}: two lambdas share a folder name ({', '.join(folders_of)}; "

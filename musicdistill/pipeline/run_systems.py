@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from musicdistill.config import Config, ConfigError
-from musicdistill.config.students import Merge, Student, parse_merges, parse_students
+from musicdistill.config.students import Merge, Student, lambda_folder, parse_merges, parse_students
 
 
 def merge_dir(run_dir: Path, merge: Merge, lam: float) -> Path:
     """``<run>/merges/<a>-<b>/lam_<λ>``."""
-    return run_dir / "merges" / merge.folder / f"lam_{lam:.2f}"
+    return run_dir / "merges" / merge.folder / lambda_folder(lam)
 
 
 def student_system_name(student: Student) -> str:
